@@ -1,0 +1,95 @@
+"""Reads about conversations. Nothing here writes."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from chatbot.conversations.models import Conversation, Generation, Message
+
+
+def conversation_get_for_visitor(*, public_id: str, visitor_id: str) -> Conversation | None:
+    """The conversation if it is this visitor's; None both when it does not exist and when it is
+    someone else's, so a caller cannot tell the two apart."""
+    if not public_id or not visitor_id:
+        return None
+    return Conversation.objects.filter(public_id=public_id, visitor_id=visitor_id).first()
+
+
+def conversation_latest_for_visitor(*, visitor_id: str) -> Conversation | None:
+    return Conversation.objects.filter(visitor_id=visitor_id).order_by("-created_at").first()
+
+
+def message_list(*, conversation: Conversation, limit: int | None = None) -> list[Message]:
+    """The conversation's messages, oldest first (the last `limit` of them)."""
+    limit = limit or settings.HISTORY_MAX_MESSAGES
+    latest = list(conversation.messages.order_by("-created_at", "-id")[:limit])
+    latest.reverse()
+    return latest
+
+
+def generation_in_progress(*, conversation: Conversation) -> Generation | None:
+    return (
+        conversation.generations.filter(status__in=[Generation.Status.PENDING, Generation.Status.RUNNING])
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
+    """The conversation up to the generation's customer message, as chat turns for the model.
+
+    Customer messages are user turns; bot and agent messages are assistant turns (their answer
+    text only: the chat template drops reasoning from earlier turns anyway); system notices are
+    not shown to the model. Oldest first; the caller trims to the context budget.
+    """
+    messages = (
+        Message.objects.filter(conversation_id=generation.conversation_id, id__lte=generation.prompt_message_id)
+        .exclude(author=Message.Author.SYSTEM)
+        .order_by("-created_at", "-id")[: settings.HISTORY_MAX_MESSAGES]
+    )
+    turns: list[dict[str, str]] = []
+    for message in reversed(list(messages)):
+        role = "user" if message.author == Message.Author.CUSTOMER else "assistant"
+        if turns and turns[-1]["role"] == role:
+            # Two customer messages in a row (an earlier one went unanswered): one user turn.
+            turns[-1]["content"] += "\n" + message.text
+        else:
+            turns.append({"role": role, "content": message.text})
+    return turns
+
+
+# -- serialisation for the socket (docs/protocol.md) ----------------------------------------------
+
+
+def conversation_payload(conversation: Conversation | None) -> dict | None:
+    if conversation is None:
+        return None
+    return {"id": conversation.public_id, "status": conversation.status, "created_at": conversation.created_at.isoformat()}
+
+
+def message_payload(message: Message) -> dict:
+    # Never the reasoning: this goes to customers.
+    return {
+        "id": message.pk,
+        "author": message.author,
+        "text": message.text,
+        "created_at": message.created_at.isoformat(),
+        "generation_id": message.generation_id,
+    }
+
+
+def generation_payload(generation: Generation | None) -> dict | None:
+    if generation is None:
+        return None
+    return {"id": generation.pk, "status": generation.status}
+
+
+def history_payload(*, conversation: Conversation | None) -> dict:
+    if conversation is None:
+        return {"type": "history", "conversation": None, "messages": [], "generation": None}
+    return {
+        "type": "history",
+        "conversation": conversation_payload(conversation),
+        "messages": [message_payload(m) for m in message_list(conversation=conversation)],
+        "generation": generation_payload(generation_in_progress(conversation=conversation)),
+    }

@@ -1,0 +1,291 @@
+"""Writes about conversations: customer messages, generations and their outcomes.
+
+Consumers and tasks call these; they hold the rules. Events to sockets leave after the commit
+(`chatbot.events.send_event_on_commit`); generations are handed to Celery after the commit too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.conversations.selectors import message_payload
+from chatbot.events import send_event_on_commit
+from chatbot.redis_client import CANCEL_TTL_S, cancel_key, get_redis
+from chatbot.serving.selectors import active_variant_get, variant_is_served
+
+logger = logging.getLogger(__name__)
+
+GENERATE_TASK = "inference_worker.generate"
+CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UNAVAILABLE_DETAIL = "The assistant is unavailable right now. Your message is saved; please try again in a moment."
+FAILED_DETAIL = "Sorry, the assistant could not answer this message. Your message is saved; please try again."
+
+
+class InvalidInput(ValueError):
+    """A customer's input refused with a protocol error code (docs/protocol.md)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def generation_queue(variant: str) -> str:
+    """Celery queue of a model variant: workers consume the queues of the variants they serve."""
+    return f"generate.{variant}"
+
+
+def visitor_id_ensure(*, session: Any) -> str:
+    """The visitor id kept in the customer's session, created on first visit."""
+    visitor_id = session.get("visitor_id")
+    if not visitor_id:
+        visitor_id = secrets.token_urlsafe(24)
+        session["visitor_id"] = visitor_id
+    return visitor_id
+
+
+def customer_text_validate(*, text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("empty_message", "The message is empty.")
+    if len(text) > settings.MESSAGE_MAX_CHARS:
+        raise InvalidInput(
+            "message_too_long",
+            f"The message is {len(text)} characters long; the limit is {settings.MESSAGE_MAX_CHARS}.",
+        )
+    if "\x00" in text:
+        raise InvalidInput("malformed", "The message contains a NUL character.")
+    return text.strip()
+
+
+def client_id_validate(*, client_id: Any) -> str:
+    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
+        raise InvalidInput("invalid_client_id", "client_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'.")
+    return client_id
+
+
+@dataclass
+class PostResult:
+    conversation: Conversation
+    message: Message
+    generation: Generation | None
+    created: bool
+
+    @property
+    def unavailable(self) -> bool:
+        return self.generation is not None and self.generation.status == Generation.Status.FAILED
+
+
+def customer_message_post(
+    *, visitor_id: str, conversation: Conversation | None, text: str, client_id: str
+) -> PostResult:
+    """Save a customer's message, then (after the commit) hand a generation to a worker.
+
+    The message is saved before anything else can fail. Takes a row lock on the conversation so
+    that two sockets posting at once cancel and create generations one after the other. A resent
+    `client_id` returns the stored message instead of a second copy. Any answer still in
+    progress is cancelled: the customer has moved on. While an agent owns the conversation the
+    bot does not answer.
+    """
+    text = customer_text_validate(text=text)
+    client_id = client_id_validate(client_id=client_id)
+    with transaction.atomic():
+        if conversation is None:
+            conversation = Conversation.objects.create(visitor_id=visitor_id)
+        else:
+            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if conversation.status == Conversation.Status.RESOLVED:
+            raise InvalidInput("conversation_closed", "This conversation is resolved; start a new one.")
+        existing = conversation.messages.filter(client_id=client_id).first()
+        if existing is not None:
+            generation = Generation.objects.filter(prompt_message=existing).order_by("-id").first()
+            return PostResult(conversation=conversation, message=existing, generation=generation, created=False)
+
+        message = Message.objects.create(
+            conversation=conversation, author=Message.Author.CUSTOMER, text=text, client_id=client_id
+        )
+        conversation.last_message_at = message.created_at
+        conversation.save(update_fields=["last_message_at", "updated_at"])
+        for running in conversation.generations.filter(
+            status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
+        ):
+            generation_cancel(generation=running, reason="the customer sent a new message")
+
+        generation = None
+        if conversation.status == Conversation.Status.BOT:
+            generation = Generation.objects.create(
+                conversation=conversation, prompt_message=message, model_variant=active_variant_get()
+            )
+            transaction.on_commit(lambda: generation_enqueue(generation=generation))
+    return PostResult(conversation=conversation, message=message, generation=generation, created=True)
+
+
+def generation_enqueue(*, generation: Generation) -> bool:
+    """Send the generation to its variant's queue. If no live worker serves the variant, or the
+    broker cannot be reached, the generation is marked FAILED (the customer's message stays)."""
+    from chatbot.celery import app
+
+    try:
+        if not variant_is_served(variant=generation.model_variant):
+            generation_fail(generation=generation, error="no live worker serves this model variant", notify=False)
+            return False
+        app.send_task(
+            GENERATE_TASK,
+            args=[generation.pk],
+            queue=generation_queue(generation.model_variant),
+            retry=False,
+            ignore_result=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - Redis down shows up as several exception types
+        logger.warning("could not enqueue generation %s: %s", generation.pk, exc)
+        generation_fail(generation=generation, error=f"broker unreachable: {type(exc).__name__}", notify=False)
+        return False
+    return True
+
+
+def generation_cancel(*, generation: Generation, reason: str) -> bool:
+    """Mark a pending or running generation CANCELLED and tell its worker (a Redis flag the
+    worker polls) and the customer. Returns False when it had already ended."""
+    now = timezone.now()
+    updated = Generation.objects.filter(
+        pk=generation.pk, status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
+    ).update(status=Generation.Status.CANCELLED, error=reason, finished_at=now)
+    if not updated:
+        return False
+    generation.status, generation.error, generation.finished_at = Generation.Status.CANCELLED, reason, now
+
+    def flag() -> None:
+        try:
+            get_redis().set(cancel_key(generation.pk), "1", ex=CANCEL_TTL_S)
+        except Exception:  # noqa: BLE001 - the worker also re-reads the row before it writes
+            logger.warning("could not flag generation %s as cancelled", generation.pk, exc_info=True)
+
+    transaction.on_commit(flag)
+    send_event_on_commit(
+        generation.conversation.group_name, {"type": "generation.cancelled", "generation_id": generation.pk}
+    )
+    return True
+
+
+def generation_fail(*, generation: Generation, error: str, notify: bool = True) -> bool:
+    """Mark a generation FAILED with its error; tell the customer in words when `notify`."""
+    now = timezone.now()
+    updated = Generation.objects.filter(
+        pk=generation.pk, status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
+    ).update(status=Generation.Status.FAILED, error=error[:2000], finished_at=now)
+    if not updated:
+        return False
+    generation.status, generation.error, generation.finished_at = Generation.Status.FAILED, error, now
+    if notify:
+        send_event_on_commit(
+            generation.conversation.group_name,
+            {"type": "generation.failed", "generation_id": generation.pk, "detail": FAILED_DETAIL},
+        )
+    return True
+
+
+# -- worker side ------------------------------------------------------------------------------------
+
+
+def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
+    """Take a generation for running. Idempotent: returns None for an unknown or already ended
+    generation (a redelivered task does nothing). A generation whose earlier worker died is run
+    again until GENERATION_MAX_ATTEMPTS, then FAILED. Locks the generation row."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update().select_related("conversation").filter(pk=generation_id).first()
+        )
+        if generation is None or generation.is_final:
+            return None
+        if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
+            generation_fail(generation=generation, error=f"gave up after {generation.attempts} attempts (worker lost)")
+            return None
+        if not generation.conversation.owner_is_bot:
+            generation_cancel(generation=generation, reason="an agent owns the conversation")
+            return None
+        generation.attempts += 1
+        generation.status = Generation.Status.RUNNING
+        generation.started_at = timezone.now()
+        generation.worker = worker[:200]
+        generation.save(update_fields=["attempts", "status", "started_at", "worker"])
+    return generation
+
+
+def generation_complete(
+    *, generation_id: int, text: str, reasoning: str, measures: dict[str, Any]
+) -> Message | None:
+    """Store the bot's answer and mark the generation DONE. Returns None (and stores nothing)
+    when the generation was cancelled or failed meanwhile. Locks the generation row."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update().select_related("conversation").filter(pk=generation_id).first()
+        )
+        if generation is None or generation.status != Generation.Status.RUNNING:
+            return None
+        message = Message.objects.create(
+            conversation=generation.conversation,
+            author=Message.Author.BOT,
+            text=text,
+            reasoning=reasoning,
+            generation=generation,
+            model_variant=generation.model_variant,
+            **measures,
+        )
+        generation.status = Generation.Status.DONE
+        generation.finished_at = timezone.now()
+        generation.save(update_fields=["status", "finished_at"])
+        Conversation.objects.filter(pk=generation.conversation_id).update(last_message_at=message.created_at)
+    return message
+
+
+def answer_done_event(*, message: Message) -> dict[str, Any]:
+    return {"type": "answer.done", "generation_id": message.generation_id, "message": message_payload(message)}
+
+
+def generation_requeue_orphans(*, min_age_s: float | None = None) -> int:
+    """Give generations whose worker died mid-answer to another worker.
+
+    A RUNNING generation whose worker no longer sends heartbeats is set back to PENDING and
+    enqueued again (its claim counts the attempt), or FAILED with a word to the customer once it
+    has used GENERATION_MAX_ATTEMPTS. Any worker runs this from its heartbeat loop, so a dead
+    worker's conversations are picked up within seconds rather than at the broker's visibility
+    timeout. The row lock makes two sweeping workers agree."""
+    from chatbot.serving.selectors import worker_status_list
+
+    min_age_s = settings.WORKER_HEARTBEAT_TTL_S * 2 if min_age_s is None else min_age_s
+    live = {worker.name for worker in worker_status_list()}
+    cutoff = timezone.now() - timezone.timedelta(seconds=min_age_s)
+    candidates = Generation.objects.filter(status=Generation.Status.RUNNING, started_at__lt=cutoff).exclude(
+        worker__in=live
+    )
+    requeued = 0
+    for candidate in candidates.values_list("pk", flat=True)[:100]:
+        with transaction.atomic():
+            generation = (
+                Generation.objects.select_for_update(skip_locked=True)
+                .select_related("conversation")
+                .filter(pk=candidate, status=Generation.Status.RUNNING)
+                .first()
+            )
+            if generation is None or generation.worker in live:
+                continue
+            if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
+                generation_fail(generation=generation, error=f"worker {generation.worker} was lost mid-answer")
+                continue
+            generation.status = Generation.Status.PENDING
+            generation.save(update_fields=["status"])
+            transaction.on_commit(lambda generation=generation: generation_enqueue(generation=generation))
+            send_event_on_commit(
+                generation.conversation.group_name,
+                {"type": "generation.queued", "generation_id": generation.pk, "position": None},
+            )
+            requeued += 1
+    return requeued

@@ -1,0 +1,57 @@
+"""`python manage.py run_worker`: the GPU worker.
+
+Loads and checks the model variants first (a missing, partial or corrupt model stops it here,
+with the path and the fault), then consumes the Celery queues of those variants with a pool of
+threads, all feeding one batching engine per variant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run the inference worker (Celery, threads pool, one batching engine per model variant)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--name", default=None, help="worker name (default: host name + a suffix)")
+        parser.add_argument("--concurrency", type=int, default=None, help="generate tasks in flight (WORKER_CONCURRENCY)")
+        parser.add_argument("--loglevel", default="INFO")
+
+    def handle(self, *args, **options) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+
+        from chatbot.celery import app
+        from inference_worker import tasks  # noqa: F401 - registers the task
+        from inference_worker.model_loading import ModelLoadError
+        from inference_worker.runtime import WorkerRuntime, set_runtime
+
+        torch.set_num_threads(max(1, int(os.environ.get("TORCH_THREADS", torch.get_num_threads()))))
+        try:
+            runtime = WorkerRuntime(name=options["name"]).start()
+        except (ModelLoadError, ValueError) as exc:
+            self.stderr.write(self.style.ERROR(f"worker not started: {exc}"))
+            sys.exit(2)
+        set_runtime(runtime)
+        states = ", ".join(f"{v}: {s.state}" for v, s in runtime.slots.items())
+        self.stdout.write(f"worker {runtime.name} serving {states}; queues {', '.join(runtime.queues)}")
+        worker = app.Worker(
+            pool="threads",
+            concurrency=options["concurrency"] or settings.WORKER_CONCURRENCY,
+            queues=runtime.queues,
+            hostname=f"gpu@{runtime.name}",
+            loglevel=options["loglevel"],
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+        )
+        try:
+            worker.start()
+        finally:
+            runtime.stop()
+        sys.exit(worker.exitcode or 0)

@@ -1,0 +1,213 @@
+"""Django settings. Every tunable is read from the environment here, and only here.
+
+Each setting has a documented default (see docs/settings.md); the defaults run the embedded demo:
+an SQLite file, Redis on localhost and the demo model that `manage.py build_demo_model` builds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+# --- Django core -------------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "insecure-demo-key-change-me-in-production")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
+
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chatbot.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "chatbot.conversations",
+    "chatbot.serving",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatbot.urls"
+ASGI_APPLICATION = "chatbot.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+# The ASGI app serves /static/ itself (the embedded demo); turn off behind a proxy that does.
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30)
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
+
+# --- Redis, Channels, Celery ---------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Sockets one web process may hold open; sizes the Channels layer's Redis pool (redis-py's async
+# pool stops at 100 connections by default, and the 101st socket then fails at connect).
+CHANNEL_LAYER_POOL_SIZE = env_int("CHANNEL_LAYER_POOL_SIZE", 1000)
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "max_connections": CHANNEL_LAYER_POOL_SIZE}],
+            "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
+            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 500),
+            "expiry": 60,
+        },
+    }
+}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+# Longest generation we allow; the broker's visibility timeout must stay above it, or an
+# unacknowledged (acks_late) task would be handed to a second worker while the first still runs.
+GENERATION_TIMEOUT_S = env_int("GENERATION_TIMEOUT_S", 180)
+CELERY_VISIBILITY_TIMEOUT_S = env_int("CELERY_VISIBILITY_TIMEOUT_S", 2 * GENERATION_TIMEOUT_S + 60)
+if CELERY_VISIBILITY_TIMEOUT_S <= GENERATION_TIMEOUT_S:
+    raise ValueError("CELERY_VISIBILITY_TIMEOUT_S must be above GENERATION_TIMEOUT_S")
+# How many times a generation whose worker died is run again before it is marked FAILED.
+GENERATION_MAX_ATTEMPTS = env_int("GENERATION_MAX_ATTEMPTS", 2)
+
+# --- Model variants ------------------------------------------------------------------------------
+MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
+MODEL_VARIANTS = {
+    "gptq-int4": {
+        "path": env_str("MODEL_GPTQ_PATH", str(MODEL_DIR / "demo-gptq-int4")),
+        "quantized": True,
+    },
+    "fp16": {
+        "path": env_str("MODEL_FP16_PATH", str(MODEL_DIR / "demo-fp16")),
+        "quantized": False,
+    },
+}
+DEFAULT_MODEL_VARIANT = env_str("DEFAULT_MODEL_VARIANT", "gptq-int4")
+if DEFAULT_MODEL_VARIANT not in MODEL_VARIANTS:
+    raise ValueError(f"DEFAULT_MODEL_VARIANT must be one of {sorted(MODEL_VARIANTS)}")
+GPTQ_BITS = env_int("GPTQ_BITS", 4)
+GPTQ_GROUP_SIZE = env_int("GPTQ_GROUP_SIZE", 32)
+DEMO_MODEL_SEED = env_int("DEMO_MODEL_SEED", 1234)
+# "cpu", "cuda" or "auto" (cuda when there is one).
+MODEL_DEVICE = env_str("MODEL_DEVICE", "auto")
+
+# R1 generation defaults (DeepSeek's recommendations for the R1-Distill models).
+GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.6)
+GENERATION_TOP_P = env_float("GENERATION_TOP_P", 0.95)
+MAX_NEW_TOKENS = env_int("MAX_NEW_TOKENS", 256)
+CONTEXT_BUDGET_TOKENS = env_int("CONTEXT_BUDGET_TOKENS", 768)
+SYSTEM_PROMPT = env_str("SYSTEM_PROMPT", "")
+
+# --- Worker ------------------------------------------------------------------------------------
+# Variants this worker serves, and whether it loads them all at start or on first use.
+WORKER_VARIANTS = env_list("WORKER_VARIANTS", "gptq-int4,fp16")
+WORKER_PRELOAD = env_str("WORKER_PRELOAD", "all")  # "all" or "default"
+# Requests one worker runs in one batch; beyond it they wait in order.
+ENGINE_MAX_BATCH = env_int("ENGINE_MAX_BATCH", 32)
+# Generate tasks one worker process holds at once (threads); above ENGINE_MAX_BATCH they queue.
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
+# Seconds between streamed delta flushes to a conversation's group (coalescing).
+STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.02)
+WORKER_HEARTBEAT_S = env_float("WORKER_HEARTBEAT_S", 2.0)
+WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
+METRICS_PORT = env_int("METRICS_PORT", 0)  # 0: metrics off; e.g. 9100 serves /metrics
+
+# --- Chat limits -------------------------------------------------------------------------------
+MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 2000)
+WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 16384)
+HISTORY_MAX_MESSAGES = env_int("HISTORY_MAX_MESSAGES", 200)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+WS_MAX_MESSAGES_PER_MINUTE = env_int("WS_MAX_MESSAGES_PER_MINUTE", 30)
+WS_MAX_REFUSED_FRAMES = env_int("WS_MAX_REFUSED_FRAMES", 20)
+STORE_NAME = env_str("STORE_NAME", "Northwind Goods")
+# Seconds a cached read of the active model variant stays fresh in a web process.
+ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)

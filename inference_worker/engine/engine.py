@@ -1,0 +1,287 @@
+"""One batching engine per model variant per worker process.
+
+A thin wrapper around transformers' `ContinuousBatchingManager` (paged KV cache, iteration-level
+scheduling: every running request takes part in each forward pass, a new one joins at the next
+step, a finished one leaves at once). What is ours:
+
+- admission (`AdmissionQueue`): at most `max_batch` requests in the batch, the rest wait in
+  order and are told their place;
+- routing: the manager's output router is replaced by one that hands each step's tokens straight
+  to each request's own queue (no shared queue to poll) and records which requests each forward
+  pass served (`steps`), so batching is checked on the engine's own records;
+- per-request timing (queue wait, time to first token) and cancellation that frees the slot and
+  the cache blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import GenerationConfig
+from transformers.generation.continuous_batching.continuous_api import OutputRouter
+from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
+
+from inference_worker.engine.admission import AdmissionQueue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One forward pass: which requests received a token from it."""
+
+    index: int
+    request_ids: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: str  # "queued" | "started" | "tokens" | "finished" | "failed" | "cancelled" | "idle"
+    tokens: tuple[int, ...] = ()
+    position: int | None = None
+    error: str = ""
+
+
+@dataclass
+class RequestHandle:
+    request_id: str
+    prompt_ids: list[int]
+    max_new_tokens: int
+    submitted_at: float = field(default_factory=time.perf_counter)
+    admitted_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    generated: tuple[int, ...] = ()
+    status: str = "waiting"  # waiting | running | finished | failed | cancelled
+    _events: queue.Queue = field(default_factory=queue.Queue, repr=False)
+    _engine: BatchingEngine | None = field(default=None, repr=False)
+
+    @property
+    def queue_wait_s(self) -> float | None:
+        return None if self.admitted_at is None else self.admitted_at - self.submitted_at
+
+    @property
+    def time_to_first_token_s(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.submitted_at
+
+    def events(self, *, poll_s: float = 0.1) -> Iterator[EngineEvent]:
+        """Yield events until the request ends, and an "idle" event every `poll_s` without one
+        (so the consumer can flush, check for cancellation or time out)."""
+        while True:
+            try:
+                event = self._events.get(timeout=poll_s)
+            except queue.Empty:
+                yield EngineEvent("idle")
+                continue
+            yield event
+            if event.kind in ("finished", "failed", "cancelled"):
+                return
+
+    def cancel(self) -> None:
+        if self._engine is not None:
+            self._engine.cancel(self.request_id)
+
+
+class _RecordingRouter(OutputRouter):
+    """Hands each output to its request's handle and records the step it came from."""
+
+    def __init__(self, engine: BatchingEngine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    def deliver(self, output: GenerationOutput) -> None:
+        self._engine._on_outputs([output], step=False)
+
+    def deliver_batch(self, outputs: list[GenerationOutput]) -> None:
+        self._engine._on_outputs(outputs, step=True)
+
+
+class BatchingEngine:
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        variant: str,
+        max_batch: int,
+        max_new_tokens: int,
+        context_tokens: int = 1024,
+        page_size: int = 64,
+        max_batch_tokens: int = 512,
+        generation_config: GenerationConfig | None = None,
+        steps_kept: int = 10_000,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.variant = variant
+        self.max_batch = max_batch
+        self.max_new_tokens = max_new_tokens
+        self.generation_config = generation_config or model.generation_config
+        self.context_tokens = context_tokens
+        self.page_size = page_size
+        self.max_batch_tokens = max_batch_tokens
+        self._admission: AdmissionQueue[RequestHandle] = AdmissionQueue(max_active=max_batch)
+        self._handles: dict[str, RequestHandle] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._step_index = itertools.count()
+        self.steps: deque[StepRecord] = deque(maxlen=steps_kept)
+        self.tokens_generated = 0
+        self._on_step = on_step
+        self._manager = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> BatchingEngine:
+        from transformers import ContinuousBatchingConfig
+
+        # The cache is sized for a full batch of full-length requests, not from free memory (the
+        # library's default takes 90% of what is free, which on a CPU host is gigabytes to zero).
+        pages_per_request = -(-self.context_tokens // self.page_size) + 1
+        cb_config = ContinuousBatchingConfig(
+            max_requests_per_batch=self.max_batch,
+            page_size=self.page_size,
+            num_blocks=self.max_batch * pages_per_request,
+            max_batch_tokens=max(self.max_batch_tokens, self.max_batch),
+        )
+        manager = self.model.init_continuous_batching(
+            generation_config=self.generation_config, continuous_batching_config=cb_config
+        )
+        # Installed before start(): the batch processor takes the router when its thread starts.
+        manager.output_router = _RecordingRouter(self)
+        manager.start()
+        self._manager = manager
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._manager is not None:
+            self._manager.stop(block=True, timeout=timeout)
+            self._manager = None
+        with self._lock:
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            self._end(handle, EngineEvent("failed", error="engine stopped"), status="failed")
+
+    @property
+    def running(self) -> bool:
+        return self._manager is not None and self._manager.is_running()
+
+    # -- requests ----------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], *, max_new_tokens: int | None = None, request_id: str | None = None) -> RequestHandle:
+        if self._manager is None:
+            raise RuntimeError(f"engine for {self.variant} is not running")
+        request_id = request_id or f"r{next(self._ids)}"
+        handle = RequestHandle(
+            request_id=request_id,
+            prompt_ids=list(prompt_ids),
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            _engine=self,
+        )
+        with self._lock:
+            self._handles[request_id] = handle
+            started = self._admission.submit(request_id, handle)
+        self._start(started)
+        self._announce_positions()
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        """Take a request out of the queue or the batch; its slot and cache blocks are freed."""
+        with self._lock:
+            handle = self._handles.get(request_id)
+            if handle is None:
+                return
+            was_running = handle.status == "running"
+        if was_running and self._manager is not None:
+            self._manager.cancel_request(request_id)
+        self._end(handle, EngineEvent("cancelled"), status="cancelled")
+
+    def _start(self, started: list[tuple[str, RequestHandle]]) -> None:
+        now = time.perf_counter()
+        for request_id, handle in started:
+            handle.admitted_at = now
+            handle.status = "running"
+            handle._events.put(EngineEvent("started"))
+            self._manager.add_request(
+                handle.prompt_ids,
+                request_id=request_id,
+                max_new_tokens=handle.max_new_tokens,
+                streaming=True,
+            )
+
+    def _announce_positions(self) -> None:
+        positions = self._admission.positions()
+        with self._lock:
+            for request_id, place in positions.items():
+                handle = self._handles.get(request_id)
+                if handle is not None:
+                    handle._events.put(EngineEvent("queued", position=place))
+
+    def _end(self, handle: RequestHandle, event: EngineEvent, *, status: str) -> None:
+        with self._lock:
+            if self._handles.pop(handle.request_id, None) is None:
+                return  # already ended
+            started = self._admission.release(handle.request_id)
+        handle.status = status
+        handle.finished_at = time.perf_counter()
+        handle._events.put(event)
+        if started and self._manager is not None:
+            self._start(started)
+        if started:
+            self._announce_positions()
+
+    # -- called on the manager's generation thread ---------------------------------------------
+    def _on_outputs(self, outputs: list[GenerationOutput], *, step: bool) -> None:
+        now = time.perf_counter()
+        served = []
+        for output in outputs:
+            with self._lock:
+                handle = self._handles.get(output.request_id)
+            if handle is None:
+                continue  # cancelled meanwhile
+            tokens = tuple(output.generated_tokens)
+            new = len(tokens) - len(handle.generated)
+            if new > 0:
+                served.append(output.request_id)
+                self.tokens_generated += new
+                if handle.first_token_at is None:
+                    handle.first_token_at = now
+            handle.generated = tokens
+            if output.status == RequestStatus.FAILED or output.error:
+                self._end(handle, EngineEvent("failed", tokens=tokens, error=output.error or "generation failed"), status="failed")
+            elif output.is_finished():
+                self._end(handle, EngineEvent("finished", tokens=tokens), status="finished")
+            else:
+                handle._events.put(EngineEvent("tokens", tokens=tokens))
+        if step and served:
+            self.steps.append(StepRecord(index=next(self._step_index), request_ids=tuple(served), at=now))
+            if self._on_step is not None:
+                self._on_step(len(served), len(served))
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def active_count(self) -> int:
+        return self._admission.active_count
+
+    @property
+    def waiting_count(self) -> int:
+        return self._admission.waiting_count
+
+    def requests_holding_cache(self) -> set[str]:
+        """Ids of the requests that hold KV-cache blocks (empty before the first batch)."""
+        processor = getattr(self._manager, "batch_processor", None)
+        if processor is None:
+            return set()
+        holders: set[str] = set()
+        for allocator in processor.cache.cache_allocators.values():
+            holders.update(request_id for request_id, blocks in list(allocator.block_table.items()) if blocks)
+        return holders

@@ -1,0 +1,28 @@
+"""Live worker metrics for Prometheus (served on METRICS_PORT when it is set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RUNNING = Gauge("chatbot_engine_running_requests", "Requests in the running batch", ["variant"])
+WAITING = Gauge("chatbot_engine_waiting_requests", "Requests waiting for a place in the batch", ["variant"])
+TOKENS = Counter("chatbot_generated_tokens", "Tokens generated", ["variant"])
+TOKENS_PER_S = Gauge("chatbot_engine_tokens_per_second", "Tokens per second over the last heartbeat", ["variant"])
+TTFT = Histogram(
+    "chatbot_time_to_first_token_seconds",
+    "From the customer's message to the first generated token",
+    ["variant"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+QUEUE_WAIT = Histogram(
+    "chatbot_queue_wait_seconds",
+    "From the customer's message to a place in the batch",
+    ["variant"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+GENERATIONS = Counter("chatbot_generations", "Generations ended, by outcome", ["variant", "outcome"])
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port)

@@ -1,0 +1,194 @@
+"""What one worker process holds: an engine per model variant it serves, the event publisher,
+and the heartbeat that tells the web which variants this worker can serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+from django.conf import settings
+
+from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
+from inference_worker import metrics
+from inference_worker.engine.engine import BatchingEngine
+from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local, load_variant
+from inference_worker.publisher import EventPublisher
+
+logger = logging.getLogger(__name__)
+
+
+class VariantSlot:
+    """One variant on this worker: its state, and once loaded its model and engine."""
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.config = settings.MODEL_VARIANTS[variant]
+        self.state = "standby"  # standby (checked, loads on first use) | loading | ready | failed
+        self.detail = ""
+        self.loaded: LoadedModel | None = None
+        self.engine: BatchingEngine | None = None
+        self.lock = threading.Lock()
+
+    def check(self) -> None:
+        if is_local(self.config["path"]):
+            check_model_folder(self.config["path"], quantized=self.config["quantized"])
+
+    def load(self) -> BatchingEngine:
+        """Load and start the engine once; later calls return it. Raises ModelLoadError."""
+        with self.lock:
+            if self.engine is not None:
+                return self.engine
+            self.state, self.detail = "loading", ""
+            try:
+                loaded = load_variant(
+                    variant=self.variant,
+                    path=self.config["path"],
+                    quantized=self.config["quantized"],
+                    device=settings.MODEL_DEVICE,
+                )
+                engine = BatchingEngine(
+                    model=loaded.model,
+                    tokenizer=loaded.tokenizer,
+                    variant=self.variant,
+                    max_batch=settings.ENGINE_MAX_BATCH,
+                    max_new_tokens=settings.MAX_NEW_TOKENS,
+                    context_tokens=settings.CONTEXT_BUDGET_TOKENS + settings.MAX_NEW_TOKENS,
+                    generation_config=generation_config_for(loaded),
+                ).start()
+            except ModelLoadError as exc:
+                self.state, self.detail = "failed", str(exc)
+                raise
+            self.loaded, self.engine = loaded, engine
+            self.state = "ready"
+            return engine
+
+
+def generation_config_for(loaded: LoadedModel):
+    """The R1 sampling defaults from settings, over the checkpoint's own generation config."""
+    config = loaded.model.generation_config
+    config = config.__class__.from_dict(config.to_dict())
+    temperature = settings.GENERATION_TEMPERATURE
+    config.do_sample = temperature > 0
+    config.temperature = temperature if temperature > 0 else None
+    config.top_p = settings.GENERATION_TOP_P if temperature > 0 else None
+    config.top_k = None
+    config.max_new_tokens = settings.MAX_NEW_TOKENS
+    config.eos_token_id = loaded.eos_token_ids
+    if config.pad_token_id is None:
+        config.pad_token_id = loaded.tokenizer.pad_token_id
+    return config
+
+
+class WorkerRuntime:
+    def __init__(self, *, name: str | None = None, variants: list[str] | None = None, preload: str | None = None) -> None:
+        self.name = name or f"{socket.gethostname()}.{id(self) & 0xFFFF:x}"
+        variants = variants or settings.WORKER_VARIANTS
+        unknown = [v for v in variants if v not in settings.MODEL_VARIANTS]
+        if unknown:
+            raise ValueError(f"WORKER_VARIANTS names unknown variants {unknown}; known: {sorted(settings.MODEL_VARIANTS)}")
+        self.slots = {variant: VariantSlot(variant) for variant in variants}
+        self.preload = preload or settings.WORKER_PRELOAD
+        self.publisher: EventPublisher | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._last_tokens: dict[str, tuple[float, int]] = {}
+
+    @property
+    def queues(self) -> list[str]:
+        from chatbot.conversations.services import generation_queue
+
+        return [generation_queue(variant) for variant in self.slots]
+
+    def start(self) -> WorkerRuntime:
+        """Check every variant's files, load those to preload, start publishing and heartbeats.
+        Raises ModelLoadError (naming the path and the fault) before serving anything."""
+        for slot in self.slots.values():
+            slot.check()
+        to_load = list(self.slots) if self.preload == "all" else [v for v in self.slots if v == settings.DEFAULT_MODEL_VARIANT]
+        for variant in to_load:
+            self.slots[variant].load()
+        self.publisher = EventPublisher()
+        self.beat()
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._heartbeat.start()
+        metrics.serve(settings.METRICS_PORT)
+        return self
+
+    def engine_for(self, variant: str) -> BatchingEngine:
+        slot = self.slots.get(variant)
+        if slot is None:
+            raise ModelLoadError(variant, "this worker does not serve that variant")
+        return slot.load()
+
+    def status(self) -> dict:
+        variants = {v: {"state": s.state, "detail": s.detail} for v, s in self.slots.items()}
+        engines = [s.engine for s in self.slots.values() if s.engine is not None]
+        return {
+            "variants": variants,
+            "running": sum(e.active_count for e in engines),
+            "waiting": sum(e.waiting_count for e in engines),
+            "at": time.time(),
+        }
+
+    def beat(self) -> None:
+        try:
+            get_redis().set(
+                WORKER_KEY_PREFIX + self.name, json.dumps(self.status()), ex=max(1, int(settings.WORKER_HEARTBEAT_TTL_S))
+            )
+        except Exception:  # noqa: BLE001 - Redis away: the web will see this worker as gone
+            logger.warning("heartbeat failed", exc_info=True)
+        now = time.monotonic()
+        for variant, slot in self.slots.items():
+            engine = slot.engine
+            if engine is None:
+                continue
+            metrics.RUNNING.labels(variant).set(engine.active_count)
+            metrics.WAITING.labels(variant).set(engine.waiting_count)
+            before = self._last_tokens.get(variant)
+            if before is not None and now > before[0]:
+                metrics.TOKENS_PER_S.labels(variant).set((engine.tokens_generated - before[1]) / (now - before[0]))
+            self._last_tokens[variant] = (now, engine.tokens_generated)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(settings.WORKER_HEARTBEAT_S):
+            self.beat()
+            try:
+                from chatbot.conversations.services import generation_requeue_orphans
+
+                generation_requeue_orphans()
+            except Exception:  # noqa: BLE001
+                logger.warning("orphan sweep failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            get_redis().delete(WORKER_KEY_PREFIX + self.name)
+        except Exception:  # noqa: BLE001
+            pass
+        for slot in self.slots.values():
+            if slot.engine is not None:
+                slot.engine.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def set_runtime(runtime: WorkerRuntime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime() -> WorkerRuntime:
+    """The process's runtime; started on first use when the worker was not started by
+    `manage.py run_worker` (which starts it before taking tasks)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = WorkerRuntime().start()
+        return _runtime

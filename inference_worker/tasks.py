@@ -1,0 +1,201 @@
+"""The Celery task of the GPU worker: one generation, streamed to the conversation's sockets.
+
+Many of these run at once in one worker process (threads pool); each submits its request to the
+process-wide engine of its variant and consumes that request's stream. The task takes only the
+Generation id, re-reads the world, and is idempotent (`generation_claim`), so `acks_late` and
+redelivery are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from chatbot.celery import app
+from chatbot.conversations import selectors, services
+from chatbot.redis_client import cancel_key, get_redis
+from inference_worker import metrics
+from inference_worker.engine.stream import IncrementalDecoder
+from inference_worker.model_loading import ModelLoadError
+from inference_worker.prompting import build_prompt_ids
+from inference_worker.runtime import WorkerRuntime, get_runtime
+
+logger = logging.getLogger(__name__)
+
+CANCEL_CHECK_S = 0.25
+EMPTY_ANSWER_TEXT = "Sorry, I don't have an answer to that. Could you rephrase, or ask to talk to a person?"
+
+
+@app.task(name=services.GENERATE_TASK, bind=True, acks_late=True, ignore_result=True)
+def generate(self, generation_id: int) -> str:
+    return run_generation(generation_id=generation_id, runtime=get_runtime())
+
+
+@dataclass
+class _Stream:
+    """Coalesces deltas: one event per flush interval instead of one per token."""
+
+    runtime: WorkerRuntime
+    group: str
+    staff_group: str
+    generation_id: int
+    interval_s: float
+    answer: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    last_flush: float = 0.0
+    thinking_sent: bool = False
+
+    def add(self, reasoning: str, answer: str) -> None:
+        if reasoning:
+            self.reasoning.append(reasoning)
+        if answer:
+            self.answer.append(answer)
+
+    def send(self, event: dict) -> None:
+        self.runtime.publisher.publish(self.group, {"generation_id": self.generation_id, **event})
+
+    def maybe_flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.interval_s:
+            return
+        self.last_flush = now
+        if self.reasoning:
+            if not self.thinking_sent and not self.answer:
+                self.send({"type": "answer.thinking"})
+                self.thinking_sent = True
+            self.runtime.publisher.publish(
+                self.staff_group,
+                {"type": "reasoning.delta", "generation_id": self.generation_id, "text": "".join(self.reasoning)},
+            )
+            self.reasoning.clear()
+        if self.answer:
+            self.send({"type": "answer.delta", "text": "".join(self.answer)})
+            self.answer.clear()
+
+
+def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
+    generation = services.generation_claim(generation_id=generation_id, worker=runtime.name)
+    if generation is None:
+        return "skipped"
+    conversation = generation.conversation
+    variant = generation.model_variant
+    stream = _Stream(
+        runtime=runtime,
+        group=conversation.group_name,
+        staff_group=conversation.staff_group_name,
+        generation_id=generation.pk,
+        interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+    )
+
+    def fail(error: str) -> str:
+        if services.generation_fail(generation=generation, error=error, notify=False):
+            stream.send({"type": "generation.failed", "detail": services.FAILED_DETAIL})
+        metrics.GENERATIONS.labels(variant, "failed").inc()
+        return "failed"
+
+    try:
+        engine = runtime.engine_for(variant)
+    except ModelLoadError as exc:
+        logger.error("generation %s: %s", generation.pk, exc)
+        return fail(str(exc))
+
+    stream.send({"type": "generation.started", "model_variant": variant})
+    tokenizer = engine.tokenizer
+    try:
+        prompt_ids = build_prompt_ids(
+            tokenizer=tokenizer,
+            turns=selectors.prompt_turns(generation=generation),
+            budget_tokens=settings.CONTEXT_BUDGET_TOKENS,
+            system_prompt=settings.SYSTEM_PROMPT,
+        )
+    except ValueError as exc:
+        return fail(f"prompt: {exc}")
+
+    created = generation.created_at.timestamp()
+    handle = engine.submit(prompt_ids, request_id=f"g{generation.pk}.{generation.attempts}")
+    stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
+    decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops)
+    redis = get_redis()
+    deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
+    next_cancel_check = time.monotonic() + CANCEL_CHECK_S
+    first_token_wall: float | None = None
+    admitted_wall: float | None = None
+    outcome = None
+
+    for event in handle.events(poll_s=settings.STREAM_FLUSH_INTERVAL_S):
+        now = time.monotonic()
+        if event.kind == "queued":
+            stream.send({"type": "generation.queued", "position": event.position})
+        elif event.kind == "started":
+            admitted_wall = time.time()
+        elif event.kind in ("tokens", "finished"):
+            if first_token_wall is None and event.tokens:
+                first_token_wall = time.time()
+            stream.add(*decoder.update(event.tokens, final=event.kind == "finished"))
+        elif event.kind in ("failed", "cancelled"):
+            outcome = event
+        if now >= next_cancel_check:
+            next_cancel_check = now + CANCEL_CHECK_S
+            try:
+                cancelled = bool(redis.exists(cancel_key(generation.pk)))
+            except Exception:  # noqa: BLE001 - the final write re-checks the row anyway
+                cancelled = False
+            if cancelled:
+                handle.cancel()
+            elif now > deadline:
+                handle.cancel()
+                outcome = "timeout"
+        if event.kind == "finished":
+            outcome = event
+        stream.maybe_flush(force=event.kind == "finished")
+
+    if outcome == "timeout":
+        return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
+    if outcome is not None and getattr(outcome, "kind", "") == "failed":
+        return fail(f"engine: {outcome.error}")
+    if outcome is None or outcome.kind == "cancelled":
+        metrics.GENERATIONS.labels(variant, "cancelled").inc()
+        return "cancelled"
+
+    finished_wall = time.time()
+    result = decoder.result()
+    generated = len(handle.generated)
+    think_close = tokenizer.convert_tokens_to_ids("</think>")
+    reasoning_tokens = handle.generated.index(think_close) if think_close in handle.generated else generated
+    decode_s = finished_wall - (first_token_wall or finished_wall)
+    measures = {
+        "prompt_tokens": len(prompt_ids),
+        "completion_tokens": generated,
+        "reasoning_tokens": reasoning_tokens,
+        "queue_wait_ms": ((admitted_wall or finished_wall) - created) * 1000,
+        "time_to_first_token_ms": ((first_token_wall or finished_wall) - created) * 1000,
+        "latency_ms": (finished_wall - created) * 1000,
+        "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
+    }
+    message = services.generation_complete(
+        generation_id=generation.pk,
+        text=result.answer or EMPTY_ANSWER_TEXT,
+        reasoning=result.reasoning,
+        measures=measures,
+    )
+    if message is None:
+        metrics.GENERATIONS.labels(variant, "cancelled").inc()
+        return "cancelled"
+    stream.send(services.answer_done_event(message=message))
+    metrics.TOKENS.labels(variant).inc(generated)
+    metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
+    metrics.QUEUE_WAIT.labels(variant).observe(measures["queue_wait_ms"] / 1000)
+    metrics.GENERATIONS.labels(variant, "done").inc()
+    logger.info(
+        "generation %s done: %s tokens, ttft %.0f ms, %s",
+        generation.pk,
+        generated,
+        measures["time_to_first_token_ms"],
+        timezone.now().isoformat(),
+    )
+    return "done"
+

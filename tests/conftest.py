@@ -1,0 +1,157 @@
+"""Shared fixtures: a clean Redis database, sessions for customer sockets, the test model (built
+once by the project's own build code) and a real worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _redis_clean() -> None:
+    get_redis().flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _variant_cache_clear() -> None:
+    from chatbot.serving.selectors import active_variant_cache_clear
+
+    active_variant_cache_clear()
+
+
+@pytest.fixture
+def redis_client():
+    return get_redis()
+
+
+@pytest.fixture(scope="session")
+def test_models() -> dict[str, str]:
+    """The demo model's reduced build (tiny preset), built once into MODEL_DIR and reused."""
+    from inference_worker.demo_model.build import build_demo_model
+
+    paths = {variant: config["path"] for variant, config in settings.MODEL_VARIANTS.items()}
+    build_demo_model(
+        model_dir=Path(settings.MODEL_DIR),
+        fp16_dir=Path(paths["fp16"]),
+        gptq_dir=Path(paths["gptq-int4"]),
+        force=False,
+        preset="tiny",
+        seed=settings.DEMO_MODEL_SEED,
+        bits=settings.GPTQ_BITS,
+        group_size=settings.GPTQ_GROUP_SIZE,
+        log=lambda line: None,
+    )
+    return paths
+
+
+def make_session() -> tuple[str, str]:
+    """A saved session with a visitor id, as the chat page gives it: (cookie header, visitor id)."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from chatbot.conversations.services import visitor_id_ensure
+
+    session = SessionStore()
+    visitor_id = visitor_id_ensure(session=session)
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}", visitor_id
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    from django.db import connection
+
+    env = dict(os.environ)
+    db = settings.DATABASES["default"]
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+            "PYTHONUNBUFFERED": "1",
+            "TORCH_THREADS": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_worker(name: str, *, timeout: float = 90, process: subprocess.Popen | None = None) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = get_redis().get(WORKER_KEY_PREFIX + name)
+        if raw:
+            return json.loads(raw)
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited with {process.returncode}")
+        time.sleep(0.2)
+    raise TimeoutError(f"worker {name} sent no heartbeat in {timeout} s")
+
+
+class WorkerProcess:
+    def __init__(self, name: str, log_path: Path, **env: str) -> None:
+        self.name = name
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_worker", "--name", self.name, "--concurrency", "16"],
+            cwd=ROOT,
+            env=worker_env(**self.env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_worker(self.name, process=self.process)
+        return self
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process and self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if kill:
+            get_redis().delete(WORKER_KEY_PREFIX + self.name)
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def live_worker(test_models, django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerProcess]:
+    """A real `manage.py run_worker` process on the test database, the real broker and the test
+    model, shared by the integration tests."""
+    worker = WorkerProcess("test-worker", tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the tests that start workers and browsers last: the tests before them rely on no
+    worker being alive (the 'assistant unavailable' paths)."""
+    def weight(item) -> int:
+        if item.get_closest_marker("browser"):
+            return 2
+        if item.get_closest_marker("integration"):
+            return 1
+        return 0
+
+    items.sort(key=weight)

@@ -1,0 +1,223 @@
+"""The customer socket, through WebsocketCommunicator against the real ASGI app and the real
+Redis channel layer (docs/protocol.md). No worker runs here: every message meets the
+'assistant unavailable' path, and the integration tests cover the answered path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from chatbot.asgi import application
+from chatbot.conversations.models import Conversation, Generation, Message
+from tests.conftest import make_session
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+
+async def connect(cookie: str | None = None) -> WebsocketCommunicator:
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def new_customer() -> tuple[WebsocketCommunicator, str]:
+    cookie, visitor_id = await database_sync_to_async(make_session)()
+    return await connect(cookie), visitor_id
+
+
+async def send_message(communicator: WebsocketCommunicator, text: str, client_id: str = "c1") -> dict:
+    await communicator.send_json_to({"type": "message.send", "text": text, "client_id": client_id})
+    return await communicator.receive_json_from(timeout=5)
+
+
+@database_sync_to_async
+def counts() -> tuple[int, int, int]:
+    return Conversation.objects.count(), Message.objects.count(), Generation.objects.count()
+
+
+async def test_socket_without_a_chat_session_is_closed_with_4401():
+    communicator = await connect(cookie=None)
+    output = await communicator.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 4401}
+
+
+async def test_hello_without_a_conversation_returns_empty_history():
+    communicator, _ = await new_customer()
+    await communicator.send_json_to({"type": "hello", "conversation_id": None})
+    assert await communicator.receive_json_from() == {
+        "type": "history",
+        "conversation": None,
+        "messages": [],
+        "generation": None,
+    }
+    await communicator.disconnect()
+
+
+async def test_message_is_saved_before_anything_else_and_unavailable_is_said_when_no_worker_runs():
+    communicator, visitor_id = await new_customer()
+    saved = await send_message(communicator, "  Where is my order?  ")
+    assert saved["type"] == "message.saved"
+    assert saved["client_id"] == "c1"
+    assert saved["message"]["text"] == "Where is my order?"
+    assert saved["message"]["author"] == "customer"
+    unavailable = await communicator.receive_json_from()
+    assert unavailable["type"] == "error"
+    assert unavailable["code"] == "assistant_unavailable"
+    assert "saved" in unavailable["detail"]
+
+    conversation = await database_sync_to_async(Conversation.objects.get)(public_id=saved["conversation"]["id"])
+    assert conversation.visitor_id == visitor_id
+    generation = await database_sync_to_async(Generation.objects.get)(conversation=conversation)
+    assert generation.status == Generation.Status.FAILED
+    assert "no live worker" in generation.error
+    assert await counts() == (1, 1, 1)
+    await communicator.disconnect()
+
+
+async def test_resent_client_id_is_not_stored_twice():
+    communicator, _ = await new_customer()
+    first = await send_message(communicator, "hello", client_id="same")
+    await communicator.receive_json_from()  # unavailable
+    again = await send_message(communicator, "hello", client_id="same")
+    assert again["message"]["id"] == first["message"]["id"]
+    assert (await counts())[1] == 1
+    await communicator.disconnect()
+
+
+async def test_history_is_reloaded_after_reconnect_and_never_carries_reasoning():
+    communicator, _ = await new_customer()
+    cookie = dict(communicator.scope["headers"])[b"cookie"].decode()
+    saved = await send_message(communicator, "Do you ship abroad?")
+    await communicator.receive_json_from()
+    conversation_id = saved["conversation"]["id"]
+
+    @database_sync_to_async
+    def add_bot_answer() -> None:
+        conversation = Conversation.objects.get(public_id=conversation_id)
+        Message.objects.create(
+            conversation=conversation, author=Message.Author.BOT, text="Yes, to 30 countries.", reasoning="SECRET"
+        )
+
+    await add_bot_answer()
+    await communicator.disconnect()
+
+    again = await connect(cookie)
+    await again.send_json_to({"type": "hello", "conversation_id": conversation_id})
+    history = await again.receive_json_from()
+    assert history["conversation"]["id"] == conversation_id
+    assert [(m["author"], m["text"]) for m in history["messages"]] == [
+        ("customer", "Do you ship abroad?"),
+        ("bot", "Yes, to 30 countries."),
+    ]
+    assert "SECRET" not in json.dumps(history)
+    # hello with no id attaches the visitor's latest conversation (a page reload).
+    await again.send_json_to({"type": "hello", "conversation_id": None})
+    assert (await again.receive_json_from())["conversation"]["id"] == conversation_id
+    await again.disconnect()
+
+
+async def test_another_visitors_conversation_is_not_found_and_reveals_nothing():
+    owner, _ = await new_customer()
+    saved = await send_message(owner, "my private order 12345")
+    await owner.receive_json_from()
+    stranger, _ = await new_customer()
+    await stranger.send_json_to({"type": "hello", "conversation_id": saved["conversation"]["id"]})
+    refused = await stranger.receive_json_from()
+    assert refused["type"] == "error" and refused["code"] == "conversation_not_found"
+    assert "12345" not in json.dumps(refused)
+    await stranger.send_json_to({"type": "hello", "conversation_id": "does-not-exist"})
+    assert (await stranger.receive_json_from())["code"] == "conversation_not_found"
+    # The stranger's next message starts a conversation of their own.
+    mine = await send_message(stranger, "hi", client_id="s1")
+    assert mine["conversation"]["id"] != saved["conversation"]["id"]
+    await owner.disconnect()
+    await stranger.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json at all", "malformed"),
+        ("[1, 2, 3]", "malformed"),
+        ('{"text": "no type"}', "malformed"),
+        ('{"type": "launch.missiles"}', "unknown_type"),
+        ('{"type": "message.send", "text": "", "client_id": "a"}', "empty_message"),
+        ('{"type": "message.send", "text": "   \\n ", "client_id": "a"}', "empty_message"),
+        ('{"type": "message.send", "text": 42, "client_id": "a"}', "empty_message"),
+        ('{"type": "message.send", "text": "hi", "client_id": "<script>"}', "invalid_client_id"),
+        ('{"type": "message.send", "text": "hi"}', "invalid_client_id"),
+        ('{"type": "hello", "conversation_id": 7}', "malformed"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_store_nothing(frame: str, code: str):
+    communicator, _ = await new_customer()
+    await communicator.send_to(text_data=frame)
+    error = await communicator.receive_json_from()
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    assert await counts() == (0, 0, 0)
+    await communicator.disconnect()
+
+
+async def test_message_over_the_limit_is_refused_with_the_limit_in_words():
+    communicator, _ = await new_customer()
+    error = await send_message(communicator, "x" * (settings.MESSAGE_MAX_CHARS + 1))
+    assert error["code"] == "message_too_long"
+    assert str(settings.MESSAGE_MAX_CHARS) in error["detail"]
+    assert error["client_id"] == "c1"
+    assert await counts() == (0, 0, 0)
+    await communicator.disconnect()
+
+
+async def test_oversized_frame_closes_with_1009_and_stores_nothing():
+    communicator, _ = await new_customer()
+    await communicator.send_to(text_data=json.dumps({"type": "message.send", "text": "y" * settings.WS_MAX_FRAME_BYTES, "client_id": "a"}))
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
+    assert await counts() == (0, 0, 0)
+
+
+async def test_ping_pong_and_new_conversation():
+    communicator, _ = await new_customer()
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from() == {"type": "pong"}
+    await send_message(communicator, "first")
+    await communicator.receive_json_from()
+    await communicator.send_json_to({"type": "conversation.new"})
+    assert (await communicator.receive_json_from())["conversation"] is None
+    second = await send_message(communicator, "second", client_id="c2")
+    assert (await counts())[0] == 2
+    assert second["message"]["text"] == "second"
+    await communicator.disconnect()
+
+
+async def test_resolved_conversation_refuses_new_messages():
+    communicator, _ = await new_customer()
+    saved = await send_message(communicator, "thanks, bye")
+    await communicator.receive_json_from()
+    await database_sync_to_async(Conversation.objects.filter(public_id=saved["conversation"]["id"]).update)(
+        status=Conversation.Status.RESOLVED
+    )
+    refused = await send_message(communicator, "one more thing", client_id="c2")
+    assert refused["code"] == "conversation_closed"
+    assert (await counts())[1] == 1
+    await communicator.disconnect()
+
+
+async def test_rate_limit():
+    communicator, _ = await new_customer()
+    codes = []
+    for _ in range(settings.WS_MAX_MESSAGES_PER_MINUTE + 1):
+        await communicator.send_json_to({"type": "ping"})
+        codes.append((await communicator.receive_json_from()).get("code"))
+    assert codes[-1] == "rate_limited"
+    assert codes[:-1] == [None] * settings.WS_MAX_MESSAGES_PER_MINUTE
+    await communicator.disconnect()

@@ -1,0 +1,18 @@
+"""Test settings: the same settings module, with the environment pointed at PostgreSQL, a Redis
+database of its own, and the test model that the suite builds (tests/conftest.py)."""
+
+import os
+from pathlib import Path
+
+_root = Path(__file__).resolve().parent.parent
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatbot")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("CHANNEL_LAYER_PREFIX", "chatbot-test")
+os.environ.setdefault("MODEL_DIR", str(_root / "var" / "test-models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
+os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
+os.environ.setdefault("MAX_NEW_TOKENS", "96")
+os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+
+from chatbot.settings import *  # noqa: E402,F403
