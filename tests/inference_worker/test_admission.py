@@ -1,0 +1,39 @@
+"""The admission queue in front of the batch: pure logic, no model."""
+
+import pytest
+
+from inference_worker.engine.admission import AdmissionQueue
+
+
+def test_requests_beyond_the_limit_wait_in_arrival_order():
+    queue: AdmissionQueue[str] = AdmissionQueue(max_active=2)
+    assert queue.submit("a", "A") == [("a", "A")]
+    assert queue.submit("b", "B") == [("b", "B")]
+    assert queue.submit("c", "C") == []
+    assert queue.submit("d", "D") == []
+    assert queue.positions() == {"c": 1, "d": 2}
+    assert queue.release("b") == [("c", "C")]
+    assert queue.positions() == {"d": 1}
+    assert queue.release("a") == [("d", "D")]
+    assert queue.active_count == 2 and queue.waiting_count == 0
+
+
+def test_releasing_a_waiting_request_moves_the_others_up():
+    queue: AdmissionQueue[int] = AdmissionQueue(max_active=1)
+    queue.submit("a", 1)
+    queue.submit("b", 2)
+    queue.submit("c", 3)
+    assert queue.release("b") == []
+    assert queue.positions() == {"c": 1}
+
+
+def test_a_request_cannot_be_submitted_twice():
+    queue: AdmissionQueue[int] = AdmissionQueue(max_active=1)
+    queue.submit("a", 1)
+    with pytest.raises(ValueError):
+        queue.submit("a", 1)
+
+
+def test_limit_must_be_positive():
+    with pytest.raises(ValueError):
+        AdmissionQueue(max_active=0)
