@@ -63,6 +63,9 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded demo's SQLite file is written by the web and the worker's threads at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
@@ -211,3 +214,5 @@ WS_MAX_REFUSED_FRAMES = env_int("WS_MAX_REFUSED_FRAMES", 20)
 STORE_NAME = env_str("STORE_NAME", "Northwind Goods")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
+# Recent customer questions the variant comparison runs besides the held-out set.
+COMPARE_RECENT_QUESTIONS = env_int("COMPARE_RECENT_QUESTIONS", 50)

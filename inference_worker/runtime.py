@@ -99,8 +99,12 @@ class WorkerRuntime:
     @property
     def queues(self) -> list[str]:
         from chatbot.conversations.services import generation_queue
+        from chatbot.serving.services import COMPARE_QUEUE
 
-        return [generation_queue(variant) for variant in self.slots]
+        queues = [generation_queue(variant) for variant in self.slots]
+        if set(settings.MODEL_VARIANTS) <= set(self.slots):
+            queues.append(COMPARE_QUEUE)  # only a worker with both variants can compare them
+        return queues
 
     def start(self) -> WorkerRuntime:
         """Check every variant's files, load those to preload, start publishing and heartbeats.

@@ -199,3 +199,34 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     )
     return "done"
 
+
+
+@app.task(name="inference_worker.compare_variants", bind=True, acks_late=True, ignore_result=True)
+def compare_variants(self, comparison_id: int) -> str:
+    """Run the FP16-vs-4-bit comparison (held-out questions and recent customer questions) and
+    store its result on the VariantComparison row. Loads its own copies of both variants: the
+    serving engines' models are busy in their batches."""
+    from chatbot.serving.models import VariantComparison
+    from inference_worker.demo_model.evaluate import evaluate_models
+
+    updated = VariantComparison.objects.filter(
+        pk=comparison_id, status=VariantComparison.Status.PENDING
+    ).update(status=VariantComparison.Status.RUNNING)
+    if not updated:
+        return "skipped"
+    try:
+        result = evaluate_models(
+            fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
+            gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
+            extra_prompts=selectors.recent_customer_prompts(limit=settings.COMPARE_RECENT_QUESTIONS),
+        )
+    except Exception as exc:  # noqa: BLE001 - stored for the admin to read
+        logger.exception("comparison %s failed", comparison_id)
+        VariantComparison.objects.filter(pk=comparison_id).update(
+            status=VariantComparison.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )
+        return "failed"
+    VariantComparison.objects.filter(pk=comparison_id).update(
+        status=VariantComparison.Status.DONE, result=result, finished_at=timezone.now()
+    )
+    return "done"

@@ -93,3 +93,10 @@ def history_payload(*, conversation: Conversation | None) -> dict:
         "messages": [message_payload(m) for m in message_list(conversation=conversation)],
         "generation": generation_payload(generation_in_progress(conversation=conversation)),
     }
+
+
+def recent_customer_prompts(*, limit: int) -> list[list[dict[str, str]]]:
+    """The prompts (conversation turns up to the customer's message, never the bot's answer to
+    it) of the most recent generations, for comparing model variants on real questions."""
+    generations = Generation.objects.order_by("-created_at")[:limit]
+    return [prompt_turns(generation=generation) for generation in generations]

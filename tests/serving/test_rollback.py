@@ -1,0 +1,140 @@
+"""The rollback toggle through the admin, as staff use it (Django test client)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from django.contrib.auth.models import Permission, User
+
+from chatbot.redis_client import WORKER_KEY_PREFIX
+from chatbot.serving.models import ServingState, VariantChange
+from chatbot.serving.selectors import active_variant_get
+
+URL = "/admin/serving/servingstate/"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def rollback_admin(client):
+    user = User.objects.create_user("ops", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="change_model_variant"))
+    client.force_login(user)
+    return client
+
+
+def switch(client, to_variant: str, reason: str = "4-bit answers about refunds are wrong", **extra):
+    data = {"action": "switch", "to_variant": to_variant, "reason": reason, "confirm": "yes", **extra}
+    response = client.post(URL, data, follow=True)
+    assert response.status_code == 200
+    return [str(m) for m in response.context["messages"]]
+
+
+def fake_heartbeat(redis_client, *, fp16: str) -> None:
+    """A worker's heartbeat as `WorkerRuntime.beat` writes it; used only where these tests are about
+    the toggle's refusal rules, the integration test below uses a real worker."""
+    redis_client.set(
+        WORKER_KEY_PREFIX + "hb-test",
+        json.dumps({"variants": {"gptq-int4": {"state": "ready"}, "fp16": {"state": fp16}}, "at": time.time()}),
+        ex=30,
+    )
+
+
+def test_staff_without_the_permission_gets_no_access(client):
+    user = User.objects.create_user("agent", password="pw", is_staff=True)
+    client.force_login(user)
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, {"action": "switch", "to_variant": "fp16", "reason": "x", "confirm": "yes"}).status_code == 403
+    assert "Model serving" not in client.get("/admin/").content.decode()
+    assert active_variant_get(fresh=True) == "gptq-int4"
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client):
+    response = client.get(URL)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_page_shows_the_active_variant_readiness_and_history(rollback_admin, redis_client):
+    fake_heartbeat(redis_client, fp16="standby")
+    try:
+        page = rollback_admin.get(URL).content.decode()
+    finally:
+        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+    assert 'id="active-variant">gptq-int4<' in page
+    assert "hb-test: standby" in page
+    assert "No switch yet." in page
+    assert "No comparison has been run yet." in page
+
+
+def test_toggle_is_refused_when_no_worker_can_serve_the_target(rollback_admin):
+    messages = switch(rollback_admin, "fp16")
+    assert any("Switch refused" in m and "no worker is running" in m for m in messages)
+    assert active_variant_get(fresh=True) == "gptq-int4"
+    assert VariantChange.objects.count() == 0
+
+
+def test_toggle_is_refused_when_the_target_failed_to_load(rollback_admin, redis_client):
+    fake_heartbeat(redis_client, fp16="failed")
+    try:
+        messages = switch(rollback_admin, "fp16")
+    finally:
+        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+    assert any("hb-test: failed" in m for m in messages)
+    assert VariantChange.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"reason": "   "}, "Give a reason"),
+        ({"to_variant": "gptq-int4"}, "already the active variant"),
+        ({"to_variant": "int3"}, "Unknown variant"),
+        ({"expected_from": "fp16"}, "switched to gptq-int4 by someone else"),
+    ],
+)
+def test_bad_toggles_are_refused_with_a_clear_message(rollback_admin, redis_client, data, words):
+    fake_heartbeat(redis_client, fp16="ready")
+    try:
+        messages = switch(rollback_admin, **{"to_variant": "fp16", **data})
+    finally:
+        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+    assert any(words in m for m in messages), messages
+    assert active_variant_get(fresh=True) == "gptq-int4"
+    assert VariantChange.objects.count() == 0
+
+
+def test_unconfirmed_toggle_changes_nothing(rollback_admin):
+    response = rollback_admin.post(URL, {"action": "switch", "to_variant": "fp16", "reason": "r"}, follow=True)
+    assert any("confirmation" in str(m) for m in response.context["messages"])
+    assert not ServingState.objects.exists()
+
+
+def test_two_admins_switching_at_once_one_wins_the_other_is_told(rollback_admin, redis_client):
+    fake_heartbeat(redis_client, fp16="ready")
+    try:
+        first = switch(rollback_admin, "fp16", expected_from="gptq-int4")
+        second = switch(rollback_admin, "fp16", expected_from="gptq-int4")
+    finally:
+        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+    assert any("now run on fp16" in m for m in first)
+    assert any("by someone else" in m for m in second)
+    assert VariantChange.objects.count() == 1
+
+
+def test_audit_history_cannot_be_edited_in_the_admin(rollback_admin, redis_client):
+    fake_heartbeat(redis_client, fp16="ready")
+    try:
+        switch(rollback_admin, "fp16")
+    finally:
+        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+    change = VariantChange.objects.get()
+    assert change.changed_by.username == "ops"
+    assert (change.from_variant, change.to_variant) == ("gptq-int4", "fp16")
+    url = f"/admin/serving/variantchange/{change.pk}/change/"
+    page = rollback_admin.get(url)
+    assert page.status_code == 200 and 'name="reason"' not in page.content.decode()
+    rollback_admin.post(url, {"reason": "rewritten"})
+    rollback_admin.post(f"/admin/serving/variantchange/{change.pk}/delete/", {"post": "yes"})
+    change.refresh_from_db()
+    assert change.reason == "4-bit answers about refunds are wrong"
