@@ -24,14 +24,18 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from inference_worker.demo_model.evaluate import evaluate_models
+        from inference_worker.demo_model.quantize import stdout_to_stderr
 
-        report = evaluate_models(
-            fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
-            gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
-            limit=options["limit"],
-        )
+        # Loading the GPTQ checkpoint imports gptqmodel, which prints to stdout; stdout is the
+        # report here (one JSON object with --json).
+        with stdout_to_stderr():
+            report = evaluate_models(
+                fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
+                gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
+                limit=options["limit"],
+            )
         if options["json"]:
-            self.stdout.write(json.dumps(report))
+            self.stdout.write(json.dumps(report, sort_keys=True))
         else:
             self.stdout.write(_human(report))
         if not report["passed"]:

@@ -1,0 +1,283 @@
+"""Training the demo model: a small ``Qwen2ForCausalLM`` (the R1-Distill-Qwen architecture) on
+chat-formatted support dialogues, on the CPU, deterministically from a seed.
+
+Loss is taken on the assistant's part only (reasoning, ``</think>``, reply, end token): the
+prompt is given at serving time, so learning to predict customers' words would only spend the
+small model's capacity on text it never has to produce.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
+
+from inference_worker.demo_model.corpus import Corpus, TrainingDialogue, training_dialogues
+from inference_worker.demo_model.tokenizer import EOS_TOKEN, MODEL_MAX_LENGTH, encode_prompt
+
+# R1 sampling defaults (DeepSeek's recommendation for the R1-Distill models).
+R1_TEMPERATURE = 0.6
+R1_TOP_P = 0.95
+
+# Longest training sequence; the corpus' longest conversation is ~200 tokens.
+MAX_TRAIN_TOKENS = 320
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """Model geometry and training schedule. Linear layers' input sizes (hidden_size and
+    intermediate_size) must be multiples of the GPTQ group size."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    warmup_steps: int
+    tokenizer_vocab_size: int
+    calibration_samples: int  # GPTQ calibration conversations
+    log_every: int
+
+
+PRESETS: dict[str, ModelPreset] = {
+    # Sized to train in ~3-4 minutes on 2 CPU cores and answer held-out phrasings (see
+    # docs/demo-model.md for the measured figures).
+    "full": ModelPreset(
+        name="full",
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=768,
+        steps=360,
+        batch_size=32,
+        learning_rate=2e-3,
+        warmup_steps=20,
+        tokenizer_vocab_size=2048,
+        calibration_samples=128,
+        log_every=20,
+    ),
+    # Same code path in seconds, for tests: it learns little, but every file is real.
+    "tiny": ModelPreset(
+        name="tiny",
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=128,
+        steps=12,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        tokenizer_vocab_size=2048,
+        calibration_samples=16,
+        log_every=4,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    steps: int
+    seconds: float
+    final_loss: float  # mean of the last `log_every` steps' losses
+    losses: tuple[tuple[int, float], ...]  # (step, mean loss since the previous entry)
+    parameters: int
+
+
+def preset_by_name(name: str) -> ModelPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def model_config(*, preset: ModelPreset, tokenizer: PreTrainedTokenizerBase) -> Qwen2Config:
+    # Round the embedding up to a multiple of 64 (as Qwen pads its vocabulary); every token id
+    # the tokenizer can produce, special ones included, stays inside it.
+    vocab_size = math.ceil(len(tokenizer) / 64) * 64
+    return Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        num_key_value_heads=preset.num_kv_heads,
+        hidden_act="silu",
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        use_sliding_window=False,
+        attention_dropout=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def generation_config(*, tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=R1_TEMPERATURE,
+        top_p=R1_TOP_P,
+    )
+
+
+@contextmanager
+def deterministic_torch(*, seed: int, threads: int = 2) -> Iterator[None]:
+    """Seeded, deterministic kernels, fixed thread count; restores the process' settings after,
+    since the build may run inside a longer-lived process (tests, a management command)."""
+    previous_threads = torch.get_num_threads()
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous_deterministic)
+        torch.set_num_threads(previous_threads)
+
+
+def encode_dialogue(*, tokenizer: PreTrainedTokenizerBase, dialogue: TrainingDialogue) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with the prompt masked out (-100).
+
+    Prompt and completion are tokenized separately, exactly as at serving time, where the model
+    continues the prompt's ids.
+    """
+    prompt = encode_prompt(tokenizer, dialogue.messages)
+    completion = tokenizer(dialogue.completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]
+    ids = (prompt + completion)[:MAX_TRAIN_TOKENS]
+    labels = ([-100] * len(prompt) + completion)[:MAX_TRAIN_TOKENS]
+    return ids, labels
+
+
+def _batches(
+    *, encoded: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random
+) -> list[list[tuple[list[int], list[int]]]]:
+    """Batches of similar lengths (less padding, ~30% less compute), in random order."""
+    batches = []
+    window = batch_size * 8
+    for start in range(0, len(encoded), window):
+        chunk = sorted(encoded[start : start + window], key=lambda pair: len(pair[0]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(
+    batch: list[tuple[list[int], list[int]]], *, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention[row, : len(ids)] = 1
+    return input_ids, labels, attention
+
+
+def _lr_factor(step: int, *, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_model(
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: Corpus,
+    preset: ModelPreset,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[Qwen2ForCausalLM, TrainReport]:
+    """Train a fresh model; returns it in float32 with the training report."""
+    with deterministic_torch(seed=seed):
+        started = time.monotonic()
+        rng = random.Random(seed)
+        dialogues = training_dialogues(corpus=corpus, count=preset.steps * preset.batch_size, seed=seed)
+        encoded = [encode_dialogue(tokenizer=tokenizer, dialogue=d) for d in dialogues]
+        batches = _batches(encoded=encoded, batch_size=preset.batch_size, rng=rng)
+
+        config = model_config(preset=preset, tokenizer=tokenizer)
+        model = Qwen2ForCausalLM(config)
+        model.train()
+        parameters = sum(p.numel() for p in model.parameters())
+        log(
+            f"model: hidden {preset.hidden_size}, {preset.num_layers} layers, "
+            f"{parameters / 1e6:.2f} M parameters, vocab {config.vocab_size}; "
+            f"{preset.steps} steps x {preset.batch_size} dialogues"
+        )
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embed" in n]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=preset.learning_rate,
+            betas=(0.9, 0.95),
+        )
+        losses: list[tuple[int, float]] = []
+        window: list[float] = []
+        for step, batch in enumerate(batches[: preset.steps]):
+            factor = _lr_factor(step, warmup=preset.warmup_steps, total=preset.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = preset.learning_rate * factor
+            input_ids, labels, attention = _collate(batch, pad_id=tokenizer.pad_token_id)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            window.append(loss.item())
+            if (step + 1) % preset.log_every == 0 or step + 1 == preset.steps:
+                mean = sum(window) / len(window)
+                losses.append((step + 1, mean))
+                log(
+                    f"  step {step + 1:4d}/{preset.steps}  loss {mean:.4f}  "
+                    f"lr {preset.learning_rate * factor:.2e}  {time.monotonic() - started:.0f} s"
+                )
+                window = []
+        model.eval()
+        report = TrainReport(
+            steps=preset.steps,
+            seconds=time.monotonic() - started,
+            final_loss=losses[-1][1],
+            losses=tuple(losses),
+            parameters=parameters,
+        )
+        return model, report
+
+
+def save_fp16(
+    *,
+    model: Qwen2ForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+) -> None:
+    """Weights in float16 (safetensors), config, R1 generation config and the tokenizer."""
+    model.to(torch.float16)
+    model.config.dtype = torch.float16
+    model.generation_config = generation_config(tokenizer=tokenizer)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def preset_summary(preset: ModelPreset) -> dict[str, object]:
+    return asdict(preset)
