@@ -173,6 +173,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "reasoning_tokens": reasoning_tokens,
         "queue_wait_ms": ((admitted_wall or finished_wall) - created) * 1000,
         "time_to_first_token_ms": ((first_token_wall or finished_wall) - created) * 1000,
+        "engine_time_to_first_token_ms": (handle.time_to_first_token_s or 0.0) * 1000,
         "latency_ms": (finished_wall - created) * 1000,
         "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
     }

@@ -38,7 +38,7 @@ def redis_client():
 
 @pytest.fixture(scope="session")
 def test_models() -> dict[str, str]:
-    """The demo model's reduced build (tiny preset), built once into MODEL_DIR and reused."""
+    """The demo model's small preset (about 20 s to build), built once into MODEL_DIR and reused."""
     from inference_worker.demo_model.build import build_demo_model
 
     paths = {variant: config["path"] for variant, config in settings.MODEL_VARIANTS.items()}
@@ -47,7 +47,7 @@ def test_models() -> dict[str, str]:
         fp16_dir=Path(paths["fp16"]),
         gptq_dir=Path(paths["gptq-int4"]),
         force=False,
-        preset="tiny",
+        preset="small",
         seed=settings.DEMO_MODEL_SEED,
         bits=settings.GPTQ_BITS,
         group_size=settings.GPTQ_GROUP_SIZE,

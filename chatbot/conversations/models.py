@@ -123,7 +123,10 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
     queue_wait_ms = models.FloatField(null=True, blank=True)
+    # From the customer's message being saved to the first generated token (what they wait)...
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    # ...and the engine's own part of it: from submission to the batch to the first token.
+    engine_time_to_first_token_ms = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
 

@@ -68,6 +68,23 @@ PRESETS: dict[str, ModelPreset] = {
         calibration_samples=128,
         log_every=20,
     ),
+    # For the worker integration and browser tests: small enough to build in well under a minute,
+    # trained enough to write the R1 format (reasoning, `</think>`, a reply, the end token).
+    "small": ModelPreset(
+        name="small",
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=384,
+        steps=300,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=10,
+        tokenizer_vocab_size=2048,
+        calibration_samples=32,
+        log_every=20,
+    ),
     # Same code path in seconds, for tests: it learns little, but every file is real.
     "tiny": ModelPreset(
         name="tiny",

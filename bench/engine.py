@@ -1,0 +1,208 @@
+"""Engine benchmark: plain one-at-a-time `model.generate` vs our batching engine, side by side in
+one run, on the demo model (4-bit GPTQ and FP16 variants).
+
+    .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 2]
+                                     [--max-new-tokens 64] [--variants gptq-int4,fp16] [--json]
+
+Sessions arrive at staggered times (spread evenly over --stagger seconds); each sends its
+requests one after another (the next when its answer is complete). Greedy decoding, so both ways
+produce the same tokens for the same prompts. Reported per configuration: aggregate tokens/s,
+time to first token p50/p95 (from the request's arrival, waiting included), per-session decode
+tokens/s, and the speed-up over sequential `generate` measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+from common import percentile, print_table, setup_django
+
+
+def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
+    from inference_worker.demo_model.corpus import heldout_examples
+
+    examples = heldout_examples()
+    prompts = []
+    for index in range(count):
+        messages = examples[index % len(examples)].messages
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
+    return prompts
+
+
+class _FirstToken:
+    """A generate() streamer that notes when the first new token arrives."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first_at: float | None = None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2 and self.first_at is None:  # the first put is the prompt
+            self.first_at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def run_sequential(loaded, prompts, *, max_new_tokens: int, arrivals: list[float]) -> dict:
+    import torch
+
+    model, config = loaded.model, greedy_config(loaded, max_new_tokens)
+    with torch.no_grad():  # warm up outside the measurement, as the engine is
+        model.generate(torch.tensor([prompts[0]]), generation_config=greedy_config(loaded, 4))
+    ttfts, per_request, tokens = [], [], 0
+    start = time.perf_counter()
+    for prompt, arrival in zip(prompts, arrivals, strict=True):
+        now = time.perf_counter() - start
+        if now < arrival:
+            time.sleep(arrival - now)
+        streamer = _FirstToken()
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(torch.tensor([prompt]), generation_config=config, streamer=streamer)
+        ended = time.perf_counter()
+        generated = out.shape[1] - len(prompt)
+        tokens += generated
+        ttfts.append((streamer.first_at or ended) - (start + arrival))
+        if generated > 1:
+            per_request.append((generated - 1) / (ended - (streamer.first_at or began)))
+    elapsed = time.perf_counter() - start
+    return summary("sequential generate", 1, len(prompts), tokens, elapsed, ttfts, per_request)
+
+
+def greedy_config(loaded, max_new_tokens: int):
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=loaded.eos_token_ids,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
+
+
+def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float) -> dict:
+    from inference_worker.engine.engine import BatchingEngine
+
+    engine = BatchingEngine(
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        variant=loaded.variant,
+        max_batch=max(sessions, 1),
+        max_new_tokens=max_new_tokens,
+        context_tokens=max(len(p) for p in prompts) + max_new_tokens,
+        generation_config=greedy_config(loaded, max_new_tokens),
+    ).start()
+    # Warm the engine (first batch builds the cache) outside the measurement.
+    list(engine.submit(prompts[0], max_new_tokens=4).events())
+    steps_before = len(engine.steps)
+    ttfts, per_request, tokens = [], [], 0
+    lock = threading.Lock()
+    start = time.perf_counter()
+
+    def session(index: int) -> None:
+        nonlocal tokens
+        time.sleep(stagger * index / max(sessions, 1))
+        for turn in range(per_session):
+            prompt = prompts[(index * per_session + turn) % len(prompts)]
+            handle = engine.submit(prompt, max_new_tokens=max_new_tokens)
+            for _ in handle.events(poll_s=1.0):
+                pass
+            with lock:
+                tokens += len(handle.generated)
+                ttfts.append(handle.time_to_first_token_s or 0.0)
+                if len(handle.generated) > 1 and handle.first_token_at and handle.finished_at:
+                    per_request.append((len(handle.generated) - 1) / (handle.finished_at - handle.first_token_at))
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    steps = list(engine.steps)[steps_before:]
+    engine.stop()
+    result = summary(f"engine, {sessions} sessions", sessions, sessions * per_session, tokens, elapsed, ttfts, per_request)
+    result["mean_batch"] = sum(len(s.request_ids) for s in steps) / max(1, len(steps))
+    return result
+
+
+def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request) -> dict:
+    return {
+        "mode": name,
+        "sessions": sessions,
+        "requests": requests,
+        "tokens": tokens,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+        "session_tokens_per_s": percentile(per_request, 50),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", default="1,8,32,64")
+    parser.add_argument("--requests-per-session", type=int, default=2)
+    parser.add_argument("--sequential-requests", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--stagger", type=float, default=1.0, help="seconds over which sessions arrive")
+    parser.add_argument("--variants", default="gptq-int4,fp16")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    setup_django()
+    import logging
+
+    import torch
+
+    logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
+    from django.conf import settings
+
+    from inference_worker.model_loading import load_variant
+
+    torch.set_num_threads(torch.get_num_threads())
+    report = {"torch_threads": torch.get_num_threads(), "max_new_tokens": args.max_new_tokens, "variants": {}}
+    for variant in args.variants.split(","):
+        config = settings.MODEL_VARIANTS[variant]
+        loaded = load_variant(variant=variant, path=config["path"], quantized=config["quantized"], device="cpu")
+        prompts = prompts_from_corpus(loaded.tokenizer, 256)
+        arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
+        rows = [run_sequential(loaded, prompts[: args.sequential_requests], max_new_tokens=args.max_new_tokens, arrivals=arrivals)]
+        for sessions in [int(s) for s in args.sessions.split(",")]:
+            rows.append(
+                run_engine(
+                    loaded,
+                    prompts,
+                    sessions=sessions,
+                    per_session=args.requests_per_session,
+                    max_new_tokens=args.max_new_tokens,
+                    stagger=args.stagger,
+                )
+            )
+        baseline = rows[0]["tokens_per_s"]
+        for row in rows:
+            row["speedup"] = row["tokens_per_s"] / baseline
+        report["variants"][variant] = rows
+        if not args.json:
+            print(f"\n{variant}  ({config['path']}, {report['torch_threads']} torch threads, greedy, {args.max_new_tokens} new tokens max)")
+            print_table(
+                ["mode", "requests", "tokens", "tok/s", "x seq", "TTFT p50 ms", "TTFT p95 ms", "session tok/s", "mean batch"],
+                [
+                    [r["mode"], r["requests"], r["tokens"], r["tokens_per_s"], r["speedup"], r["ttft_p50_ms"], r["ttft_p95_ms"], r["session_tokens_per_s"], r.get("mean_batch", 1.0)]
+                    for r in rows
+                ],
+            )
+        del loaded
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
