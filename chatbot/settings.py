@@ -137,7 +137,16 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "max_connections": CHANNEL_LAYER_POOL_SIZE}],
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": CHANNEL_LAYER_POOL_SIZE,
+                    # redis-py 8 reads with a 5 s timeout by default, and channels-redis waits for
+                    # a socket's next event with a 5 s BZPOPMIN: an idle socket's consumer then
+                    # died with "Timeout reading from redis". Keep reads well above the wait.
+                    "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT_S", 30.0),
+                }
+            ],
             "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
             "capacity": env_int("CHANNEL_LAYER_CAPACITY", 500),
             "expiry": 60,

@@ -155,3 +155,57 @@ def pytest_collection_modifyitems(config, items) -> None:
         return 0
 
     items.sort(key=weight)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
+    """The real ASGI app under uvicorn, on the test database, the real Redis and the live worker."""
+    import urllib.request
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("web") / "web.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets"],
+        cwd=ROOT,
+        env=worker_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"web server did not start; see {log.name}") from None
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
+    # the (synchronous, harmless here) database work of the test fixtures.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield chromium
+        chromium.close()

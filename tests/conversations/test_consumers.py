@@ -221,3 +221,17 @@ async def test_rate_limit():
     assert codes[-1] == "rate_limited"
     assert codes[:-1] == [None] * settings.WS_MAX_MESSAGES_PER_MINUTE
     await communicator.disconnect()
+
+
+async def test_an_idle_socket_stays_open_past_the_layers_blocking_wait():
+    """channels-redis waits 5 s for a socket's next event; with redis-py's default 5 s read
+    timeout an idle consumer died. It must still answer after longer silence."""
+    import asyncio
+
+    communicator, _ = await new_customer()
+    await communicator.send_json_to({"type": "hello", "conversation_id": None})
+    await communicator.receive_json_from()
+    await asyncio.sleep(6.5)
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
