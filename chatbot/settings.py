@@ -204,7 +204,9 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.02)
 WORKER_HEARTBEAT_S = env_float("WORKER_HEARTBEAT_S", 2.0)
 WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
-METRICS_PORT = env_int("METRICS_PORT", 0)  # 0: metrics off; e.g. 9100 serves /metrics
+METRICS_PORT = env_int("METRICS_PORT", 0)
+# CPU threads for torch in the worker (0: torch's default, one per core).
+TORCH_THREADS = env_int("TORCH_THREADS", 0)  # 0: metrics off; e.g. 9100 serves /metrics
 
 # --- Chat limits -------------------------------------------------------------------------------
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 2000)

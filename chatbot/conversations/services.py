@@ -128,14 +128,18 @@ def customer_message_post(
     return PostResult(conversation=conversation, message=message, generation=generation, created=True)
 
 
-def generation_enqueue(*, generation: Generation) -> bool:
+def generation_enqueue(*, generation: Generation, notify_failure: bool = False) -> bool:
     """Send the generation to its variant's queue. If no live worker serves the variant, or the
-    broker cannot be reached, the generation is marked FAILED (the customer's message stays)."""
+    broker cannot be reached, the generation is marked FAILED (the customer's message stays).
+    The customer's own socket reports that itself; `notify_failure` tells the conversation's
+    sockets through the group instead (for generations enqueued away from a socket)."""
     from chatbot.celery import app
 
     try:
         if not variant_is_served(variant=generation.model_variant):
-            generation_fail(generation=generation, error="no live worker serves this model variant", notify=False)
+            generation_fail(
+                generation=generation, error="no live worker serves this model variant", notify=notify_failure
+            )
             return False
         app.send_task(
             GENERATE_TASK,
@@ -146,7 +150,9 @@ def generation_enqueue(*, generation: Generation) -> bool:
         )
     except Exception as exc:  # noqa: BLE001 - Redis down shows up as several exception types
         logger.warning("could not enqueue generation %s: %s", generation.pk, exc)
-        generation_fail(generation=generation, error=f"broker unreachable: {type(exc).__name__}", notify=False)
+        generation_fail(
+            generation=generation, error=f"broker unreachable: {type(exc).__name__}", notify=notify_failure
+        )
         return False
     return True
 
@@ -282,7 +288,9 @@ def generation_requeue_orphans(*, min_age_s: float | None = None) -> int:
                 continue
             generation.status = Generation.Status.PENDING
             generation.save(update_fields=["status"])
-            transaction.on_commit(lambda generation=generation: generation_enqueue(generation=generation))
+            transaction.on_commit(
+                lambda generation=generation: generation_enqueue(generation=generation, notify_failure=True)
+            )
             send_event_on_commit(
                 generation.conversation.group_name,
                 {"type": "generation.queued", "generation_id": generation.pk, "position": None},

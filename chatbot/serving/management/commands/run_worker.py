@@ -31,7 +31,8 @@ class Command(BaseCommand):
         from inference_worker.model_loading import ModelLoadError
         from inference_worker.runtime import WorkerRuntime, set_runtime
 
-        torch.set_num_threads(max(1, int(os.environ.get("TORCH_THREADS", torch.get_num_threads()))))
+        if settings.TORCH_THREADS:
+            torch.set_num_threads(settings.TORCH_THREADS)
         try:
             runtime = WorkerRuntime(name=options["name"]).start()
         except (ModelLoadError, ValueError) as exc:

@@ -1,0 +1,120 @@
+"""Services and selectors of conversations: what they write and what they refuse."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from chatbot.conversations import selectors, services
+from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.redis_client import cancel_key, get_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def post(conversation=None, text="Where is my order?", client_id="c1", visitor_id="v1") -> services.PostResult:
+    return services.customer_message_post(
+        visitor_id=visitor_id, conversation=conversation, text=text, client_id=client_id
+    )
+
+
+def test_post_saves_the_message_and_a_generation_on_the_active_variant():
+    result = post()
+    assert result.created
+    assert result.message.author == Message.Author.CUSTOMER
+    assert result.conversation.visitor_id == "v1"
+    assert result.generation.model_variant == "gptq-int4"
+    assert result.generation.prompt_message == result.message
+    # No worker runs in this test: the generation is failed, the message is kept.
+    assert result.unavailable
+    assert Message.objects.count() == 1
+
+
+def test_when_redis_is_down_the_message_is_still_saved(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    get_redis.cache_clear()
+    try:
+        result = post()
+    finally:
+        get_redis.cache_clear()
+    assert Message.objects.filter(pk=result.message.pk).exists()
+    generation = Generation.objects.get()
+    assert generation.status == Generation.Status.FAILED
+    assert "unreachable" in generation.error
+    assert result.unavailable
+
+
+def test_a_new_message_cancels_the_answer_in_progress_and_flags_the_worker():
+    first = post()
+    Generation.objects.filter(pk=first.generation.pk).update(status=Generation.Status.RUNNING, error="")
+    post(conversation=first.conversation, text="never mind", client_id="c2")
+    cancelled = Generation.objects.get(pk=first.generation.pk)
+    assert cancelled.status == Generation.Status.CANCELLED
+    assert cancelled.error == "the customer sent a new message"
+    assert get_redis().get(cancel_key(cancelled.pk)) == "1"
+
+
+def test_claim_is_idempotent_and_complete_respects_a_cancel():
+    result = post()
+    generation = result.generation
+    Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
+    claimed = services.generation_claim(generation_id=generation.pk, worker="w1")
+    assert claimed.status == Generation.Status.RUNNING and claimed.attempts == 1
+    services.generation_cancel(generation=claimed, reason="stopped")
+    assert services.generation_complete(generation_id=generation.pk, text="late", reasoning="r", measures={}) is None
+    assert not Message.objects.filter(author=Message.Author.BOT).exists()
+    assert services.generation_claim(generation_id=generation.pk, worker="w1") is None  # ended: skipped
+    assert services.generation_claim(generation_id=999_999, worker="w1") is None
+
+
+def test_complete_stores_the_answer_with_its_reasoning_and_measures():
+    result = post()
+    Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.PENDING, error="")
+    services.generation_claim(generation_id=result.generation.pk, worker="w1")
+    message = services.generation_complete(
+        generation_id=result.generation.pk,
+        text="It ships in 2 days.",
+        reasoning="Order status question.",
+        measures={"completion_tokens": 12, "time_to_first_token_ms": 50.0},
+    )
+    assert (message.text, message.reasoning, message.model_variant) == ("It ships in 2 days.", "Order status question.", "gptq-int4")
+    assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.DONE
+    assert "reasoning" not in selectors.message_payload(message)
+
+
+def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attempt():
+    result = post()
+    old = timezone.now() - timezone.timedelta(minutes=5)
+    Generation.objects.filter(pk=result.generation.pk).update(
+        status=Generation.Status.RUNNING, worker="dead", started_at=old, attempts=1, error=""
+    )
+    assert services.generation_requeue_orphans() == 1
+    # No live worker serves the variant here, so the requeue itself fails it, with the customer told.
+    assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.FAILED
+    Generation.objects.filter(pk=result.generation.pk).update(
+        status=Generation.Status.RUNNING, worker="dead", started_at=old, attempts=2
+    )
+    assert services.generation_requeue_orphans() == 0
+    generation = Generation.objects.get(pk=result.generation.pk)
+    assert generation.status == Generation.Status.FAILED and "lost mid-answer" in generation.error
+
+
+def test_an_agent_owned_conversation_gets_no_bot_answer(django_user_model):
+    agent = django_user_model.objects.create_user("agent", is_staff=True)
+    conversation = Conversation.objects.create(visitor_id="v1", status=Conversation.Status.WITH_AGENT, assigned_agent=agent)
+    result = post(conversation=conversation)
+    assert result.generation is None
+    assert Message.objects.count() == 1
+
+
+def test_prompt_turns_follow_the_conversation_without_system_notices():
+    first = post(text="Do you ship to Canada?")
+    conversation = first.conversation
+    Message.objects.create(conversation=conversation, author=Message.Author.BOT, text="Yes.", reasoning="secret")
+    Message.objects.create(conversation=conversation, author=Message.Author.SYSTEM, text="Agent joined")
+    second = post(conversation=conversation, text="How long does it take?", client_id="c2")
+    assert selectors.prompt_turns(generation=second.generation) == [
+        {"role": "user", "content": "Do you ship to Canada?"},
+        {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": "How long does it take?"},
+    ]

@@ -1,0 +1,104 @@
+"""A missing, partial or corrupt model folder, or one that does not match its variant, is refused
+before anything is served, with the path and the fault in the message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from inference_worker.model_loading import ModelLoadError, check_model_folder, load_variant
+from tests.conftest import ROOT, worker_env
+
+
+@pytest.fixture
+def copies(test_models, tmp_path):
+    """Writable copies of the test model's two variants."""
+    fp16 = tmp_path / "fp16"
+    gptq = tmp_path / "gptq"
+    shutil.copytree(test_models["fp16"], fp16)
+    shutil.copytree(test_models["gptq-int4"], gptq)
+    return fp16, gptq
+
+
+def refused(path, *, quantized: bool) -> str:
+    with pytest.raises(ModelLoadError) as error:
+        check_model_folder(path, quantized=quantized)
+    assert str(path) in str(error.value)
+    return error.value.problem
+
+
+def test_the_built_variants_pass(copies):
+    fp16, gptq = copies
+    assert check_model_folder(fp16, quantized=False)["model_type"] == "qwen2"
+    assert check_model_folder(gptq, quantized=True)["quantization_config"]["bits"] == 4
+
+
+def test_missing_folder(tmp_path):
+    assert "does not exist" in refused(tmp_path / "nowhere", quantized=False)
+
+
+def test_partial_folders(copies):
+    fp16, gptq = copies
+    (fp16 / "config.json").unlink()
+    assert "config.json is missing" in refused(fp16, quantized=False)
+    (gptq / "model.safetensors").unlink()
+    assert "no weights" in refused(gptq, quantized=True)
+
+
+def test_missing_tokenizer(copies):
+    fp16, _ = copies
+    (fp16 / "tokenizer.json").unlink()
+    (fp16 / "tokenizer_config.json").unlink()
+    assert "no tokenizer" in refused(fp16, quantized=False)
+
+
+def test_corrupt_or_truncated_weights(copies):
+    fp16, gptq = copies
+    data = (fp16 / "model.safetensors").read_bytes()
+    (fp16 / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert "corrupt or partial" in refused(fp16, quantized=False)
+    weights = bytearray((gptq / "model.safetensors").read_bytes())
+    weights[-10] ^= 0xFF
+    (gptq / "model.safetensors").write_bytes(bytes(weights))
+    assert "sha256" in refused(gptq, quantized=True)
+
+
+def test_unreadable_config(copies):
+    fp16, _ = copies
+    (fp16 / "config.json").write_text("{not json")
+    assert "not readable JSON" in refused(fp16, quantized=False)
+
+
+def test_variant_mismatch_both_ways(copies):
+    fp16, gptq = copies
+    assert "no GPTQ quantization_config" in refused(fp16, quantized=True)
+    assert "checkpoint is quantized (gptq)" in refused(gptq, quantized=False)
+
+
+def test_weights_that_fail_to_load_are_refused_without_a_build_info(copies):
+    fp16, _ = copies
+    (fp16 / "build-info.json").unlink()
+    (fp16 / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError) as error:
+        load_variant(variant="fp16", path=str(fp16), quantized=False, device="cpu")
+    assert "loading failed" in error.value.problem
+
+
+def test_worker_stops_at_start_naming_the_path_and_the_fault(copies, tmp_path):
+    fp16, gptq = copies
+    (gptq / "config.json").write_text(json.dumps({"model_type": "qwen2"}))  # GPTQ config gone
+    result = subprocess.run(
+        [sys.executable, "manage.py", "run_worker", "--name", "bad-worker"],
+        cwd=ROOT,
+        env=worker_env(MODEL_GPTQ_PATH=str(gptq), MODEL_FP16_PATH=str(fp16)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"worker not started: model at {gptq}" in result.stderr
+    assert "no GPTQ quantization_config" in result.stderr
