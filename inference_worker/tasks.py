@@ -59,6 +59,8 @@ class _Stream:
         self.runtime.publisher.publish(self.group, {"generation_id": self.generation_id, **event})
 
     def maybe_flush(self, *, force: bool = False) -> None:
+        if not self.reasoning and not self.answer:
+            return  # nothing to send: the next piece goes out as soon as it comes
         now = time.monotonic()
         if not force and now - self.last_flush < self.interval_s:
             return

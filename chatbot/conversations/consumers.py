@@ -125,7 +125,9 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(await database_sync_to_async(selectors.history_payload)(conversation=conversation))
 
     async def on_message_send(self, content: dict[str, Any]) -> None:
-        result = await database_sync_to_async(services.customer_message_post)(
+        # Not thread-sensitive: messages from many sockets are saved in parallel threads instead
+        # of queueing behind one another in the single sync thread.
+        result = await database_sync_to_async(services.customer_message_post, thread_sensitive=False)(
             visitor_id=self.visitor_id,
             conversation=self.conversation,
             text=content.get("text"),
