@@ -1,7 +1,7 @@
 """Engine benchmark: plain one-at-a-time `model.generate` vs our batching engine, side by side in
 one run, on the demo model (4-bit GPTQ and FP16 variants).
 
-    .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 2]
+    .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 4] [--stagger 0.5]
                                      [--max-new-tokens 64] [--variants gptq-int4,fp16] [--json]
 
 Sessions arrive at staggered times (spread evenly over --stagger seconds); each sends its
@@ -75,6 +75,33 @@ def run_sequential(loaded, prompts, *, max_new_tokens: int, arrivals: list[float
     return summary("sequential generate", 1, len(prompts), tokens, elapsed, ttfts, per_request)
 
 
+def run_padded(loaded, prompts, *, max_new_tokens: int) -> dict:
+    """Reference, not a serving mode: one static left-padded batch through `generate` (no request
+    can join or leave early). Shows what dense batching reaches on this machine."""
+    import torch
+
+    pad = loaded.tokenizer.pad_token_id
+    length = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    config = greedy_config(loaded, max_new_tokens)
+    with torch.no_grad():
+        loaded.model.generate(ids[:2], attention_mask=mask[:2], generation_config=greedy_config(loaded, 4))
+        start = time.perf_counter()
+        out = loaded.model.generate(ids, attention_mask=mask, generation_config=config)
+        elapsed = time.perf_counter() - start
+    eos = set(loaded.eos_token_ids)
+    tokens = 0
+    for row in out[:, length:].tolist():
+        for token in row:
+            tokens += 1
+            if token in eos:
+                break
+    result = summary(f"padded batch of {len(prompts)} (reference)", len(prompts), len(prompts), tokens, elapsed, [], [])
+    result["mean_batch"] = float(len(prompts))
+    return result
+
+
 def greedy_config(loaded, max_new_tokens: int):
     from transformers import GenerationConfig
 
@@ -86,7 +113,7 @@ def greedy_config(loaded, max_new_tokens: int):
     )
 
 
-def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float) -> dict:
+def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str) -> dict:
     from inference_worker.engine.engine import BatchingEngine
 
     engine = BatchingEngine(
@@ -97,6 +124,8 @@ def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_toke
         max_new_tokens=max_new_tokens,
         context_tokens=max(len(p) for p in prompts) + max_new_tokens,
         generation_config=greedy_config(loaded, max_new_tokens),
+        backend=backend,
+        loop_threads=1,
     ).start()
     # Warm the engine (first batch builds the cache) outside the measurement.
     list(engine.submit(prompts[0], max_new_tokens=4).events())
@@ -111,7 +140,8 @@ def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_toke
         for turn in range(per_session):
             prompt = prompts[(index * per_session + turn) % len(prompts)]
             handle = engine.submit(prompt, max_new_tokens=max_new_tokens)
-            for _ in handle.events(poll_s=1.0):
+            # Consumed as the worker's tasks do: tokens coalesced over the 20 ms flush interval.
+            for _ in handle.events(poll_s=0.02, coalesce_s=0.02):
                 pass
             with lock:
                 tokens += len(handle.generated)
@@ -127,7 +157,7 @@ def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_toke
     elapsed = time.perf_counter() - start
     steps = list(engine.steps)[steps_before:]
     engine.stop()
-    result = summary(f"engine, {sessions} sessions", sessions, sessions * per_session, tokens, elapsed, ttfts, per_request)
+    result = summary(f"engine ({backend}), {sessions} sessions", sessions, sessions * per_session, tokens, elapsed, ttfts, per_request)
     result["mean_batch"] = sum(len(s.request_ids) for s in steps) / max(1, len(steps))
     return result
 
@@ -149,11 +179,13 @@ def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,8,32,64")
-    parser.add_argument("--requests-per-session", type=int, default=2)
+    parser.add_argument("--requests-per-session", type=int, default=4)
     parser.add_argument("--sequential-requests", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--stagger", type=float, default=1.0, help="seconds over which sessions arrive")
+    parser.add_argument("--stagger", type=float, default=0.5, help="seconds over which sessions arrive")
     parser.add_argument("--variants", default="gptq-int4,fp16")
+    parser.add_argument("--backends", default="dense,paged", help="engine backends to measure")
+    parser.add_argument("--padded-reference", type=int, default=32, help="size of the static padded batch (0: skip)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -175,17 +207,21 @@ def main() -> None:
         prompts = prompts_from_corpus(loaded.tokenizer, 256)
         arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
         rows = [run_sequential(loaded, prompts[: args.sequential_requests], max_new_tokens=args.max_new_tokens, arrivals=arrivals)]
-        for sessions in [int(s) for s in args.sessions.split(",")]:
-            rows.append(
-                run_engine(
-                    loaded,
-                    prompts,
-                    sessions=sessions,
-                    per_session=args.requests_per_session,
-                    max_new_tokens=args.max_new_tokens,
-                    stagger=args.stagger,
+        for backend in args.backends.split(","):
+            for sessions in [int(s) for s in args.sessions.split(",")]:
+                rows.append(
+                    run_engine(
+                        loaded,
+                        prompts,
+                        sessions=sessions,
+                        per_session=args.requests_per_session,
+                        max_new_tokens=args.max_new_tokens,
+                        stagger=args.stagger,
+                        backend=backend,
+                    )
                 )
-            )
+        if args.padded_reference:
+            rows.append(run_padded(loaded, prompts[: args.padded_reference], max_new_tokens=args.max_new_tokens))
         baseline = rows[0]["tokens_per_s"]
         for row in rows:
             row["speedup"] = row["tokens_per_s"] / baseline

@@ -198,6 +198,13 @@ WORKER_VARIANTS = env_list("WORKER_VARIANTS", "gptq-int4,fp16")
 WORKER_PRELOAD = env_str("WORKER_PRELOAD", "all")  # "all" or "default"
 # Requests one worker runs in one batch; beyond it they wait in order.
 ENGINE_MAX_BATCH = env_int("ENGINE_MAX_BATCH", 32)
+# Continuous batching backend: "dense" (ours, dense KV cache; twice as fast on the CPU),
+# "paged" (transformers' paged KV cache, meant for GPUs), or "auto": paged on CUDA, dense elsewhere.
+ENGINE_BACKEND = env_str("ENGINE_BACKEND", "auto")
+if ENGINE_BACKEND not in ("auto", "dense", "paged"):
+    raise ValueError("ENGINE_BACKEND must be auto, dense or paged")
+# CPU threads for the batch loop's torch ops (OpenMP teams are per thread; 0 leaves torch's).
+ENGINE_LOOP_THREADS = env_int("ENGINE_LOOP_THREADS", 1)
 # Generate tasks one worker process holds at once (threads); above ENGINE_MAX_BATCH they queue.
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 # Seconds between streamed delta flushes to a conversation's group (coalescing).

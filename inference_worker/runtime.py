@@ -57,6 +57,8 @@ class VariantSlot:
                     max_new_tokens=settings.MAX_NEW_TOKENS,
                     context_tokens=settings.CONTEXT_BUDGET_TOKENS + settings.MAX_NEW_TOKENS,
                     generation_config=generation_config_for(loaded),
+                    backend=engine_backend(loaded),
+                    loop_threads=settings.ENGINE_LOOP_THREADS,
                 ).start()
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)
@@ -64,6 +66,12 @@ class VariantSlot:
             self.loaded, self.engine = loaded, engine
             self.state = "ready"
             return engine
+
+
+def engine_backend(loaded: LoadedModel) -> str:
+    if settings.ENGINE_BACKEND != "auto":
+        return settings.ENGINE_BACKEND
+    return "paged" if loaded.model.device.type == "cuda" else "dense"
 
 
 def generation_config_for(loaded: LoadedModel):

@@ -128,7 +128,8 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     admitted_wall: float | None = None
     outcome = None
 
-    for event in handle.events(poll_s=settings.STREAM_FLUSH_INTERVAL_S):
+    interval = settings.STREAM_FLUSH_INTERVAL_S
+    for event in handle.events(poll_s=interval, coalesce_s=interval):
         now = time.monotonic()
         if event.kind == "queued":
             stream.send({"type": "generation.queued", "position": event.position})

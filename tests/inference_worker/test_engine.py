@@ -38,9 +38,21 @@ def model(tmp_path_factory):
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=EOS, pad_token_id=0)
 
 
-def make_engine(model, *, max_batch: int = 8) -> BatchingEngine:
+@pytest.fixture(params=["paged", "dense"])
+def backend(request) -> str:
+    """Every behaviour holds for both backends: transformers' paged one and our dense one."""
+    return request.param
+
+
+def make_engine(model, backend: str, *, max_batch: int = 8) -> BatchingEngine:
     return BatchingEngine(
-        model=model, tokenizer=None, variant="test", max_batch=max_batch, max_new_tokens=24, generation_config=GREEDY
+        model=model,
+        tokenizer=None,
+        variant="test",
+        max_batch=max_batch,
+        max_new_tokens=24,
+        generation_config=GREEDY,
+        backend=backend,
     ).start()
 
 
@@ -48,8 +60,8 @@ def drain(handle):
     return [event for event in handle.events(poll_s=0.05) if event.kind != "idle"]
 
 
-def test_two_requests_submitted_at_different_times_share_forward_passes(model):
-    engine = make_engine(model)
+def test_two_requests_submitted_at_different_times_share_forward_passes(model, backend):
+    engine = make_engine(model, backend)
     try:
         first = engine.submit([5, 6, 7, 8], max_new_tokens=200)
         events = first.events(poll_s=0.05)
@@ -69,13 +81,13 @@ def test_two_requests_submitted_at_different_times_share_forward_passes(model):
         engine.stop()
 
 
-def test_greedy_outputs_under_batching_equal_one_at_a_time_outputs(model):
+def test_greedy_outputs_under_batching_equal_one_at_a_time_outputs(model, backend):
     prompts = [[1, 2, 3], [40, 41, 42, 43, 44, 45], [7] * 11, [100, 200, 300, 400], [3, 1, 4, 1, 5, 9, 2, 6]]
     sequential = []
     for prompt in prompts:
         out = model.generate(torch.tensor([prompt]), generation_config=GREEDY)
         sequential.append(out[0, len(prompt) :].tolist())
-    engine = make_engine(model)
+    engine = make_engine(model, backend)
     try:
         handles = [engine.submit(prompt) for prompt in prompts]
         for handle in handles:
@@ -88,8 +100,8 @@ def test_greedy_outputs_under_batching_equal_one_at_a_time_outputs(model):
     assert max(len(step.request_ids) for step in engine.steps) > 1
 
 
-def test_cancelled_request_frees_its_slot_and_cache_and_the_next_one_starts(model):
-    engine = make_engine(model, max_batch=1)
+def test_cancelled_request_frees_its_slot_and_cache_and_the_next_one_starts(model, backend):
+    engine = make_engine(model, backend, max_batch=1)
     try:
         running = engine.submit([1, 2, 3, 4], max_new_tokens=500)
         waiting = engine.submit([5, 6, 7])
@@ -111,8 +123,8 @@ def test_cancelled_request_frees_its_slot_and_cache_and_the_next_one_starts(mode
         engine.stop()
 
 
-def test_backpressure_keeps_arrival_order_and_reports_places(model):
-    engine = make_engine(model, max_batch=2)
+def test_backpressure_keeps_arrival_order_and_reports_places(model, backend):
+    engine = make_engine(model, backend, max_batch=2)
     try:
         handles = [engine.submit([10 + i, 20 + i, 30 + i], max_new_tokens=12) for i in range(6)]
         events = {h.request_id: drain(h) for h in handles}

@@ -1,0 +1,150 @@
+"""Our dense continuous-batching loop, with a fake model runner: pure logic, no torch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from inference_worker.engine import dense
+from inference_worker.engine.dense import DenseBatchManager
+
+EOS = 99
+
+
+class FakeRunner:
+    """Row i's next token is its last token + 1; a prompt's first token is its last + 1."""
+
+    def __init__(self, *, fail_at_step: int | None = None) -> None:
+        self.rows: list[str] = []  # what the runner believes is in its batch, by first token
+        self.calls: list[tuple[str, int]] = []
+        self.fail_at_step = fail_at_step
+
+    def bind_thread(self) -> None:
+        pass
+
+    def prefill(self, prompts):
+        self._maybe_fail()
+        self.calls.append(("prefill", len(prompts)))
+        return [prompt[-1] + 1 for prompt in prompts]
+
+    def decode(self, last_tokens):
+        self._maybe_fail()
+        self.calls.append(("decode", len(last_tokens)))
+        return [token + 1 for token in last_tokens]
+
+    def keep(self, indices):
+        self.calls.append(("keep", tuple(indices)))
+
+    def _maybe_fail(self):
+        if self.fail_at_step is not None and len(self.calls) >= self.fail_at_step:
+            raise RuntimeError("device lost")
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.steps: list[list[dense.DenseOutput]] = []
+
+    def deliver_batch(self, outputs) -> None:
+        self.steps.append(outputs)
+
+
+def manager(runner: FakeRunner, max_batch: int = 4) -> tuple[DenseBatchManager, Collector]:
+    m = DenseBatchManager(runner=runner, max_batch=max_batch, eos_token_ids=[EOS])
+    m.output_router = Collector()
+    return m, m.output_router
+
+
+def test_the_manager_imports_no_torch():
+    tree = ast.parse(Path(dense.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert "torch" not in imported and "transformers" not in imported
+
+
+def test_a_request_arriving_later_joins_the_running_batch_at_the_next_step():
+    runner = FakeRunner()
+    m, out = manager(runner)
+    m.add_request([10], request_id="a", max_new_tokens=50)
+    m.step()  # prefill a
+    m.step()  # decode a alone
+    m.add_request([20], request_id="b", max_new_tokens=50)
+    m.step()  # prefill b
+    m.step()  # decode a and b together
+    assert runner.calls == [("prefill", 1), ("decode", 1), ("prefill", 1), ("decode", 2)]
+    assert [o.request_id for o in out.steps[-1]] == ["a", "b"]
+    assert out.steps[-1][0].generated_tokens == [11, 12, 13]
+    assert out.steps[-1][1].generated_tokens == [21, 22]
+
+
+def test_a_finished_request_leaves_at_once_and_frees_its_row():
+    runner = FakeRunner()
+    m, out = manager(runner)
+    m.add_request([96], request_id="short", max_new_tokens=50)  # 97, 98, 99 = EOS
+    m.add_request([10], request_id="long", max_new_tokens=50)
+    m.step()
+    m.step()
+    m.step()
+    assert out.steps[-1][0].status == "finished" and out.steps[-1][0].generated_tokens == [97, 98, 99]
+    assert runner.calls[-1] == ("keep", (1,))
+    assert m.cache_holders() == {"long"}
+    m.step()
+    assert runner.calls[-1] == ("decode", 1)
+
+
+def test_max_new_tokens_ends_a_request():
+    m, out = manager(FakeRunner())
+    m.add_request([1], request_id="a", max_new_tokens=2)
+    m.step()
+    m.step()
+    assert out.steps[-1][0].status == "finished" and len(out.steps[-1][0].generated_tokens) == 2
+    assert m.rows == []
+
+
+def test_cancelling_drops_a_running_row_and_a_request_not_yet_taken():
+    runner = FakeRunner()
+    m, out = manager(runner)
+    m.add_request([1], request_id="a", max_new_tokens=50)
+    m.add_request([2], request_id="b", max_new_tokens=50)
+    m.step()
+    m.cancel_request("a")
+    m.cancel_request("later")
+    m.add_request([3], request_id="later", max_new_tokens=50)
+    m.step()
+    assert ("keep", (1,)) in runner.calls
+    assert m.cache_holders() == {"b"}
+    assert runner.calls[-1] == ("decode", 1)  # "later" was never prefilled
+    assert all(o.request_id == "b" for o in out.steps[-1])
+
+
+def test_admission_stops_at_the_batch_limit():
+    runner = FakeRunner()
+    m, _ = manager(runner, max_batch=2)
+    for index in range(3):
+        m.add_request([index], request_id=f"r{index}", max_new_tokens=50)
+    m.step()
+    assert runner.calls == [("prefill", 2)]
+    assert m.cache_holders() == {"r0", "r1"}
+
+
+def test_a_failing_step_fails_every_request_in_the_batch_and_the_loop_goes_on():
+    import time
+
+    runner = FakeRunner(fail_at_step=2)
+    m, out = manager(runner)
+    m.start()
+    try:
+        m.add_request([1], request_id="a", max_new_tokens=50)
+        deadline = time.monotonic() + 5
+        while not any(o.status == "failed" for step in out.steps for o in step) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        failed = [o for step in out.steps for o in step if o.status == "failed"]
+        assert [(o.request_id, o.error) for o in failed] == [("a", "RuntimeError: device lost")]
+        assert m.rows == [] and m.is_running()
+    finally:
+        m.stop()
+    assert not m.is_running()
+
+
+def test_nothing_to_do_returns_false():
+    m, _ = manager(FakeRunner())
+    assert m.step() is False
