@@ -1,6 +1,6 @@
 """GPU benchmark for one NVIDIA H200 (runs in under 5 minutes): a random-weight model with
 DeepSeek-R1-Distill-Qwen-1.5B geometry in bf16; plain `generate` one request at a time vs our
-engine at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
+engine (both backends) at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
 
     python bench/gpu.py [--sessions 1,64,256] [--prompt-tokens 128] [--new-tokens 256] [--json]
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=3)
+    parser.add_argument("--backends", default="paged,dense")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -72,11 +73,11 @@ def main() -> None:
         elapsed = time.perf_counter() - started - sum(ttfts)
     rows.append({"mode": "generate, one at a time", "sessions": 1, "tokens": tokens, "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000, "ttft_p95_ms": percentile(ttfts, 95) * 1000})
 
-    for sessions in [int(s) for s in args.sessions.split(",")]:
+    for backend, sessions in [(b, int(s)) for b in args.backends.split(",") for s in args.sessions.split(",")]:
         engine = BatchingEngine(
             model=model, tokenizer=None, variant="bench", max_batch=sessions, max_new_tokens=args.new_tokens,
             context_tokens=args.prompt_tokens + args.new_tokens, page_size=256, max_batch_tokens=max(2048, sessions * 2),
-            generation_config=generation,
+            generation_config=generation, backend=backend,
         ).start()
         list(engine.submit(prompts[0], max_new_tokens=4).events())  # warm-up
         handles = []
@@ -90,7 +91,7 @@ def main() -> None:
         engine.stop()
         tokens = sum(len(h.generated) for h in handles)
         ttfts = [h.time_to_first_token_s or 0.0 for h in handles]
-        rows.append({"mode": f"engine, {sessions} sessions", "sessions": sessions, "tokens": tokens, "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000, "ttft_p95_ms": percentile(ttfts, 95) * 1000})
+        rows.append({"mode": f"engine ({backend}), {sessions} sessions", "sessions": sessions, "tokens": tokens, "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000, "ttft_p95_ms": percentile(ttfts, 95) * 1000})
 
     report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
     if args.json:
