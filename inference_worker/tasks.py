@@ -19,6 +19,7 @@ from chatbot.celery import app
 from chatbot.conversations import selectors, services
 from chatbot.redis_client import cancel_key, get_redis
 from inference_worker import metrics
+from inference_worker.engine.engine import EngineEvent
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.prompting import build_prompt_ids
@@ -79,6 +80,13 @@ class _Stream:
             self.answer.clear()
 
 
+def _cancel_requested(redis, generation_id: int) -> bool:
+    try:
+        return bool(redis.exists(cancel_key(generation_id)))
+    except Exception:  # noqa: BLE001 - Redis away: the final write re-checks the row anyway
+        return False
+
+
 def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     generation = services.generation_claim(generation_id=generation_id, worker=runtime.name)
     if generation is None:
@@ -126,7 +134,8 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     next_cancel_check = time.monotonic() + CANCEL_CHECK_S
     first_token_wall: float | None = None
     admitted_wall: float | None = None
-    outcome = None
+    outcome: EngineEvent | None = None
+    timed_out = False
 
     interval = settings.STREAM_FLUSH_INTERVAL_S
     for event in handle.events(poll_s=interval, coalesce_s=interval):
@@ -139,26 +148,20 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
             if first_token_wall is None and event.tokens:
                 first_token_wall = time.time()
             stream.add(*decoder.update(event.tokens, final=event.kind == "finished"))
-        elif event.kind in ("failed", "cancelled"):
+        if event.kind in ("finished", "failed", "cancelled"):
             outcome = event
-        if now >= next_cancel_check:
+        elif now >= next_cancel_check:
             next_cancel_check = now + CANCEL_CHECK_S
-            try:
-                cancelled = bool(redis.exists(cancel_key(generation.pk)))
-            except Exception:  # noqa: BLE001 - the final write re-checks the row anyway
-                cancelled = False
-            if cancelled:
+            if _cancel_requested(redis, generation.pk):
                 handle.cancel()
-            elif now > deadline:
+            elif now > deadline and not timed_out:
+                timed_out = True
                 handle.cancel()
-                outcome = "timeout"
-        if event.kind == "finished":
-            outcome = event
         stream.maybe_flush(force=event.kind == "finished")
 
-    if outcome == "timeout":
+    if timed_out:
         return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
-    if outcome is not None and getattr(outcome, "kind", "") == "failed":
+    if outcome is not None and outcome.kind == "failed":
         return fail(f"engine: {outcome.error}")
     if outcome is None or outcome.kind == "cancelled":
         metrics.GENERATIONS.labels(variant, "cancelled").inc()

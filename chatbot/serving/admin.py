@@ -18,9 +18,8 @@ from chatbot.serving.selectors import active_variant_get, worker_status_list
 PERMISSION = "serving.change_model_variant"
 
 
-@admin.register(ServingState)
-class ServingStateAdmin(admin.ModelAdmin):
-    """Shown as "Model serving" in the admin; its list page is the rollback page."""
+class RollbackPermissionOnly(admin.ModelAdmin):
+    """Seen only with the rollback permission; nothing is added, edited or deleted through it."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(PERMISSION)
@@ -36,6 +35,12 @@ class ServingStateAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(ServingState)
+class ServingStateAdmin(RollbackPermissionOnly):
+    """Shown as "Model serving" in the admin; its list page is the rollback page."""
+
 
     def get_urls(self):
         return [path("", self.admin_site.admin_view(self.rollback_view), name="serving_servingstate_changelist")]
@@ -103,29 +108,14 @@ class ServingStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(VariantChange)
-class VariantChangeAdmin(admin.ModelAdmin):
+class VariantChangeAdmin(RollbackPermissionOnly):
     """The audit trail: visible, never editable."""
 
     list_display = ("changed_at", "changed_by", "from_variant", "to_variant", "reason")
     list_filter = ("to_variant",)
 
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(PERMISSION)
-
-    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        return request.user.has_perm(PERMISSION)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
 
 @admin.register(VariantComparison)
-class VariantComparisonAdmin(VariantChangeAdmin):
+class VariantComparisonAdmin(RollbackPermissionOnly):
     list_display = ("created_at", "requested_by", "status", "finished_at")
     list_filter = ("status",)
