@@ -9,4 +9,4 @@ COPY requirements.txt .
 RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0 && pip install -r requirements.txt
 COPY . .
 EXPOSE 8000
-CMD ["uvicorn", "chatbot.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets"]
+CMD ["uvicorn", "chatbot.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets-sansio"]

@@ -17,7 +17,7 @@ $PY manage.py ensure_demo_staff
 $PY manage.py run_worker >var/log/worker.log 2>&1 &
 worker=$!
 trap 'kill $worker $web 2>/dev/null || true; wait 2>/dev/null' EXIT INT TERM
-.venv/bin/uvicorn chatbot.asgi:application --host 127.0.0.1 --port "$PORT" --ws websockets --log-level warning &
+.venv/bin/uvicorn chatbot.asgi:application --host 127.0.0.1 --port "$PORT" --ws websockets-sansio --log-level warning &
 web=$!
 echo
 echo "  Chat:  http://127.0.0.1:$PORT/"

@@ -173,7 +173,7 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("web") / "web.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets"],
+        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"],
         cwd=ROOT,
         env=worker_env(),
         stdout=log,

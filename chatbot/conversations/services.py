@@ -297,3 +297,24 @@ def generation_requeue_orphans(*, min_age_s: float | None = None) -> int:
             )
             requeued += 1
     return requeued
+
+
+def conversation_assign_agent(*, conversation: Conversation, agent: Any) -> Conversation:
+    """A staff member takes the conversation over: the bot goes silent, any answer in progress is
+    cancelled (its request leaves the worker's batch), and the customer is told who joined.
+    Locks the conversation row. (The agent dashboard of the escalation issue calls this.)"""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        for running in conversation.generations.filter(
+            status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
+        ):
+            generation_cancel(generation=running, reason="an agent took the conversation over")
+        conversation.assigned_agent = agent
+        conversation.status = Conversation.Status.WITH_AGENT
+        conversation.save(update_fields=["assigned_agent", "status", "updated_at"])
+        name = agent.get_short_name() or agent.get_username()
+        notice = Message.objects.create(
+            conversation=conversation, author=Message.Author.SYSTEM, text=f"{name} from our support team joined the conversation."
+        )
+        send_event_on_commit(conversation.group_name, {"type": "message.new", "message": message_payload(notice)})
+    return conversation

@@ -17,6 +17,8 @@ class ServingState(models.Model):
     changed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name = "model serving"
+        verbose_name_plural = "model serving"
         permissions = [("change_model_variant", "Can switch the serving model variant")]
 
     def __str__(self) -> str:

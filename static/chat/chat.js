@@ -302,6 +302,12 @@
         dropGeneration(id);
         showNotice("Answer stopped", "small");
         break;
+      case "message.new":
+        // An agent's or a system message that arrives live (e.g. "an agent joined").
+        if (frame.message && !els.messages.querySelector(`[data-message-id="${CSS.escape(String(frame.message.id))}"]`)) {
+          renderMessage(frame.message);
+        }
+        break;
       case "error": onError(frame); break;
       default: break; // `pong` and anything newer than this page
     }

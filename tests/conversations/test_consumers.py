@@ -235,3 +235,24 @@ async def test_an_idle_socket_stays_open_past_the_layers_blocking_wait():
     await communicator.send_json_to({"type": "ping"})
     assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
     await communicator.disconnect()
+
+
+async def test_the_customer_sees_live_when_an_agent_joins(django_user_model):
+    from chatbot.conversations.services import conversation_assign_agent
+
+    communicator, _ = await new_customer()
+    saved = await send_message(communicator, "I want a person")
+    await communicator.receive_json_from()  # unavailable: no worker here
+
+    @database_sync_to_async
+    def take_over() -> None:
+        agent = django_user_model.objects.create_user("kim", first_name="Kim", is_staff=True)
+        conversation = Conversation.objects.get(public_id=saved["conversation"]["id"])
+        conversation_assign_agent(conversation=conversation, agent=agent)
+
+    await take_over()
+    event = await communicator.receive_json_from(timeout=5)
+    assert event["type"] == "message.new"
+    assert event["message"]["author"] == "system"
+    assert event["message"]["text"] == "Kim from our support team joined the conversation."
+    await communicator.disconnect()

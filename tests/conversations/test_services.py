@@ -118,3 +118,18 @@ def test_prompt_turns_follow_the_conversation_without_system_notices():
         {"role": "assistant", "content": "Yes."},
         {"role": "user", "content": "How long does it take?"},
     ]
+
+
+def test_an_agent_taking_over_cancels_the_answer_in_progress_and_tells_the_customer(django_user_model):
+    agent = django_user_model.objects.create_user("sam", first_name="Sam", is_staff=True)
+    result = post()
+    Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.RUNNING, error="")
+    conversation = services.conversation_assign_agent(conversation=result.conversation, agent=agent)
+    assert conversation.status == Conversation.Status.WITH_AGENT and conversation.assigned_agent == agent
+    generation = Generation.objects.get(pk=result.generation.pk)
+    assert generation.status == Generation.Status.CANCELLED
+    assert get_redis().get(cancel_key(generation.pk)) == "1"  # the worker drops it from the batch
+    notice = Message.objects.get(author=Message.Author.SYSTEM)
+    assert notice.text == "Sam from our support team joined the conversation."
+    # From now on the bot stays silent.
+    assert post(conversation=conversation, text="hello?", client_id="c2").generation is None
