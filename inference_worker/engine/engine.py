@@ -79,9 +79,10 @@ class RequestHandle:
         """Yield events until the request ends, and an "idle" event every `poll_s` without one
         (so the consumer can flush, check for cancellation or time out).
 
-        With `coalesce_s`, token events that arrive within that window are merged into the
-        latest one: a streaming consumer wakes at most once a window instead of once a token,
-        which keeps its thread off the GIL that the batch loop needs."""
+        With `coalesce_s`, token events are yielded at most once per `coalesce_s` (the first one
+        at once), each carrying every token so far: a streaming consumer wakes once a window
+        instead of once a token, which keeps its thread off the GIL the batch loop needs."""
+        last_tokens_at = float("-inf")
         while True:
             try:
                 event = self._events.get(timeout=poll_s)
@@ -89,7 +90,9 @@ class RequestHandle:
                 yield EngineEvent("idle")
                 continue
             if coalesce_s and event.kind == "tokens":
-                time.sleep(coalesce_s)
+                wait = last_tokens_at + coalesce_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
                 pending = [event]
                 while True:
                     try:
@@ -97,9 +100,10 @@ class RequestHandle:
                     except queue.Empty:
                         break
                 for index, item in enumerate(pending):
-                    later_tokens = any(e.kind in ("tokens", "finished") for e in pending[index + 1 :])
-                    if item.kind == "tokens" and later_tokens:
-                        continue  # superseded: each event carries every token so far
+                    if item.kind == "tokens" and any(e.kind in ("tokens", "finished") for e in pending[index + 1 :]):
+                        continue  # superseded: a later event carries these tokens too
+                    if item.kind == "tokens":
+                        last_tokens_at = time.monotonic()
                     yield item
                     if item.kind in ("finished", "failed", "cancelled"):
                         return
