@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +147,6 @@ class BatchingEngine:
         backend: str = "paged",
         loop_threads: int = 0,
         steps_kept: int = 10_000,
-        on_step: Callable[[int, int], None] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -169,7 +168,6 @@ class BatchingEngine:
         self._step_index = itertools.count()
         self.steps: deque[StepRecord] = deque(maxlen=steps_kept)
         self.tokens_generated = 0
-        self._on_step = on_step
         self._manager = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -316,8 +314,6 @@ class BatchingEngine:
                 handle._events.put(EngineEvent("tokens", tokens=tokens))
         if step and served:
             self.steps.append(StepRecord(index=next(self._step_index), request_ids=tuple(served), at=now))
-            if self._on_step is not None:
-                self._on_step(len(served), len(served))
 
     # -- introspection -----------------------------------------------------------------------
     @property
