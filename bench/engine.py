@@ -113,7 +113,9 @@ def greedy_config(loaded, max_new_tokens: int):
     )
 
 
-def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str) -> dict:
+def run_engine(
+    loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float
+) -> dict:
     from inference_worker.engine.engine import BatchingEngine
 
     engine = BatchingEngine(
@@ -126,6 +128,7 @@ def run_engine(loaded, prompts, *, sessions: int, per_session: int, max_new_toke
         generation_config=greedy_config(loaded, max_new_tokens),
         backend=backend,
         loop_threads=1,
+        prefill_wait_s=prefill_wait_ms / 1000,
     ).start()
     # Warm the engine (first batch builds the cache) outside the measurement.
     list(engine.submit(prompts[0], max_new_tokens=4).events())
@@ -218,6 +221,7 @@ def main() -> None:
                         max_new_tokens=args.max_new_tokens,
                         stagger=args.stagger,
                         backend=backend,
+                        prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
                     )
                 )
         if args.padded_reference:

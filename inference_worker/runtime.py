@@ -59,6 +59,7 @@ class VariantSlot:
                     generation_config=generation_config_for(loaded),
                     backend=engine_backend(loaded),
                     loop_threads=settings.ENGINE_LOOP_THREADS,
+                    prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
                 ).start()
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)

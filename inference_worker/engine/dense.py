@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -44,6 +45,7 @@ class _Row:
     request_id: str
     prompt_ids: list[int]
     max_new_tokens: int
+    arrived_at: float = 0.0
     generated: list[int] = field(default_factory=list)
 
 
@@ -64,9 +66,16 @@ class Runner(Protocol):
 
 
 class DenseBatchManager:
-    def __init__(self, *, runner: Runner, max_batch: int, eos_token_ids: Sequence[int]) -> None:
+    def __init__(
+        self, *, runner: Runner, max_batch: int, eos_token_ids: Sequence[int], prefill_wait_s: float = 0.0
+    ) -> None:
         self.runner = runner
         self.max_batch = max_batch
+        # A prefill pass stops every running row for a step. While rows are decoding, arrivals
+        # wait up to this long so that several are prefilled in one pass (none wait when the
+        # batch is idle).
+        self.prefill_wait_s = prefill_wait_s
+        self._held: list[_Row] = []
         self.eos = frozenset(eos_token_ids)
         self.rows: list[_Row] = []
         self.output_router = None  # set by the engine before start()
@@ -79,7 +88,9 @@ class DenseBatchManager:
 
     # -- the manager interface the engine uses ----------------------------------------------
     def add_request(self, input_ids: list[int], request_id: str, max_new_tokens: int, streaming: bool = True) -> str:
-        self._incoming.put(_Row(request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens))
+        self._incoming.put(
+            _Row(request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now())
+        )
         self._wake.set()
         return request_id
 
@@ -100,6 +111,9 @@ class DenseBatchManager:
 
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def _now(self) -> float:
+        return time.monotonic()
 
     def cache_holders(self) -> set[str]:
         return {row.request_id for row in list(self.rows)}
@@ -148,8 +162,7 @@ class DenseBatchManager:
         return DenseOutput(row.request_id, list(row.generated), "finished" if done else "decoding")
 
     def _take_arrivals(self) -> list[_Row]:
-        arrivals: list[_Row] = []
-        while len(self.rows) + len(arrivals) < self.max_batch:
+        while True:
             try:
                 row = self._incoming.get_nowait()
             except queue.Empty:
@@ -158,7 +171,14 @@ class DenseBatchManager:
                 if row.request_id in self._cancelled:
                     self._cancelled.discard(row.request_id)
                     continue
-            arrivals.append(row)
+            self._held.append(row)
+        free = self.max_batch - len(self.rows)
+        if not self._held or free <= 0:
+            return []
+        waited = self._now() - self._held[0].arrived_at
+        if self.rows and len(self._held) < free and waited < self.prefill_wait_s:
+            return []  # keep decoding; prefill these together a little later
+        arrivals, self._held = self._held[:free], self._held[free:]
         return arrivals
 
     def _drop_cancelled(self) -> None:
@@ -166,7 +186,8 @@ class DenseBatchManager:
             cancelled, self._cancelled = self._cancelled, set()
         if not cancelled:
             return
-        present = {row.request_id for row in self.rows}
+        present = {row.request_id for row in self.rows} | {row.request_id for row in self._held}
+        self._held = [row for row in self._held if row.request_id not in cancelled]
         self._keep_rows(lambda row: row.request_id not in cancelled)
         # Cancellations for requests not yet taken in stay pending until they arrive.
         with self._lock:

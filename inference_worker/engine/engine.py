@@ -146,6 +146,7 @@ class BatchingEngine:
         generation_config: GenerationConfig | None = None,
         backend: str = "paged",
         loop_threads: int = 0,
+        prefill_wait_s: float = 0.0,
         steps_kept: int = 10_000,
     ) -> None:
         self.model = model
@@ -158,6 +159,7 @@ class BatchingEngine:
             raise ValueError(f"unknown engine backend {backend!r}: 'paged' or 'dense'")
         self.backend = backend
         self.loop_threads = loop_threads
+        self.prefill_wait_s = prefill_wait_s
         self.context_tokens = context_tokens
         self.page_size = page_size
         self.max_batch_tokens = max_batch_tokens
@@ -210,7 +212,12 @@ class BatchingEngine:
             pad_token_id=pad if pad is not None else 0,
             threads=self.loop_threads,
         )
-        return DenseBatchManager(runner=runner, max_batch=self.max_batch, eos_token_ids=[e for e in eos_ids if e is not None])
+        return DenseBatchManager(
+            runner=runner,
+            max_batch=self.max_batch,
+            eos_token_ids=[e for e in eos_ids if e is not None],
+            prefill_wait_s=self.prefill_wait_s,
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._manager is not None:

@@ -148,3 +148,21 @@ def test_a_failing_step_fails_every_request_in_the_batch_and_the_loop_goes_on():
 def test_nothing_to_do_returns_false():
     m, _ = manager(FakeRunner())
     assert m.step() is False
+
+
+def test_while_the_batch_decodes_arrivals_wait_briefly_to_be_prefilled_together():
+    runner = FakeRunner()
+    m = DenseBatchManager(runner=runner, max_batch=8, eos_token_ids=[EOS], prefill_wait_s=0.03)
+    m.output_router = Collector()
+    clock = [100.0]
+    m._now = lambda: clock[0]  # time is injected, never slept on
+    m.add_request([1], request_id="a", max_new_tokens=50)
+    m.step()  # an idle batch prefills at once
+    m.add_request([2], request_id="b", max_new_tokens=50)
+    clock[0] += 0.01
+    m.add_request([3], request_id="c", max_new_tokens=50)
+    m.step()  # b has waited 10 ms: keep decoding a
+    clock[0] += 0.025
+    m.step()  # b has waited 35 ms: b and c in one prefill pass
+    assert runner.calls == [("prefill", 1), ("decode", 1), ("prefill", 2)]
+    assert m.cache_holders() == {"a", "b", "c"}
