@@ -23,14 +23,10 @@ from common import percentile, print_table, setup_django
 
 def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
     from inference_worker.demo_model.corpus import heldout_examples
+    from inference_worker.prompting import chat_template_ids
 
     examples = heldout_examples()
-    prompts = []
-    for index in range(count):
-        messages = examples[index % len(examples)].messages
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        prompts.append(list(ids["input_ids"] if hasattr(ids, "keys") else ids))
-    return prompts
+    return [chat_template_ids(tokenizer, examples[index % len(examples)].messages) for index in range(count)]
 
 
 class _FirstToken:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def chat_template_ids(tokenizer: Any, turns: list[dict[str, str]]) -> list[int]:
+    """Token ids of the conversation in the model's chat template, ending with the generation prompt."""
+    ids = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding here; older versions a plain list.
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 def build_prompt_ids(
     *, tokenizer: Any, turns: list[dict[str, str]], budget_tokens: int, system_prompt: str = ""
 ) -> list[int]:
@@ -16,8 +23,7 @@ def build_prompt_ids(
     prefix = [{"role": "system", "content": system_prompt}] if system_prompt else []
     kept = list(turns)
     while True:
-        ids = tokenizer.apply_chat_template(prefix + kept, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        ids = chat_template_ids(tokenizer, prefix + kept)
         if len(ids) <= budget_tokens or len(kept) == 1:
             break
         # Drop the oldest exchange, so the history still starts with a customer turn.
@@ -29,7 +35,5 @@ def build_prompt_ids(
         content_ids = tokenizer(kept[0]["content"], add_special_tokens=False)["input_ids"]
         overflow = len(ids) - budget_tokens
         kept = [{"role": "user", "content": tokenizer.decode(content_ids[overflow + 1 :])}]
-        ids = tokenizer.apply_chat_template(prefix + kept, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        ids = ids[-budget_tokens:]
+        ids = chat_template_ids(tokenizer, prefix + kept)[-budget_tokens:]
     return ids

@@ -175,7 +175,5 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(conversation.group_name, self.channel_name)
 
     def _cancel_in_progress(self, *, reason: str) -> None:
-        generation = selectors.generation_in_progress(conversation=self.conversation)
-        if generation is not None:
-            services.generation_cancel(generation=generation, reason=reason)
+        services.conversation_cancel_answers(conversation=self.conversation, reason=reason)
 

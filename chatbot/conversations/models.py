@@ -70,6 +70,7 @@ class Generation(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    OPEN_STATUSES = (Status.PENDING, Status.RUNNING)
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="generations")

@@ -29,7 +29,7 @@ def message_list(*, conversation: Conversation, limit: int | None = None) -> lis
 
 def generation_in_progress(*, conversation: Conversation) -> Generation | None:
     return (
-        conversation.generations.filter(status__in=[Generation.Status.PENDING, Generation.Status.RUNNING])
+        conversation.generations.filter(status__in=Generation.OPEN_STATUSES)
         .order_by("-created_at")
         .first()
     )

@@ -114,10 +114,7 @@ def customer_message_post(
         )
         conversation.last_message_at = message.created_at
         conversation.save(update_fields=["last_message_at", "updated_at"])
-        for running in conversation.generations.filter(
-            status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
-        ):
-            generation_cancel(generation=running, reason="the customer sent a new message")
+        conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
 
         generation = None
         if conversation.status == Conversation.Status.BOT:
@@ -157,16 +154,23 @@ def generation_enqueue(*, generation: Generation, notify_failure: bool = False) 
     return True
 
 
+def _generation_end(*, generation: Generation, status: str, error: str) -> bool:
+    """Move a pending or running generation to a final status. Returns False (and changes
+    nothing) when it had already ended: the UPDATE's condition decides, so racing writers agree."""
+    now = timezone.now()
+    updated = Generation.objects.filter(pk=generation.pk, status__in=Generation.OPEN_STATUSES).update(
+        status=status, error=error[:2000], finished_at=now
+    )
+    if updated:
+        generation.status, generation.error, generation.finished_at = status, error, now
+    return bool(updated)
+
+
 def generation_cancel(*, generation: Generation, reason: str) -> bool:
     """Mark a pending or running generation CANCELLED and tell its worker (a Redis flag the
     worker polls) and the customer. Returns False when it had already ended."""
-    now = timezone.now()
-    updated = Generation.objects.filter(
-        pk=generation.pk, status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
-    ).update(status=Generation.Status.CANCELLED, error=reason, finished_at=now)
-    if not updated:
+    if not _generation_end(generation=generation, status=Generation.Status.CANCELLED, error=reason):
         return False
-    generation.status, generation.error, generation.finished_at = Generation.Status.CANCELLED, reason, now
 
     def flag() -> None:
         try:
@@ -181,15 +185,16 @@ def generation_cancel(*, generation: Generation, reason: str) -> bool:
     return True
 
 
+def conversation_cancel_answers(*, conversation: Conversation, reason: str) -> None:
+    """Cancel every answer of the conversation that is still pending or running."""
+    for generation in conversation.generations.filter(status__in=Generation.OPEN_STATUSES):
+        generation_cancel(generation=generation, reason=reason)
+
+
 def generation_fail(*, generation: Generation, error: str, notify: bool = True) -> bool:
     """Mark a generation FAILED with its error; tell the customer in words when `notify`."""
-    now = timezone.now()
-    updated = Generation.objects.filter(
-        pk=generation.pk, status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
-    ).update(status=Generation.Status.FAILED, error=error[:2000], finished_at=now)
-    if not updated:
+    if not _generation_end(generation=generation, status=Generation.Status.FAILED, error=error):
         return False
-    generation.status, generation.error, generation.finished_at = Generation.Status.FAILED, error, now
     if notify:
         send_event_on_commit(
             generation.conversation.group_name,
@@ -305,10 +310,7 @@ def conversation_assign_agent(*, conversation: Conversation, agent: Any) -> Conv
     Locks the conversation row. (The agent dashboard of the escalation issue calls this.)"""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        for running in conversation.generations.filter(
-            status__in=[Generation.Status.PENDING, Generation.Status.RUNNING]
-        ):
-            generation_cancel(generation=running, reason="an agent took the conversation over")
+        conversation_cancel_answers(conversation=conversation, reason="an agent took the conversation over")
         conversation.assigned_agent = agent
         conversation.status = Conversation.Status.WITH_AGENT
         conversation.save(update_fields=["assigned_agent", "status", "updated_at"])
