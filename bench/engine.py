@@ -20,6 +20,8 @@ import time
 
 from common import percentile, print_table, setup_django
 
+COALESCE = 0.02
+
 
 def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
     from inference_worker.demo_model.corpus import heldout_examples
@@ -140,7 +142,7 @@ def run_engine(
             prompt = prompts[(index * per_session + turn) % len(prompts)]
             handle = engine.submit(prompt, max_new_tokens=max_new_tokens)
             # Consumed as the worker's tasks do: tokens coalesced over the 20 ms flush interval.
-            for _ in handle.events(poll_s=0.02, coalesce_s=0.02):
+            for _ in handle.events(poll_s=COALESCE, coalesce_s=COALESCE):
                 pass
             with lock:
                 tokens += len(handle.generated)

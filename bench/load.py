@@ -52,18 +52,24 @@ async def customer(base_url: str, index: int, messages: int, results: list, erro
             await socket.recv()
             for turn in range(messages):
                 question = QUESTIONS[(index + turn) % len(QUESTIONS)]
-                sent = time.perf_counter()
+                sent, sent_wall = time.perf_counter(), time.time()
                 await socket.send(json.dumps({"type": "message.send", "text": question, "client_id": uuid.uuid4().hex}))
-                first = None
+                first, first_wall = None, None
                 while True:
                     event = json.loads(await asyncio.wait_for(socket.recv(), timeout=120))
                     kind = event["type"]
                     if kind in ("answer.thinking", "answer.delta") and first is None:
-                        first = time.perf_counter()
+                        first, first_wall = time.perf_counter(), time.time()
                     elif kind == "answer.done":
                         done = time.perf_counter()
                         results.append(
-                            {"first_ms": ((first or done) - sent) * 1000, "done_ms": (done - sent) * 1000, "message_id": event["message"]["id"]}
+                            {
+                                "first_ms": ((first or done) - sent) * 1000,
+                                "done_ms": (done - sent) * 1000,
+                                "message_id": event["message"]["id"],
+                                "sent_wall": sent_wall,
+                                "first_wall": first_wall,
+                            }
                         )
                         break
                     elif kind in ("generation.failed", "error", "generation.cancelled"):
@@ -79,8 +85,9 @@ async def run_level(base_url: str, customers: int, messages: int) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(customer(base_url, i, messages, results, errors) for i in range(customers)))
     elapsed = time.perf_counter() - started
-    engine_ttft = await asyncio.to_thread(engine_ttfts, [r["message_id"] for r in results])
-    overhead = [r["first_ms"] - engine_ttft[r["message_id"]] for r in results if engine_ttft.get(r["message_id"]) is not None]
+    stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
+    overhead = [r["first_ms"] - stored[r["message_id"]]["engine_ttft"] for r in results if stored.get(r["message_id"])]
+    hops = path_hops(results, stored)
     first = [r["first_ms"] for r in results]
     done = [r["done_ms"] for r in results]
     return {
@@ -97,13 +104,60 @@ async def run_level(base_url: str, customers: int, messages: int) -> dict:
         "done_p99_ms": percentile(done, 99),
         "path_overhead_p50_ms": percentile(overhead, 50),
         "path_overhead_p95_ms": percentile(overhead, 95),
+        "hops": {name: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95)} for name, v in hops.items()},
     }
 
 
-def engine_ttfts(message_ids: list[int]) -> dict[int, float | None]:
+HOPS = {
+    "web: send -> saved, enqueued": "socket frame in, message and generation saved, task sent to Redis",
+    "celery: enqueued -> claimed": "Redis -> worker -> task thread -> generation claimed in PostgreSQL",
+    "worker: claimed -> in the batch": "prompt built from the history, submitted to the engine",
+    "engine: first token": "submission -> first token (the engine's own time to first token)",
+    "worker: token -> task thread": "the task's thread wakes with the token",
+    "out: published -> customer": "group_send -> Redis -> web process -> socket -> customer",
+}
+
+
+def path_hops(results: list[dict], stored: dict) -> dict[str, list[float]]:
+    """Splits each answer's send -> first output into the path's hops, from the client's clock
+    and the stored timestamps (same machine, same clock)."""
+    hops: dict[str, list[float]] = {name: [] for name in HOPS}
+    for r in results:
+        s = stored.get(r["message_id"])
+        if not s or r["first_wall"] is None or s["started_at"] is None:
+            continue
+        created, started = s["created_at"], s["started_at"]
+        admitted = created + s["queue_wait_ms"] / 1000
+        first_seen = created + s["ttft_ms"] / 1000
+        values = [
+            created - r["sent_wall"],
+            started - created,
+            admitted - started,
+            s["engine_ttft"] / 1000,
+            first_seen - admitted - s["engine_ttft"] / 1000,
+            r["first_wall"] - first_seen,
+        ]
+        for name, value in zip(HOPS, values, strict=True):
+            hops[name].append(value * 1000)
+    return hops
+
+
+def stored_measures(message_ids: list[int]) -> dict[int, dict]:
     from chatbot.conversations.models import Message
 
-    return dict(Message.objects.filter(pk__in=message_ids).values_list("pk", "engine_time_to_first_token_ms"))
+    stored = {}
+    for message in Message.objects.filter(pk__in=message_ids).select_related("generation"):
+        if message.engine_time_to_first_token_ms is None or message.generation is None:
+            continue
+        generation = message.generation
+        stored[message.pk] = {
+            "engine_ttft": message.engine_time_to_first_token_ms,
+            "queue_wait_ms": message.queue_wait_ms,
+            "ttft_ms": message.time_to_first_token_ms,
+            "created_at": generation.created_at.timestamp(),
+            "started_at": generation.started_at.timestamp() if generation.started_at else None,
+        }
+    return stored
 
 
 def main() -> None:
@@ -126,6 +180,14 @@ def main() -> None:
         ],
     )
     print("(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)")
+    print("\nWhere send -> first output goes, hop by hop (ms, p50 / p95):")
+    print_table(
+        ["hop", *(f"{r['customers']} customers" for r in rows), "what"],
+        [
+            [name, *(f"{r['hops'][name]['p50_ms']:.1f} / {r['hops'][name]['p95_ms']:.1f}" for r in rows), what]
+            for name, what in HOPS.items()
+        ],
+    )
     for row in rows:
         for sample in row["error_samples"]:
             print(f"  error at {row['customers']} customers: {sample}")

@@ -129,6 +129,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _output_head_in_fp32(model) -> None:
+    """The output head is a plain (unquantized) matmul; AVX2 CPUs have no bf16 arithmetic, and in
+    bf16 it took 2.5 ms a step at batch 32 against 0.45 ms in fp32 (measured on the 2-core CPU,
+    demo geometry). Only when it does not share its weight with the input embedding."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        return
+    head.to(torch.float32)
+    head.register_forward_pre_hook(lambda _module, args: (args[0].float(), *args[1:]))
+
+
 def load_variant(*, variant: str, path: str, quantized: bool, device: str = "auto") -> LoadedModel:
     """Check, load and smoke-test one variant. Raises ModelLoadError with the path and the fault."""
     import torch
@@ -149,6 +162,8 @@ def load_variant(*, variant: str, path: str, quantized: bool, device: str = "aut
     except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
         raise ModelLoadError(path, f"loading failed: {type(exc).__name__}: {exc}") from exc
     model.eval()
+    if quantized and device == "cpu":
+        _output_head_in_fp32(model)
     is_gptq = getattr(getattr(model.config, "quantization_config", None), "quant_method", None)
     if quantized and str(getattr(is_gptq, "value", is_gptq)).lower() != "gptq":
         raise ModelLoadError(path, "loaded without GPTQ quantization")

@@ -52,11 +52,10 @@ class _Row:
 class Runner(Protocol):
     """The tensor side. Rows are addressed by their index in the running batch."""
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
-        """Run the prompts, append their cache rows after the running ones; return each one's first token."""
-
-    def decode(self, last_tokens: Sequence[int]) -> list[int]:
-        """One step for every running row (fed its last token); return each row's next token."""
+    def step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        """Decode one token for every running row (fed its last token) and prefill the prompts,
+        whose cache rows go after the running ones; return the rows' next tokens and each
+        prompt's first token."""
 
     def keep(self, indices: Sequence[int]) -> None:
         """Keep only these rows (in this order); the others' cache is freed."""
@@ -71,9 +70,9 @@ class DenseBatchManager:
     ) -> None:
         self.runner = runner
         self.max_batch = max_batch
-        # A prefill pass stops every running row for a step. While rows are decoding, arrivals
-        # wait up to this long so that several are prefilled in one pass (none wait when the
-        # batch is idle).
+        # While rows are decoding, arrivals may wait up to this long to be prefilled together
+        # (none wait when the batch is idle). Useful where a prefill is a pass of its own that
+        # pauses the running rows; with the packed step it only delays the first token.
         self.prefill_wait_s = prefill_wait_s
         self._held: list[_Row] = []
         self.eos = frozenset(eos_token_ids)
@@ -133,22 +132,18 @@ class DenseBatchManager:
                 self._wake.clear()
 
     def step(self) -> bool:
-        """One iteration: drop cancelled rows, prefill arrivals, decode the batch. Returns False
-        when there was nothing to do."""
+        """One iteration: drop cancelled rows, then one pass that decodes the running rows and
+        prefills the arrivals. Returns False when there was nothing to do."""
         self._drop_cancelled()
         arrivals = self._take_arrivals()
-        outputs: list[DenseOutput] = []
-        if arrivals:
-            first_tokens = self.runner.prefill([row.prompt_ids for row in arrivals])
-            self.rows.extend(arrivals)
-            for row, token in zip(arrivals, first_tokens, strict=True):
-                outputs.append(self._advance(row, token))
-        elif self.rows:
-            tokens = self.runner.decode([row.generated[-1] for row in self.rows])
-            for row, token in zip(self.rows, tokens, strict=True):
-                outputs.append(self._advance(row, token))
-        else:
+        if not arrivals and not self.rows:
             return False
+        next_tokens, first_tokens = self.runner.step(
+            [row.generated[-1] for row in self.rows], [row.prompt_ids for row in arrivals]
+        )
+        outputs = [self._advance(row, token) for row, token in zip(self.rows, next_tokens, strict=True)]
+        self.rows.extend(arrivals)
+        outputs += [self._advance(row, token) for row, token in zip(arrivals, first_tokens, strict=True)]
         finished = {o.request_id for o in outputs if o.is_finished()}
         if finished:
             self._keep_rows(lambda row: row.request_id not in finished)

@@ -1,5 +1,9 @@
 """The tensor side of the dense continuous batching (see `dense.py`): one left-padded KV cache
-for the running batch, prefill of arrivals merged into it, one decode step for every row."""
+for the running batch, prefill of arrivals merged into it, one decode step for every row.
+
+The cache lives in preallocated slabs (`_SlabLayer`): a decode step writes its one new column in
+place instead of concatenating the whole cache into a new tensor (`DynamicCache`'s way), which
+was 16% of a step at batch 32 on the CPU (measured with torch.profiler)."""
 
 from __future__ import annotations
 
@@ -7,11 +11,60 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+# Spare columns allocated beyond the current length, so that decode steps write in place and the
+# slab is reallocated (copied) once every this many steps at most.
+SLAB_HEADROOM = 64
+
+
+class _SlabLayer(DynamicLayer):
+    """A cache layer over a preallocated [batch, heads, capacity, head_dim] slab per keys and
+    values; `keys`/`values` are views of its first `length` columns."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, *, headroom: int = SLAB_HEADROOM) -> None:
+        super().__init__()
+        self.headroom = headroom
+        self.length = keys.shape[2]
+        self._keys = _with_capacity(keys, self.length + headroom)
+        self._values = _with_capacity(values, self.length + headroom)
+        self.device = keys.device
+        self.is_initialized = True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        new = key_states.shape[2]
+        if self.length + new > self._keys.shape[2]:
+            self._keys = _with_capacity(self.keys, self.length + new + self.headroom)
+            self._values = _with_capacity(self.values, self.length + new + self.headroom)
+        self._keys[:, :, self.length : self.length + new].copy_(key_states)
+        self._values[:, :, self.length : self.length + new].copy_(value_states)
+        self.length += new
+        self._views()
+        return self.keys, self.values
+
+    def select(self, index: torch.Tensor, first: int) -> None:
+        """Keep the rows in `index` and the columns from `first` on (the spare capacity too)."""
+        self._keys = self._keys.index_select(0, index)[:, :, first:]
+        self._values = self._values.index_select(0, index)[:, :, first:]
+        self.length -= first
+        self._views()
+
+
+def _with_capacity(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
+    slab = tensor.new_empty((*tensor.shape[:2], capacity, tensor.shape[3]))
+    slab[:, :, : tensor.shape[2]].copy_(tensor)
+    return slab
 
 
 class DenseModelRunner:
-    def __init__(self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0) -> None:
+    def __init__(self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0, packed: bool | None = None) -> None:
         self.model = model
         self.threads = threads
         self.device = model.device
@@ -20,8 +73,11 @@ class DenseModelRunner:
         self.temperature = float(getattr(generation_config, "temperature", None) or 1.0)
         self.top_p = float(getattr(generation_config, "top_p", None) or 1.0)
         self.top_k = int(getattr(generation_config, "top_k", None) or 0)
-        self.cache: DynamicCache | None = None
+        self.cache: DynamicCache | None = None  # its layers are `_SlabLayer`s
         self.mask: torch.Tensor | None = None  # [batch, cached tokens]: 1 real, 0 padding
+        # One packed pass for decode rows and arrivals' prompts together (see `_packed_step`);
+        # other architectures take two passes through the model's own forward.
+        self.packed = packs_prefill_with_decode(model) if packed is None else packed
 
     def bind_thread(self) -> None:
         # OpenMP thread teams belong to the calling thread. On the 2-core CPU a team of two in a
@@ -31,7 +87,85 @@ class DenseModelRunner:
             torch.set_num_threads(self.threads)
 
     @torch.no_grad()
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+    def step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        """One iteration: the running rows decode one token each (fed `last_tokens`) and the
+        prompts are prefilled, their rows appended after the running ones. Returns the running
+        rows' next tokens and each prompt's first token."""
+        if not last_tokens and not prompts:
+            return [], []
+        if self.packed:
+            return self._packed_step(last_tokens, prompts)
+        next_tokens = self._hf_decode(last_tokens) if last_tokens else []
+        first_tokens = self._hf_prefill(prompts) if prompts else []
+        return next_tokens, first_tokens
+
+    # -- one packed pass: decode rows and prompts through the layers together ------------------
+    def _packed_step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        """Every token of the step (one per decode row, then each prompt's tokens) goes through
+        the linear layers as one packed matrix; only attention is split: decode rows attend over
+        the dense cache, prompts causally over themselves (left-padded, as their cache rows are
+        kept). On the CPU a prefill pass cost as much as a decode pass at batch 32 (the int4
+        matmuls are bound by their per-call cost), so folding prompts into the decode pass
+        removes most of the cost of an arrival and the pause it caused for the running rows."""
+        body = self.model.model
+        decoding = len(last_tokens)
+        lengths = [len(p) for p in prompts]
+        flat = torch.tensor([*last_tokens, *(t for p in prompts for t in p)], dtype=torch.long, device=self.device)
+        positions = []
+        if decoding:
+            self.mask = torch.cat([self.mask, self.mask.new_ones((decoding, 1))], dim=1)
+            positions.append(self.mask.sum(-1) - 1)
+            decode_mask = self.mask.bool()[:, None, None, :]
+        if prompts:
+            width = max(lengths)
+            real = torch.zeros((len(prompts), width), dtype=torch.bool, device=self.device)
+            gather = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
+            offset = decoding
+            for row, length in enumerate(lengths):
+                real[row, width - length :] = True
+                gather[row, width - length :] = torch.arange(offset, offset + length, device=self.device)
+                positions.append(torch.arange(length, device=self.device))
+                offset += length
+            causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
+            eye = torch.eye(width, dtype=torch.bool, device=self.device)
+            # A padding query sees only itself (its output is dropped), so no row is all masked.
+            prompt_mask = (causal[None, None] & real[:, None, None, :]) | eye[None, None]
+        hidden = body.embed_tokens(flat)[None]
+        cos, sin = body.rotary_emb(hidden, torch.cat(positions)[None])
+        cos, sin = cos[0][:, None, :], sin[0][:, None, :]
+        new_keys, new_values = [], []
+        for index, layer in enumerate(body.layers):
+            attention = layer.self_attn
+            residual = hidden
+            x = layer.input_layernorm(hidden)[0]
+            dim = attention.head_dim
+            q = attention.q_proj(x).view(len(flat), -1, dim)
+            k = attention.k_proj(x).view(len(flat), -1, dim)
+            v = attention.v_proj(x).view(len(flat), -1, dim)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            out = torch.empty_like(q)
+            if decoding:
+                keys, values = self.cache.layers[index].update(k[:decoding, :, None], v[:decoding, :, None])
+                out[:decoding] = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[:, :, 0]
+            if prompts:
+                pk = (k[gather] * real[:, :, None, None]).transpose(1, 2)
+                pv = (v[gather] * real[:, :, None, None]).transpose(1, 2)
+                po = _grouped_attention(q[gather].transpose(1, 2), pk, pv, prompt_mask, attention.scaling)
+                out[decoding:] = po.transpose(1, 2)[real]
+                new_keys.append(pk)
+                new_values.append(pv)
+            hidden = residual + attention.o_proj(out.reshape(len(flat), -1))[None]
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = body.norm(hidden)[0]
+        ends = [decoding - 1 + sum(lengths[: row + 1]) for row in range(len(lengths))]
+        picked = self._pick(self.model.lm_head(hidden[[*range(decoding), *ends]]))
+        if prompts:
+            self._merge(new_keys, new_values, real.long())
+        return picked[:decoding], picked[decoding:]
+
+    # -- the model's own forward: two passes ---------------------------------------------------
+    def _hf_prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), self.pad, dtype=torch.long)
         mask = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -41,21 +175,19 @@ class DenseModelRunner:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-        self._merge(out.past_key_values, mask)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        cache = out.past_key_values
+        self._merge([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers], mask)
         return self._pick(out.logits[:, -1, :])
 
-    @torch.no_grad()
-    def decode(self, last_tokens: Sequence[int]) -> list[int]:
+    def _hf_decode(self, last_tokens: Sequence[int]) -> list[int]:
         ids = torch.tensor(list(last_tokens), dtype=torch.long, device=self.device)[:, None]
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        positions = (self.mask.sum(-1, keepdim=True) - 1)
-        out = self.model(
-            input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache, use_cache=True
-        )
-        self.cache = out.past_key_values
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True)
         return self._pick(out.logits[:, -1, :])
 
+    # -- the cache -----------------------------------------------------------------------------
     def keep(self, indices: Sequence[int]) -> None:
         if not indices:
             self.cache, self.mask = None, None
@@ -66,18 +198,24 @@ class DenseModelRunner:
         first = int((self.mask.sum(0) > 0).nonzero()[0])
         self.mask = self.mask[:, first:]
         for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
-            layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+            layer.select(index, first)
 
-    def _merge(self, new_cache: DynamicCache, new_mask: torch.Tensor) -> None:
+    def _merge(self, keys: list[torch.Tensor], values: list[torch.Tensor], new_mask: torch.Tensor) -> None:
+        """Append new rows (per layer [rows, heads, length, head_dim], left-padded) to the cache."""
         if self.cache is None:
-            self.cache, self.mask = new_cache, new_mask
+            self.cache = DynamicCache(config=self.model.config)
+            self.cache.layers = [_SlabLayer(k, v) for k, v in zip(keys, values, strict=True)]
+            self.mask = new_mask
             return
         length = max(self.mask.shape[1], new_mask.shape[1])
         self.mask = torch.cat([_left_pad(self.mask, length, dim=1), _left_pad(new_mask, length, dim=1)], dim=0)
-        for old, new in zip(self.cache.layers, new_cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, length, dim=2), _left_pad(new.keys, length, dim=2)], dim=0)
-            old.values = torch.cat([_left_pad(old.values, length, dim=2), _left_pad(new.values, length, dim=2)], dim=0)
+        self.cache.layers = [
+            _SlabLayer(
+                torch.cat([_left_pad(old.keys, length, dim=2), _left_pad(k, length, dim=2)], dim=0),
+                torch.cat([_left_pad(old.values, length, dim=2), _left_pad(v, length, dim=2)], dim=0),
+            )
+            for old, k, v in zip(self.cache.layers, keys, values, strict=True)
+        ]
 
     def _pick(self, logits: torch.Tensor) -> list[int]:
         logits = logits.float()
@@ -94,6 +232,44 @@ class DenseModelRunner:
             sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         return torch.multinomial(logits.softmax(dim=-1), 1)[:, 0].tolist()
+
+
+# Decoder-only models whose layers are exactly: RMSNorm -> attention (q/k/v/o projections, rotary
+# embedding on q and k, grouped-query attention) -> residual -> RMSNorm -> MLP -> residual. The
+# R1-Distill checkpoints are Qwen2 (1.5B, 7B, 14B, 32B) and Llama (8B, 70B).
+PACKED_MODEL_TYPES = frozenset({"qwen2", "llama"})
+
+
+def packs_prefill_with_decode(model: Any) -> bool:
+    config = model.config
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    return (
+        config.model_type in PACKED_MODEL_TYPES
+        and layer_types == {"full_attention"}
+        and not getattr(config, "use_sliding_window", False)
+        and hasattr(model, "model")
+        and hasattr(model.model, "rotary_emb")
+    )
+
+
+def _grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Grouped-query attention: q [rows, heads, n, dim] over k, v [rows, kv_heads, length, dim]
+    with a boolean mask [rows, 1, n, length]. The query heads that share a kv head are stacked
+    as extra query rows of that head (kv head j serves query heads j*g .. j*g+g-1, as transformers'
+    `repeat_kv` orders them): one small attention per kv head. On the CPU this was 4.5x faster
+    than `enable_gqa=True` or repeating the keys (381 vs 1,726 us at batch 32, bf16)."""
+    rows, heads, n, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    out = F.scaled_dot_product_attention(
+        q.reshape(rows, kv_heads, group * n, dim), k, v, attn_mask=mask.repeat(1, 1, group, 1), scale=scale
+    )
+    return out.view(rows, heads, n, dim)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _left_pad(tensor: torch.Tensor, length: int, *, dim: int) -> torch.Tensor:

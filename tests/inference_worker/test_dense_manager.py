@@ -22,15 +22,10 @@ class FakeRunner:
     def bind_thread(self) -> None:
         pass
 
-    def prefill(self, prompts):
+    def step(self, last_tokens, prompts):
         self._maybe_fail()
-        self.calls.append(("prefill", len(prompts)))
-        return [prompt[-1] + 1 for prompt in prompts]
-
-    def decode(self, last_tokens):
-        self._maybe_fail()
-        self.calls.append(("decode", len(last_tokens)))
-        return [token + 1 for token in last_tokens]
+        self.calls.append(("step", len(last_tokens), len(prompts)))
+        return [token + 1 for token in last_tokens], [prompt[-1] + 1 for prompt in prompts]
 
     def keep(self, indices):
         self.calls.append(("keep", tuple(indices)))
@@ -68,11 +63,12 @@ def test_a_request_arriving_later_joins_the_running_batch_at_the_next_step():
     m.step()  # prefill a
     m.step()  # decode a alone
     m.add_request([20], request_id="b", max_new_tokens=50)
-    m.step()  # prefill b
+    m.step()  # decode a and prefill b in the same pass
     m.step()  # decode a and b together
-    assert runner.calls == [("prefill", 1), ("decode", 1), ("prefill", 1), ("decode", 2)]
+    assert runner.calls == [("step", 0, 1), ("step", 1, 0), ("step", 1, 1), ("step", 2, 0)]
+    assert [o.request_id for o in out.steps[-2]] == ["a", "b"]
     assert [o.request_id for o in out.steps[-1]] == ["a", "b"]
-    assert out.steps[-1][0].generated_tokens == [11, 12, 13]
+    assert out.steps[-1][0].generated_tokens == [11, 12, 13, 14]
     assert out.steps[-1][1].generated_tokens == [21, 22]
 
 
@@ -88,7 +84,7 @@ def test_a_finished_request_leaves_at_once_and_frees_its_row():
     assert runner.calls[-1] == ("keep", (1,))
     assert m.cache_holders() == {"long"}
     m.step()
-    assert runner.calls[-1] == ("decode", 1)
+    assert runner.calls[-1] == ("step", 1, 0)
 
 
 def test_max_new_tokens_ends_a_request():
@@ -112,7 +108,7 @@ def test_cancelling_drops_a_running_row_and_a_request_not_yet_taken():
     m.step()
     assert ("keep", (1,)) in runner.calls
     assert m.cache_holders() == {"b"}
-    assert runner.calls[-1] == ("decode", 1)  # "later" was never prefilled
+    assert runner.calls[-1] == ("step", 1, 0)  # "later" was never prefilled
     assert all(o.request_id == "b" for o in out.steps[-1])
 
 
@@ -122,7 +118,7 @@ def test_admission_stops_at_the_batch_limit():
     for index in range(3):
         m.add_request([index], request_id=f"r{index}", max_new_tokens=50)
     m.step()
-    assert runner.calls == [("prefill", 2)]
+    assert runner.calls == [("step", 0, 2)]
     assert m.cache_holders() == {"r0", "r1"}
 
 
@@ -164,5 +160,5 @@ def test_while_the_batch_decodes_arrivals_wait_briefly_to_be_prefilled_together(
     m.step()  # b has waited 10 ms: keep decoding a
     clock[0] += 0.025
     m.step()  # b has waited 35 ms: b and c in one prefill pass
-    assert runner.calls == [("prefill", 1), ("decode", 1), ("prefill", 2)]
+    assert runner.calls == [("step", 0, 1), ("step", 1, 0), ("step", 1, 2)]
     assert m.cache_holders() == {"a", "b", "c"}
