@@ -20,7 +20,7 @@ import time
 
 from common import percentile, print_table, setup_django
 
-COALESCE = 0.02
+FLUSH_INTERVAL_S = 0.02  # the worker's STREAM_FLUSH_INTERVAL_S
 
 
 def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
@@ -111,10 +111,30 @@ def greedy_config(loaded, max_new_tokens: int):
     )
 
 
+class _DecodingSink:
+    """Does with each update what the worker's sink does, short of publishing it: decodes the
+    text so far and splits the reasoning from the answer."""
+
+    def __init__(self, tokenizer) -> None:
+        from inference_worker.engine.stream import IncrementalDecoder
+
+        self.decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
+
+    def on_event(self, event) -> None:
+        pass
+
+    def on_tokens(self, tokens, *, final: bool) -> None:
+        self.decoder.update(tokens, final=final)
+
+    def flush(self) -> None:
+        pass
+
+
 def run_engine(
     loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float
 ) -> dict:
     from inference_worker.engine.engine import BatchingEngine
+    from inference_worker.engine.pump import StreamPump
 
     engine = BatchingEngine(
         model=loaded.model,
@@ -133,6 +153,9 @@ def run_engine(
     steps_before = len(engine.steps)
     ttfts, per_request, tokens = [], [], 0
     lock = threading.Lock()
+    # Streamed as the worker streams: one pump thread for every request, decoding the text of
+    # each every flush interval (20 ms); the session threads only wait for their answers' ends.
+    pump = StreamPump(interval_s=FLUSH_INTERVAL_S)
     start = time.perf_counter()
 
     def session(index: int) -> None:
@@ -140,10 +163,9 @@ def run_engine(
         time.sleep(stagger * index / max(sessions, 1))
         for turn in range(per_session):
             prompt = prompts[(index * per_session + turn) % len(prompts)]
-            handle = engine.submit(prompt, max_new_tokens=max_new_tokens)
-            # Consumed as the worker's tasks do: tokens coalesced over the 20 ms flush interval.
-            for _ in handle.events(poll_s=COALESCE, coalesce_s=COALESCE):
-                pass
+            watch = pump.submit(engine, prompt, sink=_DecodingSink(loaded.tokenizer), max_new_tokens=max_new_tokens)
+            watch.done.wait()
+            handle = watch.handle
             with lock:
                 tokens += len(handle.generated)
                 ttfts.append(handle.time_to_first_token_s or 0.0)
@@ -157,6 +179,7 @@ def run_engine(
         thread.join()
     elapsed = time.perf_counter() - start
     steps = list(engine.steps)[steps_before:]
+    pump.stop()
     engine.stop()
     result = summary(f"engine ({backend}), {sessions} sessions", sessions, sessions * per_session, tokens, elapsed, ttfts, per_request)
     result["mean_batch"] = sum(len(s.request_ids) for s in steps) / max(1, len(steps))

@@ -204,7 +204,7 @@ if ENGINE_BACKEND not in ("auto", "dense", "paged"):
 # CPU threads for the batch loop's torch ops (OpenMP teams are per thread; 0 leaves torch's).
 ENGINE_LOOP_THREADS = env_int("ENGINE_LOOP_THREADS", 1)
 # Dense backend: while the batch decodes, arrivals wait up to this long to be prefilled together.
-ENGINE_PREFILL_WAIT_MS = env_float("ENGINE_PREFILL_WAIT_MS", 30.0)
+ENGINE_PREFILL_WAIT_MS = env_float("ENGINE_PREFILL_WAIT_MS", 0.0)
 # Generate tasks one worker process holds at once (threads); above ENGINE_MAX_BATCH they queue.
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 # Seconds between streamed delta flushes to a conversation's group (coalescing).

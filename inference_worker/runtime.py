@@ -14,6 +14,7 @@ from django.conf import settings
 from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
 from inference_worker import metrics
 from inference_worker.engine.engine import BatchingEngine
+from inference_worker.engine.pump import StreamPump
 from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local, load_variant
 from inference_worker.publisher import EventPublisher
 
@@ -101,6 +102,7 @@ class WorkerRuntime:
         self.slots = {variant: VariantSlot(variant) for variant in variants}
         self.preload = preload or settings.WORKER_PRELOAD
         self.publisher: EventPublisher | None = None
+        self.pump: StreamPump | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._last_tokens: dict[str, tuple[float, int]] = {}
@@ -124,6 +126,7 @@ class WorkerRuntime:
         for variant in to_load:
             self.slots[variant].load()
         self.publisher = EventPublisher()
+        self.pump = StreamPump(interval_s=settings.STREAM_FLUSH_INTERVAL_S)
         self.beat()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat.start()
@@ -184,6 +187,8 @@ class WorkerRuntime:
         for slot in self.slots.values():
             if slot.engine is not None:
                 slot.engine.stop()
+        if self.pump is not None:
+            self.pump.stop()
         if self.publisher is not None:
             self.publisher.close()
 

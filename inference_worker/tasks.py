@@ -20,6 +20,7 @@ from chatbot.conversations import selectors, services
 from chatbot.redis_client import cancel_key, get_redis
 from inference_worker import metrics
 from inference_worker.engine.engine import EngineEvent
+from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.prompting import build_prompt_ids
@@ -80,6 +81,32 @@ class _Stream:
             self.answer.clear()
 
 
+@dataclass
+class _GenerationSink:
+    """Where the stream pump hands this generation's progress (on the pump's thread)."""
+
+    stream: _Stream
+    decoder: IncrementalDecoder
+    first_token_wall: float | None = None
+    admitted_wall: float | None = None
+
+    def on_event(self, event: EngineEvent) -> None:
+        if event.kind == "queued":
+            self.stream.send({"type": "generation.queued", "position": event.position})
+        elif event.kind == "started":
+            self.admitted_wall = time.time()
+
+    def on_tokens(self, tokens: tuple[int, ...], *, final: bool) -> None:
+        if self.first_token_wall is None and tokens:
+            self.first_token_wall = time.time()
+        self.stream.add(*self.decoder.update(tokens, final=final))
+        if final:
+            self.stream.maybe_flush(force=True)
+
+    def flush(self) -> None:
+        self.stream.maybe_flush()
+
+
 def _cancel_requested(redis, generation_id: int) -> bool:
     try:
         return bool(redis.exists(cancel_key(generation_id)))
@@ -126,44 +153,35 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         return fail(f"prompt: {exc}")
 
     created = generation.created_at.timestamp()
-    handle = engine.submit(prompt_ids, request_id=f"g{generation.pk}.{generation.attempts}")
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
-    decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops)
+    sink = _GenerationSink(
+        stream=stream,
+        decoder=IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops),
+    )
+    watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
+    handle = watch.handle
     redis = get_redis()
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
-    next_cancel_check = time.monotonic() + CANCEL_CHECK_S
-    first_token_wall: float | None = None
-    admitted_wall: float | None = None
-    outcome: EngineEvent | None = None
     timed_out = False
 
-    interval = settings.STREAM_FLUSH_INTERVAL_S
-    for event in handle.events(poll_s=interval, coalesce_s=interval):
-        now = time.monotonic()
-        if event.kind == "queued":
-            stream.send({"type": "generation.queued", "position": event.position})
-        elif event.kind == "started":
-            admitted_wall = time.time()
-        elif event.kind in ("tokens", "finished"):
-            if first_token_wall is None and event.tokens:
-                first_token_wall = time.time()
-            stream.add(*decoder.update(event.tokens, final=event.kind == "finished"))
-        if event.kind in ("finished", "failed", "cancelled"):
-            outcome = event
-        elif now >= next_cancel_check:
-            next_cancel_check = now + CANCEL_CHECK_S
-            if _cancel_requested(redis, generation.pk):
-                handle.cancel()
-            elif now > deadline and not timed_out:
-                timed_out = True
-                handle.cancel()
-        stream.maybe_flush(force=event.kind == "finished")
+    def check() -> None:
+        # Every CANCEL_CHECK_S while the answer is generated: the customer's stop or a new
+        # message (a Redis flag), or the generation's time limit.
+        nonlocal timed_out
+        if _cancel_requested(redis, generation.pk):
+            handle.cancel()
+        elif time.monotonic() > deadline and not timed_out:
+            timed_out = True
+            handle.cancel()
+
+    outcome = wait_for(watch, every_s=CANCEL_CHECK_S, check=check)
+    decoder, first_token_wall, admitted_wall = sink.decoder, sink.first_token_wall, sink.admitted_wall
 
     if timed_out:
         return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
-    if outcome is not None and outcome.kind == "failed":
+    if outcome.kind == "failed":
         return fail(f"engine: {outcome.error}")
-    if outcome is None or outcome.kind == "cancelled":
+    if outcome.kind == "cancelled":
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"
 

@@ -24,15 +24,18 @@ class _SlabLayer(DynamicLayer):
     """A cache layer over a preallocated [batch, heads, capacity, head_dim] slab per keys and
     values; `keys`/`values` are views of its first `length` columns."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, *, headroom: int = SLAB_HEADROOM) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
         super().__init__()
-        self.headroom = headroom
-        self.length = keys.shape[2]
-        self._keys = _with_capacity(keys, self.length + headroom)
-        self._values = _with_capacity(values, self.length + headroom)
+        self._keys, self._values, self.length = keys, values, length
         self.device = keys.device
         self.is_initialized = True
         self._views()
+
+    @classmethod
+    def stacked(cls, keys: list[torch.Tensor], values: list[torch.Tensor], length: int) -> _SlabLayer:
+        """Rows of several caches, one under the other, each right-aligned at column `length`
+        (left-padded with zeros), in new slabs with headroom: each part is copied once."""
+        return cls(_stack(keys, length), _stack(values, length), length)
 
     def _views(self) -> None:
         self.keys = self._keys[:, :, : self.length]
@@ -41,8 +44,7 @@ class _SlabLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         new = key_states.shape[2]
         if self.length + new > self._keys.shape[2]:
-            self._keys = _with_capacity(self.keys, self.length + new + self.headroom)
-            self._values = _with_capacity(self.values, self.length + new + self.headroom)
+            self._keys, self._values = _stack([self.keys], self.length), _stack([self.values], self.length)
         self._keys[:, :, self.length : self.length + new].copy_(key_states)
         self._values[:, :, self.length : self.length + new].copy_(value_states)
         self.length += new
@@ -57,9 +59,17 @@ class _SlabLayer(DynamicLayer):
         self._views()
 
 
-def _with_capacity(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
-    slab = tensor.new_empty((*tensor.shape[:2], capacity, tensor.shape[3]))
-    slab[:, :, : tensor.shape[2]].copy_(tensor)
+def _stack(parts: list[torch.Tensor], length: int) -> torch.Tensor:
+    first = parts[0]
+    rows = sum(part.shape[0] for part in parts)
+    slab = first.new_empty((rows, first.shape[1], length + SLAB_HEADROOM, first.shape[3]))
+    row = 0
+    for part in parts:
+        count, pad = part.shape[0], length - part.shape[2]
+        if pad:
+            slab[row : row + count, :, :pad].zero_()  # padding: masked, but must not be NaN
+        slab[row : row + count, :, pad:length].copy_(part)
+        row += count
     return slab
 
 
@@ -204,16 +214,15 @@ class DenseModelRunner:
         """Append new rows (per layer [rows, heads, length, head_dim], left-padded) to the cache."""
         if self.cache is None:
             self.cache = DynamicCache(config=self.model.config)
-            self.cache.layers = [_SlabLayer(k, v) for k, v in zip(keys, values, strict=True)]
+            self.cache.layers = [
+                _SlabLayer.stacked([k], [v], k.shape[2]) for k, v in zip(keys, values, strict=True)
+            ]
             self.mask = new_mask
             return
         length = max(self.mask.shape[1], new_mask.shape[1])
         self.mask = torch.cat([_left_pad(self.mask, length, dim=1), _left_pad(new_mask, length, dim=1)], dim=0)
         self.cache.layers = [
-            _SlabLayer(
-                torch.cat([_left_pad(old.keys, length, dim=2), _left_pad(k, length, dim=2)], dim=0),
-                torch.cat([_left_pad(old.values, length, dim=2), _left_pad(v, length, dim=2)], dim=0),
-            )
+            _SlabLayer.stacked([old.keys, k], [old.values, v], length)
             for old, k, v in zip(self.cache.layers, keys, values, strict=True)
         ]
 

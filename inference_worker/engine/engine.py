@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,15 @@ class RequestHandle:
     status: str = "waiting"  # waiting | running | finished | failed | cancelled
     _events: queue.Queue = field(default_factory=queue.Queue, repr=False)
     _engine: BatchingEngine | None = field(default=None, repr=False)
+    # Where the engine's events go: this request's queue (read with `events()`), or a listener
+    # called on the batch loop's thread (the worker's `StreamPump`), which must return at once.
+    _listener: Callable[[EngineEvent], None] | None = field(default=None, repr=False)
+
+    def _emit(self, event: EngineEvent) -> None:
+        if self._listener is not None:
+            self._listener(event)
+        else:
+            self._events.put(event)
 
     @property
     def queue_wait_s(self) -> float | None:
@@ -234,7 +243,14 @@ class BatchingEngine:
         return self._manager is not None and self._manager.is_running()
 
     # -- requests ----------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], *, max_new_tokens: int | None = None, request_id: str | None = None) -> RequestHandle:
+    def submit(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        request_id: str | None = None,
+        listener: Callable[[EngineEvent], None] | None = None,
+    ) -> RequestHandle:
         if self._manager is None:
             raise RuntimeError(f"engine for {self.variant} is not running")
         request_id = request_id or f"r{next(self._ids)}"
@@ -243,6 +259,7 @@ class BatchingEngine:
             prompt_ids=list(prompt_ids),
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             _engine=self,
+            _listener=listener,
         )
         with self._lock:
             self._handles[request_id] = handle
@@ -267,7 +284,7 @@ class BatchingEngine:
         for request_id, handle in started:
             handle.admitted_at = now
             handle.status = "running"
-            handle._events.put(EngineEvent("started"))
+            handle._emit(EngineEvent("started"))
             self._manager.add_request(
                 handle.prompt_ids,
                 request_id=request_id,
@@ -281,7 +298,7 @@ class BatchingEngine:
             for request_id, place in positions.items():
                 handle = self._handles.get(request_id)
                 if handle is not None:
-                    handle._events.put(EngineEvent("queued", position=place))
+                    handle._emit(EngineEvent("queued", position=place))
 
     def _end(self, handle: RequestHandle, event: EngineEvent, *, status: str) -> None:
         with self._lock:
@@ -290,7 +307,7 @@ class BatchingEngine:
             started = self._admission.release(handle.request_id)
         handle.status = status
         handle.finished_at = time.perf_counter()
-        handle._events.put(event)
+        handle._emit(event)
         if started and self._manager is not None:
             self._start(started)
         if started:
@@ -318,7 +335,7 @@ class BatchingEngine:
             elif output.is_finished():
                 self._end(handle, EngineEvent("finished", tokens=tokens), status="finished")
             else:
-                handle._events.put(EngineEvent("tokens", tokens=tokens))
+                handle._emit(EngineEvent("tokens", tokens=tokens))
         if step and served:
             self.steps.append(StepRecord(index=next(self._step_index), request_ids=tuple(served), at=now))
 

@@ -1,0 +1,142 @@
+"""One thread that streams every running request of a worker process. Imports no torch.
+
+Each request used to be streamed by its own task thread, woken by the engine at every step and
+again at the end of each coalescing window. With 32 requests that is thousands of thread wake-ups
+a second, and each one takes the GIL from the batch loop: 32 threads that merely woke every 20 ms
+made a decode step at batch 32 about 40% slower on the 2-core CPU (14 -> 20 ms, measured). Here one
+thread wakes once per flush interval (and at once for a request's first token or its end), reads
+the tokens each request has so far from its handle, and hands them to that request's sink; the
+task threads only wait for the end (and check for cancellation a few times a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from inference_worker.engine.engine import EngineEvent, RequestHandle
+
+logger = logging.getLogger(__name__)
+
+FINAL_KINDS = ("finished", "failed", "cancelled")
+
+
+class Sink(Protocol):
+    """What a watched request's updates go to. Called on the pump's thread, one call at a time."""
+
+    def on_event(self, event: EngineEvent) -> None:
+        """A "queued" (with its place) or "started" event."""
+
+    def on_tokens(self, tokens: tuple[int, ...], *, final: bool) -> None:
+        """Every token generated so far (called when there are new ones, and once at the end)."""
+
+    def flush(self) -> None:
+        """Called after each pass over the requests: send what is buffered, if it is time."""
+
+
+@dataclass(eq=False)
+class Watch:
+    sink: Sink
+    handle: RequestHandle | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: EngineEvent | None = None  # the final event, once done
+    error: BaseException | None = None  # a sink that raised (the request is cancelled)
+    _control: deque = field(default_factory=deque)
+    _seen: int = 0
+    _first: bool = True
+
+
+class StreamPump:
+    def __init__(self, *, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._watches: list[Watch] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream-pump", daemon=True)
+        self._thread.start()
+
+    def submit(self, engine, prompt_ids: list[int], *, sink: Sink, **kwargs) -> Watch:
+        """Submit a request to an engine and stream it to `sink`; wait on `watch.done`."""
+        watch = Watch(sink=sink)
+        with self._lock:
+            self._watches.append(watch)
+        try:
+            watch.handle = engine.submit(prompt_ids, listener=lambda event: self._on_event(watch, event), **kwargs)
+        except BaseException:
+            with self._lock:
+                self._watches.remove(watch)
+            raise
+        self._wake.set()
+        return watch
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    # -- on the engine's threads: record and return ---------------------------------------------
+    def _on_event(self, watch: Watch, event: EngineEvent) -> None:
+        if event.kind == "tokens":
+            if watch._first:  # the first token goes out at once; later ones on the pump's beat
+                watch._first = False
+                self._wake.set()
+            return  # the tokens themselves are read from the handle
+        watch._control.append(event)
+        self._wake.set()
+
+    # -- the pump's thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                busy = bool(self._watches)
+            self._wake.wait(self.interval_s if busy else 1.0)
+            self._wake.clear()
+            with self._lock:
+                watches = list(self._watches)
+            for watch in watches:
+                if watch.handle is None:
+                    continue  # still being submitted
+                try:
+                    self._service(watch)
+                except BaseException as exc:  # noqa: BLE001 - one request's fault ends that request only
+                    logger.exception("streaming request %s failed", watch.handle.request_id)
+                    watch.error = exc
+                    watch.handle.cancel()
+                    self._finish(watch, EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
+
+    def _service(self, watch: Watch) -> None:
+        final: EngineEvent | None = None
+        while watch._control:
+            event = watch._control.popleft()
+            if event.kind in FINAL_KINDS:
+                final = event
+            else:
+                watch.sink.on_event(event)
+        tokens = final.tokens if final is not None and final.tokens else watch.handle.generated
+        finished = final is not None and final.kind == "finished"
+        if len(tokens) > watch._seen or finished:
+            watch._seen = len(tokens)
+            watch.sink.on_tokens(tuple(tokens), final=finished)
+        watch.sink.flush()
+        if final is not None:
+            self._finish(watch, final)
+
+    def _finish(self, watch: Watch, final: EngineEvent) -> None:
+        watch.outcome = final
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+        watch.done.set()
+
+
+def wait_for(watch: Watch, *, every_s: float, check: Callable[[], None]) -> EngineEvent:
+    """Block until the watched request ends, calling `check` every `every_s` meanwhile (for
+    cancellation and timeouts). Returns the final event."""
+    while not watch.done.wait(every_s):
+        check()
+    return watch.outcome
