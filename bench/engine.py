@@ -20,8 +20,6 @@ import time
 
 from common import percentile, print_table, setup_django
 
-FLUSH_INTERVAL_S = 0.02  # the worker's STREAM_FLUSH_INTERVAL_S
-
 
 def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
     from inference_worker.demo_model.corpus import heldout_examples
@@ -131,7 +129,7 @@ class _DecodingSink:
 
 
 def run_engine(
-    loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float
+    loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float, flush_interval_s: float = 0.05
 ) -> dict:
     from inference_worker.engine.engine import BatchingEngine
     from inference_worker.engine.pump import StreamPump
@@ -154,8 +152,9 @@ def run_engine(
     ttfts, per_request, tokens = [], [], 0
     lock = threading.Lock()
     # Streamed as the worker streams: one pump thread for every request, decoding the text of
-    # each every flush interval (20 ms); the session threads only wait for their answers' ends.
-    pump = StreamPump(interval_s=FLUSH_INTERVAL_S)
+    # each every flush interval (STREAM_FLUSH_INTERVAL_S); the session threads only wait for
+    # their answers' ends.
+    pump = StreamPump(interval_s=flush_interval_s)
     start = time.perf_counter()
 
     def session(index: int) -> None:
@@ -243,6 +242,7 @@ def main() -> None:
                         stagger=args.stagger,
                         backend=backend,
                         prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
+                        flush_interval_s=settings.STREAM_FLUSH_INTERVAL_S,
                     )
                 )
         if args.padded_reference:

@@ -208,7 +208,7 @@ ENGINE_PREFILL_WAIT_MS = env_float("ENGINE_PREFILL_WAIT_MS", 0.0)
 # Generate tasks one worker process holds at once (threads); above ENGINE_MAX_BATCH they queue.
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 # Seconds between streamed delta flushes to a conversation's group (coalescing).
-STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.02)
+STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.05)
 WORKER_HEARTBEAT_S = env_float("WORKER_HEARTBEAT_S", 2.0)
 WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
 METRICS_PORT = env_int("METRICS_PORT", 0)

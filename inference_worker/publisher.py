@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -27,16 +29,48 @@ class EventPublisher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="event-publisher", daemon=True)
         self._layer = get_channel_layer()
         self._tails: dict[str, asyncio.Future] = {}
+        self._local = threading.local()
         self._thread.start()
 
-    def publish(self, group: str, event: dict[str, Any]) -> Future:
-        """Queue an event for a group's sockets; returns a future the caller may wait on."""
+    def publish(self, group: str, event: dict[str, Any]) -> Future | None:
+        """Queue an event for a group's sockets; returns a future the caller may wait on (None
+        inside `batch()`, where the event leaves with the batch)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is not None:
+            buffer.append((group, event))
+            return None
         return asyncio.run_coroutine_threadsafe(self._send_in_order(group, event), self._loop)
 
-    async def _send_in_order(self, group: str, event: dict[str, Any]) -> None:
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Events published inside (on this thread) are handed to the loop together at the end:
+        one wake-up of the loop's thread instead of one per event, with each group's order kept.
+        The stream pump publishes each pass over its requests as one batch."""
+        self._local.buffer = []
+        try:
+            yield
+        finally:
+            events, self._local.buffer = self._local.buffer, None
+            if events:
+                asyncio.run_coroutine_threadsafe(self._send_all(events), self._loop)
+
+    async def _send_all(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        # Every event takes its place in its group's chain now, before this coroutine first
+        # awaits, so that an event published after the batch is sent after it.
+        claimed = [(group, event, *self._claim(group)) for group, event in events]
+        await asyncio.gather(*(self._send(*args) for args in claimed))
+
+    def _claim(self, group: str) -> tuple[asyncio.Future | None, asyncio.Future]:
+        """Take the next place in a group's chain (on the loop, before any await)."""
         previous = self._tails.get(group)
         done: asyncio.Future = self._loop.create_future()
         self._tails[group] = done
+        return previous, done
+
+    async def _send_in_order(self, group: str, event: dict[str, Any]) -> None:
+        await self._send(group, event, *self._claim(group))
+
+    async def _send(self, group: str, event: dict[str, Any], previous: asyncio.Future | None, done: asyncio.Future) -> None:
         try:
             if previous is not None:
                 await previous

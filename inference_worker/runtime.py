@@ -126,7 +126,7 @@ class WorkerRuntime:
         for variant in to_load:
             self.slots[variant].load()
         self.publisher = EventPublisher()
-        self.pump = StreamPump(interval_s=settings.STREAM_FLUSH_INTERVAL_S)
+        self.pump = StreamPump(interval_s=settings.STREAM_FLUSH_INTERVAL_S, around_pass=self.publisher.batch)
         self.beat()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat.start()

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,8 +52,10 @@ class Watch:
 
 
 class StreamPump:
-    def __init__(self, *, interval_s: float) -> None:
+    def __init__(self, *, interval_s: float, around_pass: Callable[[], AbstractContextManager] | None = None) -> None:
         self.interval_s = interval_s
+        # Entered around each pass over the requests (the worker batches its publishes there).
+        self.around_pass = around_pass or nullcontext
         self._watches: list[Watch] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -98,16 +101,19 @@ class StreamPump:
             self._wake.clear()
             with self._lock:
                 watches = list(self._watches)
-            for watch in watches:
-                if watch.handle is None:
-                    continue  # still being submitted
-                try:
-                    self._service(watch)
-                except BaseException as exc:  # noqa: BLE001 - one request's fault ends that request only
-                    logger.exception("streaming request %s failed", watch.handle.request_id)
-                    watch.error = exc
-                    watch.handle.cancel()
-                    self._finish(watch, EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
+            with self.around_pass():
+                for watch in watches:
+                    if watch.handle is not None:  # else still being submitted
+                        self._service_safely(watch)
+
+    def _service_safely(self, watch: Watch) -> None:
+        try:
+            self._service(watch)
+        except BaseException as exc:  # noqa: BLE001 - one request's fault ends that request only
+            logger.exception("streaming request %s failed", watch.handle.request_id)
+            watch.error = exc
+            watch.handle.cancel()
+            self._finish(watch, EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
 
     def _service(self, watch: Watch) -> None:
         final: EngineEvent | None = None

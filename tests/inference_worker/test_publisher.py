@@ -1,0 +1,44 @@
+"""The worker's event publisher over the real Redis channel layer: events reach a group's
+channel in the order they were published, one at a time or handed over in a batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+
+from chatbot.events import CLIENT_EVENT
+from inference_worker.publisher import EventPublisher
+
+
+@pytest.mark.asyncio
+async def test_events_arrive_in_order_one_by_one_and_in_batches():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("conv.publisher-test", channel)
+    await layer.group_add("staff.publisher-test", channel)
+    publisher = EventPublisher()
+    try:
+
+        def publish_all() -> None:
+            publisher.publish("conv.publisher-test", {"n": 0})
+            with publisher.batch():
+                for n in range(1, 40):
+                    group = "staff.publisher-test" if n % 5 == 0 else "conv.publisher-test"
+                    assert publisher.publish(group, {"n": n}) is None  # leaves with the batch
+            publisher.publish("conv.publisher-test", {"n": 40})
+
+        await asyncio.to_thread(publish_all)
+        received = []
+        for _ in range(41):
+            message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+            assert message["type"] == CLIENT_EVENT
+            received.append(message["event"]["n"])
+    finally:
+        publisher.close()
+        await layer.group_discard("conv.publisher-test", channel)
+        await layer.group_discard("staff.publisher-test", channel)
+    conv = [n for n in received if n % 5 or n in (0, 40)]
+    assert conv == sorted(conv)  # each group's events in the order they were published
+    assert sorted(received) == list(range(41))  # none lost
