@@ -57,8 +57,9 @@ class Runner(Protocol):
         whose cache rows go after the running ones; return the rows' next tokens and each
         prompt's first token."""
 
-    def keep(self, indices: Sequence[int]) -> None:
-        """Keep only these rows (in this order); the others' cache is freed."""
+    def keep(self, indices: Sequence[int]) -> list[int]:
+        """Keep only these rows; the others' cache is freed. Returns the kept rows' new order
+        (their old indices, by new row index): the runner may reorder rows to copy less."""
 
     def bind_thread(self) -> None:
         """Called once on the batch loop's thread before its first step."""
@@ -191,8 +192,8 @@ class DenseBatchManager:
     def _keep_rows(self, keep) -> None:
         indices = [i for i, row in enumerate(self.rows) if keep(row)]
         if len(indices) != len(self.rows):
-            self.runner.keep(indices)
-            self.rows = [self.rows[i] for i in indices]
+            order = self.runner.keep(indices)
+            self.rows = [self.rows[i] for i in order]
 
     def _fail_all(self, error: str) -> None:
         failed = [DenseOutput(row.request_id, list(row.generated), "failed", error) for row in self.rows]

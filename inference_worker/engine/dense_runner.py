@@ -51,11 +51,12 @@ class _SlabLayer(DynamicLayer):
         self._views()
         return self.keys, self.values
 
-    def select(self, index: torch.Tensor, first: int) -> None:
-        """Keep the rows in `index` and the columns from `first` on (the spare capacity too)."""
-        self._keys = self._keys.index_select(0, index)[:, :, first:]
-        self._values = self._values.index_select(0, index)[:, :, first:]
-        self.length -= first
+    def move_rows(self, src: torch.Tensor, dst: torch.Tensor, rows: int) -> None:
+        """Copy rows `src` over rows `dst`, then keep the first `rows` rows (a view: no copy)."""
+        if len(src):
+            self._keys[dst] = self._keys[src]
+            self._values[dst] = self._values[src]
+        self._keys, self._values = self._keys[:rows], self._values[:rows]
         self._views()
 
 
@@ -198,17 +199,27 @@ class DenseModelRunner:
         return self._pick(out.logits[:, -1, :])
 
     # -- the cache -----------------------------------------------------------------------------
-    def keep(self, indices: Sequence[int]) -> None:
+    def keep(self, indices: Sequence[int]) -> list[int]:
+        """Keep the rows in `indices`; returns their new order (old indices by new row). Rows
+        that leave are not compacted away: the last kept rows move into their places, so a
+        leaving row costs a copy of at most as many rows as left (not of the whole cache)."""
         if not indices:
             self.cache, self.mask = None, None
-            return
-        index = torch.tensor(list(indices), dtype=torch.long, device=self.device)
-        self.mask = self.mask.index_select(0, index)
-        # Columns that are padding in every remaining row (the longest request left) go too.
-        first = int((self.mask.sum(0) > 0).nonzero()[0])
-        self.mask = self.mask[:, first:]
+            return []
+        kept, count = set(indices), len(indices)
+        holes = [row for row in range(count) if row not in kept]
+        movers = [row for row in range(count, self.mask.shape[0]) if row in kept]
+        order = list(range(count))
+        for hole, mover in zip(holes, movers, strict=True):
+            order[hole] = mover
+        src = torch.tensor(movers, dtype=torch.long, device=self.device)
+        dst = torch.tensor(holes, dtype=torch.long, device=self.device)
+        if movers:
+            self.mask[dst] = self.mask[src]
+        self.mask = self.mask[:count]
         for layer in self.cache.layers:
-            layer.select(index, first)
+            layer.move_rows(src, dst, count)
+        return order
 
     def _merge(self, keys: list[torch.Tensor], values: list[torch.Tensor], new_mask: torch.Tensor) -> None:
         """Append new rows (per layer [rows, heads, length, head_dim], left-padded) to the cache."""
@@ -219,10 +230,14 @@ class DenseModelRunner:
             ]
             self.mask = new_mask
             return
-        length = max(self.mask.shape[1], new_mask.shape[1])
-        self.mask = torch.cat([_left_pad(self.mask, length, dim=1), _left_pad(new_mask, length, dim=1)], dim=0)
+        # Columns that are padding in every running row (the longest one left) are dropped here,
+        # where the slabs are copied anyway.
+        first = int((self.mask.sum(0) > 0).nonzero()[0])
+        old_mask = self.mask[:, first:]
+        length = max(old_mask.shape[1], new_mask.shape[1])
+        self.mask = torch.cat([_left_pad(old_mask, length, dim=1), _left_pad(new_mask, length, dim=1)], dim=0)
         self.cache.layers = [
-            _SlabLayer.stacked([old.keys, k], [old.values, v], length)
+            _SlabLayer.stacked([old.keys[:, :, first:], k], [old.values[:, :, first:], v], length)
             for old, k, v in zip(self.cache.layers, keys, values, strict=True)
         ]
 

@@ -14,7 +14,8 @@ EOS = 99
 class FakeRunner:
     """Row i's next token is its last token + 1; a prompt's first token is its last + 1."""
 
-    def __init__(self, *, fail_at_step: int | None = None) -> None:
+    def __init__(self, *, fail_at_step: int | None = None, reorder: bool = False) -> None:
+        self.reorder = reorder  # a runner may put the kept rows in another order
         self.rows: list[str] = []  # what the runner believes is in its batch, by first token
         self.calls: list[tuple[str, int]] = []
         self.fail_at_step = fail_at_step
@@ -29,6 +30,7 @@ class FakeRunner:
 
     def keep(self, indices):
         self.calls.append(("keep", tuple(indices)))
+        return list(reversed(indices)) if self.reorder else list(indices)
 
     def _maybe_fail(self):
         if self.fail_at_step is not None and len(self.calls) >= self.fail_at_step:
@@ -162,3 +164,20 @@ def test_while_the_batch_decodes_arrivals_wait_briefly_to_be_prefilled_together(
     m.step()  # b has waited 35 ms: b and c in one prefill pass
     assert runner.calls == [("step", 0, 1), ("step", 1, 0), ("step", 1, 2)]
     assert m.cache_holders() == {"a", "b", "c"}
+
+
+def test_rows_follow_the_order_the_runner_gives_the_kept_rows():
+    runner = FakeRunner(reorder=True)
+    m, out = manager(runner)
+    m.add_request([96], request_id="short", max_new_tokens=50)  # 97, 98, 99 = EOS
+    m.add_request([10], request_id="b", max_new_tokens=50)
+    m.add_request([30], request_id="c", max_new_tokens=50)
+    m.step()
+    m.step()
+    m.step()  # "short" ends; the runner keeps b and c as [c, b]
+    assert runner.calls[-1] == ("keep", (1, 2))
+    m.step()
+    last = {o.request_id: o.generated_tokens for o in out.steps[-1]}
+    # Each row's next token follows its own last one: the manager fed them in the runner's order.
+    assert [o.request_id for o in out.steps[-1]] == ["c", "b"]
+    assert last == {"b": [11, 12, 13, 14], "c": [31, 32, 33, 34]}

@@ -74,10 +74,11 @@ def batched(runner, prompts):
         for i, token in zip(joining, first_tokens, strict=True):
             generated[i] = [token]
         rows += joining
-        kept = [k for k, i in enumerate(rows) if len(generated[i]) < NEW_TOKENS]
+        kept = [k for k, i in enumerate(rows) if len(generated[i]) < NEW_TOKENS and generated[i][-1] != EOS]
         if len(kept) != len(rows):
-            runner.keep(kept)
-            rows = [rows[k] for k in kept]
+            order = runner.keep(kept)
+            assert sorted(order) == kept
+            rows = [rows[k] for k in order]
         step += 1
     return [until_eos(generated[i]) for i in range(len(prompts))]
 
