@@ -113,7 +113,7 @@ HOPS = {
     "celery: enqueued -> claimed": "Redis -> worker -> task thread -> generation claimed in PostgreSQL",
     "worker: claimed -> in the batch": "prompt built from the history, submitted to the engine",
     "engine: first token": "submission -> first token (the engine's own time to first token)",
-    "worker: token -> task thread": "the task's thread wakes with the token",
+    "worker: token -> stream pump": "the worker's stream pump picks the first token up",
     "out: published -> customer": "group_send -> Redis -> web process -> socket -> customer",
 }
 
