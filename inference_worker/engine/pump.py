@@ -42,6 +42,7 @@ class Sink(Protocol):
 @dataclass(eq=False)
 class Watch:
     sink: Sink
+    pump: StreamPump | None = None
     handle: RequestHandle | None = None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: EngineEvent | None = None  # the final event, once done
@@ -65,7 +66,7 @@ class StreamPump:
 
     def submit(self, engine, prompt_ids: list[int], *, sink: Sink, **kwargs) -> Watch:
         """Submit a request to an engine and stream it to `sink`; wait on `watch.done`."""
-        watch = Watch(sink=sink)
+        watch = Watch(sink=sink, pump=self)
         with self._lock:
             self._watches.append(watch)
         try:
@@ -81,6 +82,10 @@ class StreamPump:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=5)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     # -- on the engine's threads: record and return ---------------------------------------------
     def _on_event(self, watch: Watch, event: EngineEvent) -> None:
@@ -101,10 +106,13 @@ class StreamPump:
             self._wake.clear()
             with self._lock:
                 watches = list(self._watches)
-            with self.around_pass():
-                for watch in watches:
-                    if watch.handle is not None:  # else still being submitted
-                        self._service_safely(watch)
+            try:
+                with self.around_pass():
+                    for watch in watches:
+                        if watch.handle is not None:  # else still being submitted
+                            self._service_safely(watch)
+            except Exception:  # noqa: BLE001 - the pump must outlive a failed hand-over
+                logger.exception("stream pump pass failed")
 
     def _service_safely(self, watch: Watch) -> None:
         try:
@@ -144,5 +152,9 @@ def wait_for(watch: Watch, *, every_s: float, check: Callable[[], None]) -> Engi
     """Block until the watched request ends, calling `check` every `every_s` meanwhile (for
     cancellation and timeouts). Returns the final event."""
     while not watch.done.wait(every_s):
+        if watch.pump is not None and not watch.pump.alive:
+            # Nothing will end this watch any more (the worker is shutting down): end it here.
+            watch.handle.cancel()
+            return EngineEvent("failed", error="stream pump stopped")
         check()
     return watch.outcome

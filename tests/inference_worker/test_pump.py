@@ -121,3 +121,29 @@ def test_wait_for_calls_the_check_while_the_request_runs(engine, pump):
 
     assert wait_for(watch, every_s=0.0001, check=check).kind == "cancelled"
     assert checks
+
+
+def test_a_request_whose_pump_has_stopped_ends_failed_instead_of_waiting_forever(engine):
+    pump = StreamPump(interval_s=0.02)
+    pump.stop()  # as at a worker's shutdown: nothing will service this request's stream
+    watch = pump.submit(engine, [5, 6, 7], sink=Recorder(), max_new_tokens=40)
+    outcome = wait_for(watch, every_s=0.01, check=lambda: None)
+    assert (outcome.kind, outcome.error) == ("failed", "stream pump stopped")
+    assert engine.active_count == 0
+
+
+def test_a_failing_hand_over_does_not_stop_the_pump(engine):
+    class Broken:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise ConnectionError("event loop closed")
+
+    pump = StreamPump(interval_s=0.02, around_pass=Broken)
+    try:
+        watch = pump.submit(engine, [5, 6, 7], sink=Recorder(), max_new_tokens=10)
+        assert wait_for(watch, every_s=0.05, check=lambda: None).kind == "finished"
+        assert pump.alive
+    finally:
+        pump.stop()
