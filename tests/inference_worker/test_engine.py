@@ -9,30 +9,12 @@ import time
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers import GenerationConfig
 
 from inference_worker.engine.engine import BatchingEngine
+from tests.inference_worker.conftest import TINY_EOS
 
-EOS = 511
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=EOS,
-    )
-    path = tmp_path_factory.mktemp("qwen2")
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    loaded = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return loaded.eval()
+EOS = TINY_EOS  # the shared tiny model's (conftest.py)
 
 
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=EOS, pad_token_id=0)

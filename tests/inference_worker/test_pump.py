@@ -6,31 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers import GenerationConfig
 
 from inference_worker.engine.engine import BatchingEngine
 from inference_worker.engine.pump import StreamPump, wait_for
+from tests.inference_worker.conftest import TINY_EOS
 
-EOS = 511
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=EOS,
-    )
-    path = tmp_path_factory.mktemp("qwen2-pump")
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+EOS = TINY_EOS  # the shared tiny model's (conftest.py)
 
 
 @pytest.fixture
