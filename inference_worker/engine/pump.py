@@ -106,24 +106,32 @@ class StreamPump:
             self._wake.clear()
             with self._lock:
                 watches = list(self._watches)
+            ended: list[tuple[Watch, EngineEvent]] = []
             try:
                 with self.around_pass():
                     for watch in watches:
                         if watch.handle is not None:  # else still being submitted
-                            self._service_safely(watch)
+                            self._service_safely(watch, ended)
             except Exception:  # noqa: BLE001 - the pump must outlive a failed hand-over
                 logger.exception("stream pump pass failed")
+            # Ended requests are released only after their last deltas have been handed over,
+            # so whatever their tasks publish next (the final answer) comes after them.
+            for watch, final in ended:
+                self._finish(watch, final)
 
-    def _service_safely(self, watch: Watch) -> None:
+    def _service_safely(self, watch: Watch, ended: list[tuple[Watch, EngineEvent]]) -> None:
         try:
-            self._service(watch)
+            final = self._service(watch)
         except BaseException as exc:  # noqa: BLE001 - one request's fault ends that request only
             logger.exception("streaming request %s failed", watch.handle.request_id)
             watch.error = exc
             watch.handle.cancel()
-            self._finish(watch, EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
+            final = EngineEvent("failed", error=f"{type(exc).__name__}: {exc}")
+        if final is not None:
+            ended.append((watch, final))
 
-    def _service(self, watch: Watch) -> None:
+    def _service(self, watch: Watch) -> EngineEvent | None:
+        """Hand the watch's news to its sink; returns its final event once it has ended."""
         final: EngineEvent | None = None
         while watch._control:
             event = watch._control.popleft()
@@ -137,8 +145,7 @@ class StreamPump:
             watch._seen = len(tokens)
             watch.sink.on_tokens(tuple(tokens), final=finished)
         watch.sink.flush()
-        if final is not None:
-            self._finish(watch, final)
+        return final
 
     def _finish(self, watch: Watch, final: EngineEvent) -> None:
         watch.outcome = final

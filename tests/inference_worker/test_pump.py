@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from transformers import GenerationConfig
@@ -129,3 +130,32 @@ def test_a_failing_hand_over_does_not_stop_the_pump(engine):
         assert pump.alive
     finally:
         pump.stop()
+
+
+def test_a_request_ends_only_after_its_last_deltas_are_handed_over(engine):
+    """The task publishes the final answer once its watch is done, so the pass's hand-over of
+    the last deltas must come first (or the answer could overtake them)."""
+    log: list[str] = []
+
+    class HandOver:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            if "final" in log and "handed over" not in log:
+                time.sleep(0.05)  # a slow hand-over must still come before the end
+                log.append("handed over")
+
+    class FinalRecorder(Recorder):
+        def on_tokens(self, tokens, *, final: bool) -> None:
+            if final:
+                log.append("final")
+
+    pump = StreamPump(interval_s=0.02, around_pass=HandOver)
+    try:
+        watch = pump.submit(engine, [5, 6, 7], sink=FinalRecorder(), max_new_tokens=10)
+        assert wait_for(watch, every_s=0.01, check=lambda: None).kind == "finished"
+        log.append("done")
+    finally:
+        pump.stop()
+    assert log == ["final", "handed over", "done"]
