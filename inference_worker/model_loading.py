@@ -211,5 +211,6 @@ def load_variant(*, variant: str, path: str, quantized: bool, device: str = "aut
         raise ModelLoadError(path, "test forward pass gave non-finite logits: corrupt weights")
     if quantized and device == "cpu":
         _skip_identity_permutation(model)
-    logger.info("loaded %s from %s on %s (%s)", variant, path, device, dtype)
+    precision = "int4 layers in bf16, the rest in fp32" if quantized and device == "cpu" else str(dtype)
+    logger.info("loaded %s from %s on %s (%s)", variant, path, device, precision)
     return LoadedModel(variant=variant, path=path, model=model, tokenizer=tokenizer, quantized=quantized)

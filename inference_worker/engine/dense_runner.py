@@ -8,6 +8,7 @@ was 16% of a step at batch 32 on the CPU (measured with torch.profiler)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -122,11 +123,11 @@ class DenseModelRunner:
         decoding = len(last_tokens)
         lengths = [len(p) for p in prompts]
         flat = torch.tensor([*last_tokens, *(t for p in prompts for t in p)], dtype=torch.long, device=self.device)
+        group = body.config.num_attention_heads // body.config.num_key_value_heads
         positions = []
         if decoding:
-            self.mask = torch.cat([self.mask, self.mask.new_ones((decoding, 1))], dim=1)
-            positions.append(self.mask.sum(-1) - 1)
-            decode_mask = self.mask.bool()[:, None, None, :]
+            positions.append(self._extend_mask())
+            decode_mask = _group_mask(self.mask.bool()[:, None, None, :], group)
         if prompts:
             width = max(lengths)
             real = torch.zeros((len(prompts), width), dtype=torch.bool, device=self.device)
@@ -140,7 +141,7 @@ class DenseModelRunner:
             causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
             eye = torch.eye(width, dtype=torch.bool, device=self.device)
             # A padding query sees only itself (its output is dropped), so no row is all masked.
-            prompt_mask = (causal[None, None] & real[:, None, None, :]) | eye[None, None]
+            prompt_mask = _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], group)
         hidden = body.embed_tokens(flat)[None]
         cos, sin = body.rotary_emb(hidden, torch.cat(positions)[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
@@ -169,7 +170,7 @@ class DenseModelRunner:
             hidden = residual + attention.o_proj(out.reshape(len(flat), -1))[None]
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         hidden = body.norm(hidden)[0]
-        ends = [decoding - 1 + sum(lengths[: row + 1]) for row in range(len(lengths))]
+        ends = [decoding - 1 + end for end in accumulate(lengths)]  # each prompt's last token
         picked = self._pick(self.model.lm_head(hidden[[*range(decoding), *ends]]))
         if prompts:
             self._merge(new_keys, new_values, real.long())
@@ -193,12 +194,16 @@ class DenseModelRunner:
 
     def _hf_decode(self, last_tokens: Sequence[int]) -> list[int]:
         ids = torch.tensor(list(last_tokens), dtype=torch.long, device=self.device)[:, None]
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        positions = self.mask.sum(-1, keepdim=True) - 1
+        positions = self._extend_mask()[:, None]
         out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True)
         return self._pick(out.logits[:, -1, :])
 
     # -- the cache -----------------------------------------------------------------------------
+    def _extend_mask(self) -> torch.Tensor:
+        """Add the column this step's decode tokens fill; returns each row's position for it."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        return self.mask.sum(-1) - 1
+
     def keep(self, indices: Sequence[int]) -> list[int]:
         """Keep the rows in `indices`; returns their new order (old indices by new row). Rows
         that leave are not compacted away: the last kept rows move into their places, so a
@@ -276,17 +281,23 @@ def packs_prefill_with_decode(model: Any) -> bool:
     )
 
 
+def _group_mask(mask: torch.Tensor, group: int) -> torch.Tensor:
+    """A boolean attention mask [rows, 1, n, length] for `_grouped_attention`, whose query rows
+    are the `group` query heads of a kv head stacked: [rows, 1, group * n, length]. Built once
+    per step and shared by every layer."""
+    return mask.repeat(1, 1, group, 1)
+
+
 def _grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """Grouped-query attention: q [rows, heads, n, dim] over k, v [rows, kv_heads, length, dim]
-    with a boolean mask [rows, 1, n, length]. The query heads that share a kv head are stacked
-    as extra query rows of that head (kv head j serves query heads j*g .. j*g+g-1, as transformers'
+    with a mask from `_group_mask`. The query heads that share a kv head are stacked as extra
+    query rows of that head (kv head j serves query heads j*g .. j*g+g-1, as transformers'
     `repeat_kv` orders them): one small attention per kv head. On the CPU this was 4.5x faster
     than `enable_gqa=True` or repeating the keys (381 vs 1,726 us at batch 32, bf16)."""
     rows, heads, n, dim = q.shape
     kv_heads = k.shape[1]
-    group = heads // kv_heads
     out = F.scaled_dot_product_attention(
-        q.reshape(rows, kv_heads, group * n, dim), k, v, attn_mask=mask.repeat(1, 1, group, 1), scale=scale
+        q.reshape(rows, kv_heads, heads // kv_heads * n, dim), k, v, attn_mask=mask, scale=scale
     )
     return out.view(rows, heads, n, dim)
 
