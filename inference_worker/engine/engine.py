@@ -84,38 +84,15 @@ class RequestHandle:
     def time_to_first_token_s(self) -> float | None:
         return None if self.first_token_at is None else self.first_token_at - self.submitted_at
 
-    def events(self, *, poll_s: float = 0.1, coalesce_s: float = 0.0) -> Iterator[EngineEvent]:
-        """Yield events until the request ends, and an "idle" event every `poll_s` without one
-        (so the consumer can flush, check for cancellation or time out).
-
-        With `coalesce_s`, token events are yielded at most once per `coalesce_s` (the first one
-        at once), each carrying every token so far: a streaming consumer wakes once a window
-        instead of once a token, which keeps its thread off the GIL the batch loop needs."""
-        last_tokens_at = float("-inf")
+    def events(self, *, poll_s: float = 0.1) -> Iterator[EngineEvent]:
+        """Yield events until the request ends, and an "idle" event every `poll_s` without one.
+        One event per step: for tests and benchmarks. The worker streams through its
+        `StreamPump` (`pump.py`) instead, which coalesces."""
         while True:
             try:
                 event = self._events.get(timeout=poll_s)
             except queue.Empty:
                 yield EngineEvent("idle")
-                continue
-            if coalesce_s and event.kind == "tokens":
-                wait = last_tokens_at + coalesce_s - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                pending = [event]
-                while True:
-                    try:
-                        pending.append(self._events.get_nowait())
-                    except queue.Empty:
-                        break
-                for index, item in enumerate(pending):
-                    if item.kind == "tokens" and any(e.kind in ("tokens", "finished") for e in pending[index + 1 :]):
-                        continue  # superseded: a later event carries these tokens too
-                    if item.kind == "tokens":
-                        last_tokens_at = time.monotonic()
-                    yield item
-                    if item.kind in ("finished", "failed", "cancelled"):
-                        return
                 continue
             yield event
             if event.kind in ("finished", "failed", "cancelled"):
