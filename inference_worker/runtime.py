@@ -105,6 +105,7 @@ class WorkerRuntime:
         self.pump: StreamPump | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
         self._last_tokens: dict[str, tuple[float, int]] = {}
 
     @property
@@ -130,6 +131,8 @@ class WorkerRuntime:
         self.beat()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat.start()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="orphan-sweep", daemon=True)
+        self._sweeper.start()
         metrics.serve(settings.METRICS_PORT)
         return self
 
@@ -171,10 +174,15 @@ class WorkerRuntime:
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(settings.WORKER_HEARTBEAT_S):
             self.beat()
+
+    def _sweep_loop(self) -> None:
+        # A thread of its own: a sweep that waits on the database (a lock, a slow query) must
+        # never hold back the heartbeat, or the web would take this live worker for gone.
+        while not self._stop.wait(settings.WORKER_HEARTBEAT_S):
             try:
                 from chatbot.conversations.services import generation_requeue_orphans
 
-                generation_requeue_orphans()
+                generation_requeue_orphans(alive=[self.name])
             except Exception:  # noqa: BLE001
                 logger.warning("orphan sweep failed", exc_info=True)
 

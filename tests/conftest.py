@@ -18,6 +18,11 @@ from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Logs of the processes the tests start (workers, the web server): a failing test that used them
+# gets their last lines in its report, so a failure on CI can be read without the machine.
+PROCESS_LOGS: dict[str, Path] = {}
+LOG_TAIL_LINES = 150
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _redis_clean() -> None:
@@ -105,7 +110,8 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        self.log = self.log_path.open("w")
+        self.log = self.log_path.open("a")  # a restart keeps what the process wrote before
+        PROCESS_LOGS[f"worker {self.name}"] = self.log_path
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "run_worker", "--name", self.name, "--concurrency", "16"],
             cwd=ROOT,
@@ -157,6 +163,20 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=weight)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for name, path in PROCESS_LOGS.items():
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        report.sections.append((f"{name} log (last {LOG_TAIL_LINES} lines of {path})", "\n".join(lines[-LOG_TAIL_LINES:])))
+
+
 def free_port() -> int:
     import socket
 
@@ -171,7 +191,9 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
     import urllib.request
 
     port = free_port()
-    log = (tmp_path_factory.mktemp("web") / "web.log").open("w")
+    log_path = tmp_path_factory.mktemp("web") / "web.log"
+    log = log_path.open("w")
+    PROCESS_LOGS["web server"] = log_path
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"],
         cwd=ROOT,

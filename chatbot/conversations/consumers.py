@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from chatbot.conversations import selectors, services
-from chatbot.conversations.models import Conversation
+from chatbot.conversations.models import Conversation, new_public_id
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +127,26 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_message_send(self, content: dict[str, Any]) -> None:
         # Not thread-sensitive: messages from many sockets are saved in parallel threads instead
         # of queueing behind one another in the single sync thread.
-        result = await database_sync_to_async(services.customer_message_post, thread_sensitive=False)(
-            visitor_id=self.visitor_id,
-            conversation=self.conversation,
-            text=content.get("text"),
-            client_id=content.get("client_id"),
-        )
-        if self.conversation is None or self.conversation.pk != result.conversation.pk:
+        # A first message starts a conversation, and the worker may publish its answer as soon
+        # as the message commits: join the new conversation's group before that, not after.
+        new_id = new_public_id() if self.conversation is None else None
+        if new_id is not None:
+            await self.channel_layer.group_add(Conversation.group_name_for(new_id), self.channel_name)
+        try:
+            result = await database_sync_to_async(services.customer_message_post, thread_sensitive=False)(
+                visitor_id=self.visitor_id,
+                conversation=self.conversation,
+                text=content.get("text"),
+                client_id=content.get("client_id"),
+                new_public_id=new_id,
+            )
+        except BaseException:
+            if new_id is not None:
+                await self.channel_layer.group_discard(Conversation.group_name_for(new_id), self.channel_name)
+            raise
+        if new_id is not None:
+            self.conversation = result.conversation  # its group was joined above
+        elif self.conversation.pk != result.conversation.pk:
             await self._attach(result.conversation)
         await self.send_json(
             {

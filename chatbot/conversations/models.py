@@ -54,7 +54,11 @@ class Conversation(models.Model):
     @property
     def group_name(self) -> str:
         """Channels group of every socket showing this conversation to its customer."""
-        return f"conv.{self.public_id}"
+        return self.group_name_for(self.public_id)
+
+    @staticmethod
+    def group_name_for(public_id: str) -> str:
+        return f"conv.{public_id}"
 
     @property
     def staff_group_name(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,7 @@ class PostResult:
 
 
 def customer_message_post(
-    *, visitor_id: str, conversation: Conversation | None, text: str, client_id: str
+    *, visitor_id: str, conversation: Conversation | None, text: str, client_id: str, new_public_id: str | None = None
 ) -> PostResult:
     """Save a customer's message, then (after the commit) hand a generation to a worker.
 
@@ -93,13 +94,17 @@ def customer_message_post(
     that two sockets posting at once cancel and create generations one after the other. A resent
     `client_id` returns the stored message instead of a second copy. Any answer still in
     progress is cancelled: the customer has moved on. While an agent owns the conversation the
-    bot does not answer.
+    bot does not answer. A new conversation takes `new_public_id` when given: the socket joins
+    that conversation's group before posting, so the answer's first events cannot go out before
+    anyone listens.
     """
     text = customer_text_validate(text=text)
     client_id = client_id_validate(client_id=client_id)
     with transaction.atomic():
         if conversation is None:
-            conversation = Conversation.objects.create(visitor_id=visitor_id)
+            conversation = Conversation.objects.create(
+                visitor_id=visitor_id, **({"public_id": new_public_id} if new_public_id else {})
+            )
         else:
             conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if conversation.status == Conversation.Status.RESOLVED:
@@ -261,18 +266,19 @@ def answer_done_event(*, message: Message) -> dict[str, Any]:
     return {"type": "answer.done", "generation_id": message.generation_id, "message": message_payload(message)}
 
 
-def generation_requeue_orphans(*, min_age_s: float | None = None) -> int:
+def generation_requeue_orphans(*, min_age_s: float | None = None, alive: Iterable[str] = ()) -> int:
     """Give generations whose worker died mid-answer to another worker.
 
     A RUNNING generation whose worker no longer sends heartbeats is set back to PENDING and
     enqueued again (its claim counts the attempt), or FAILED with a word to the customer once it
     has used GENERATION_MAX_ATTEMPTS. Any worker runs this from its heartbeat loop, so a dead
     worker's conversations are picked up within seconds rather than at the broker's visibility
-    timeout. The row lock makes two sweeping workers agree."""
+    timeout. The row lock makes two sweeping workers agree. `alive` names workers to count as live
+    whatever their heartbeat says (the sweeping worker itself)."""
     from chatbot.serving.selectors import worker_status_list
 
     min_age_s = settings.WORKER_HEARTBEAT_TTL_S * 2 if min_age_s is None else min_age_s
-    live = {worker.name for worker in worker_status_list()}
+    live = {worker.name for worker in worker_status_list()} | set(alive)
     cutoff = timezone.now() - timezone.timedelta(seconds=min_age_s)
     candidates = Generation.objects.filter(status=Generation.Status.RUNNING, started_at__lt=cutoff).exclude(
         worker__in=live

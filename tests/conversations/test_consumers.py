@@ -256,3 +256,60 @@ async def test_the_customer_sees_live_when_an_agent_joins(django_user_model):
     assert event["message"]["author"] == "system"
     assert event["message"]["text"] == "Kim from our support team joined the conversation."
     await communicator.disconnect()
+
+
+async def test_a_first_message_hears_its_answer_even_from_a_worker_that_answers_at_once(monkeypatch):
+    """The first message starts a conversation, and its generation is enqueued when the message
+    commits. A worker may publish from that moment on, so the socket must already be in the new
+    conversation's group (it once joined only after the post returned, and an answer that came
+    quickly enough never reached the page)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from chatbot.conversations import services
+    from chatbot.events import CLIENT_EVENT
+
+    real_enqueue = services.generation_enqueue
+
+    def enqueue_and_publish_at_once(*, generation, **kwargs):
+        # What the quickest worker would do: publish the moment the task could be taken.
+        async_to_sync(get_channel_layer().group_send)(
+            generation.conversation.group_name,
+            {"type": CLIENT_EVENT, "event": {"type": "generation.started", "generation_id": generation.pk, "model_variant": "x"}},
+        )
+        return real_enqueue(generation=generation, **kwargs)
+
+    monkeypatch.setattr(services, "generation_enqueue", enqueue_and_publish_at_once)
+    communicator, _ = await new_customer()
+    await communicator.send_json_to({"type": "message.send", "text": "hi", "client_id": "c1"})
+    frames = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
+    assert {frame["type"] for frame in frames} == {"message.saved", "generation.started", "error"}
+    started = next(frame for frame in frames if frame["type"] == "generation.started")
+    generation = await database_sync_to_async(Generation.objects.select_related("conversation").get)()
+    assert started["generation_id"] == generation.pk
+    saved = next(frame for frame in frames if frame["type"] == "message.saved")
+    assert saved["conversation"]["id"] == generation.conversation.public_id
+    await communicator.disconnect()
+
+
+async def test_a_refused_first_message_leaves_no_group_behind():
+    """The socket joins the would-be conversation's group before posting; a refused post leaves it."""
+    communicator, _ = await new_customer()
+    before = conversation_groups()
+    await communicator.send_json_to({"type": "message.send", "text": "   ", "client_id": "c1"})
+    refused = await communicator.receive_json_from(timeout=5)
+    assert refused["type"] == "error"
+    assert await counts() == (0, 0, 0)
+    assert conversation_groups() == before
+    await communicator.disconnect()
+
+
+def conversation_groups() -> set[bytes]:
+    """The conversation groups the channel layer holds in Redis (a group's key goes when its last
+    member leaves)."""
+    from channels.layers import get_channel_layer
+
+    from chatbot.redis_client import get_redis
+
+    prefix = get_channel_layer().prefix
+    return set(get_redis().scan_iter(match=f"{prefix}:group:conv.*"))

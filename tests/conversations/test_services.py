@@ -88,6 +88,9 @@ def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attemp
     Generation.objects.filter(pk=result.generation.pk).update(
         status=Generation.Status.RUNNING, worker="dead", started_at=old, attempts=1, error=""
     )
+    # The sweeping worker never takes its own answers for orphans, even when its heartbeat lapsed.
+    assert services.generation_requeue_orphans(alive=["dead"]) == 0
+    assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.RUNNING
     assert services.generation_requeue_orphans() == 1
     # No live worker serves the variant here, so the requeue itself fails it, with the customer told.
     assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.FAILED

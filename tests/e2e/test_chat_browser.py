@@ -8,6 +8,20 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 BOT_DONE = "#messages .message--bot:not(.message--streaming) .message__text"
+ERROR_NOTICE = "#messages .notice--error"
+
+
+def wait_for_answer(page, timeout_ms: int = 120_000) -> str:
+    """The finished answer's text. Fails at once, quoting the page, if the page shows an error
+    instead; on a timeout the failure says what the page showed (and the report carries the
+    worker's and the web server's logs, tests/conftest.py)."""
+    try:
+        page.wait_for_selector(f"{BOT_DONE}, {ERROR_NOTICE}", timeout=timeout_ms)
+    except Exception as exc:
+        raise AssertionError(f"no answer in {timeout_ms / 1000:.0f} s; the page showed: {page.inner_text('#messages')!r}") from exc
+    errors = page.locator(ERROR_NOTICE).all_inner_texts()
+    assert not errors, f"the page showed an error instead of an answer: {errors}"
+    return page.locator(BOT_DONE).first.inner_text()
 
 
 def test_customer_asks_sees_the_answer_stream_in_and_finds_the_history_after_reload(browser, live_server_url):
@@ -25,8 +39,7 @@ def test_customer_asks_sees_the_answer_stream_in_and_finds_the_history_after_rel
     assert customer.inner_text() == question  # shown as text, never as HTML
     assert page.locator("#messages img").count() == 0
 
-    page.wait_for_selector(BOT_DONE, timeout=120_000)
-    answer = page.locator(BOT_DONE).first.inner_text()
+    answer = wait_for_answer(page)
     assert answer.strip()
     assert "<think>" not in answer and "</think>" not in answer
 
