@@ -172,6 +172,7 @@ def _skip_identity_permutation(model) -> None:
             return out.to(dtype)
 
         module._fused_op_forward = direct
+        module.int4_direct = True  # the dense runner may fuse such layers (`dense_runner._Fused`)
 
 
 def load_variant(*, variant: str, path: str, quantized: bool, device: str = "auto") -> LoadedModel:

@@ -75,6 +75,96 @@ def _stack(parts: list[torch.Tensor], length: int) -> torch.Tensor:
     return slab
 
 
+class _Fused:
+    """Projections that read the same input (q/k/v; gate/up) as one matmul, split after.
+
+    On the CPU a projection of the demo model costs mostly its call, not its arithmetic: q, k
+    and v of the 4-bit model took 452 us as three int4 matmuls at batch 32 and 238 us as one
+    (each also cast its input to bf16). The fused weight is the modules' weights one under the
+    other, and the modules' own weights become views of it: no second copy, and the model's own
+    forward (`generate`, the fallback path) reads the same numbers. Built only where every
+    module is a plain `nn.Linear`, or where every one is a gptqmodel CPU int4 layer that calls
+    its kernel directly (`model_loading._skip_identity_permutation`); `fuse` checks the fused
+    matmul against the separate ones on a random input and keeps the modules as they were if
+    they differ beyond rounding (an int4 packing that cannot be stacked, say)."""
+
+    def __init__(self, modules: list[torch.nn.Module]) -> None:
+        self.sizes = [module.out_features for module in modules]
+        biases = [module.bias for module in modules]
+        if all(bias is None for bias in biases):
+            self.bias = None
+        else:
+            self.bias = torch.cat([b if b is not None else torch.zeros(n, dtype=_bias_dtype(biases), device=_device(modules)) for b, n in zip(biases, self.sizes, strict=True)])
+        if all(type(module) is torch.nn.Linear for module in modules):
+            self.int4 = False
+            self.weight = torch.cat([module.weight.detach() for module in modules])
+        else:
+            self.int4 = True
+            self.group_size = modules[0].group_size
+            self.weight = torch.cat([module.qweight for module in modules])
+            self.scales_and_zeros = torch.cat([module.scales_and_zeros for module in modules], dim=1).contiguous()
+
+    @classmethod
+    def fuse(cls, modules: list[torch.nn.Module]) -> _Fused | None:
+        if not _fusable(modules):
+            return None
+        fused = cls(modules)
+        x = torch.randn(3, modules[0].in_features, device=fused.weight.device)
+        x = x.to(fused.weight.dtype) if not fused.int4 else x
+        with torch.no_grad():
+            separate = [module(x) for module in modules]
+            together = fused(x)
+        # A wrong stacking gives other numbers, not rounding: the matmul's blocking may change
+        # the last bits (it does for fp32 GEMMs of other widths), which is no fault.
+        if not all(_close(a, b) for a, b in zip(separate, together, strict=True)):
+            return None
+        fused._share_weights(modules)
+        return fused
+
+    def _share_weights(self, modules: list[torch.nn.Module]) -> None:
+        offset = 0
+        for module, size in zip(modules, self.sizes, strict=True):
+            rows = self.weight[offset : offset + size]
+            if self.int4:
+                module.qweight = rows  # a buffer
+            else:
+                module.weight = torch.nn.Parameter(rows, requires_grad=False)
+            offset += size
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.int4:
+            flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group_size, self.scales_and_zeros)
+            out = out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
+            if self.bias is not None:
+                out.add_(self.bias)
+        else:
+            out = F.linear(x, self.weight, self.bias)
+        return list(out.split(self.sizes, dim=-1))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    scale = float(a.abs().max()) or 1.0
+    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3 * scale))
+
+
+def _fusable(modules: list[torch.nn.Module]) -> bool:
+    if all(type(module) is torch.nn.Linear for module in modules):
+        return len({(m.in_features, m.weight.dtype, m.weight.device) for m in modules}) == 1
+    return (
+        all(getattr(module, "int4_direct", False) and not getattr(module, "adapter", None) for module in modules)
+        and len({(m.in_features, m.group_size) for m in modules}) == 1
+    )
+
+
+def _bias_dtype(biases: list[torch.Tensor | None]) -> torch.dtype:
+    return next(b for b in biases if b is not None).dtype
+
+
+def _device(modules: list[torch.nn.Module]) -> torch.device:
+    return next(iter(modules[0].buffers() if hasattr(modules[0], "qweight") else modules[0].parameters())).device
+
+
 class DenseModelRunner:
     def __init__(self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0, packed: bool | None = None) -> None:
         self.model = model
@@ -90,6 +180,14 @@ class DenseModelRunner:
         # One packed pass for decode rows and arrivals' prompts together (see `_packed_step`);
         # other architectures take two passes through the model's own forward.
         self.packed = packs_prefill_with_decode(model) if packed is None else packed
+        # Per layer: q/k/v as one matmul and gate/up as one (None where they cannot be fused).
+        self.fused_qkv: list[_Fused | None] = []
+        self.fused_gate_up: list[_Fused | None] = []
+        if self.packed:
+            for layer in model.model.layers:
+                attention, mlp = layer.self_attn, layer.mlp
+                self.fused_qkv.append(_Fused.fuse([attention.q_proj, attention.k_proj, attention.v_proj]))
+                self.fused_gate_up.append(_Fused.fuse([mlp.gate_proj, mlp.up_proj]))
 
     def bind_thread(self) -> None:
         # OpenMP thread teams belong to the calling thread. On the 2-core CPU a team of two in a
@@ -151,9 +249,9 @@ class DenseModelRunner:
             residual = hidden
             x = layer.input_layernorm(hidden)[0]
             dim = attention.head_dim
-            q = attention.q_proj(x).view(len(flat), -1, dim)
-            k = attention.k_proj(x).view(len(flat), -1, dim)
-            v = attention.v_proj(x).view(len(flat), -1, dim)
+            qkv = self.fused_qkv[index]
+            q, k, v = qkv(x) if qkv is not None else (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
+            q, k, v = (t.view(len(flat), -1, dim) for t in (q, k, v))
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             out = torch.empty_like(q)
@@ -168,13 +266,20 @@ class DenseModelRunner:
                 new_keys.append(pk)
                 new_values.append(pv)
             hidden = residual + attention.o_proj(out.reshape(len(flat), -1))[None]
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + self._mlp(index, layer.mlp, layer.post_attention_layernorm(hidden))
         hidden = body.norm(hidden)[0]
         ends = [decoding - 1 + end for end in accumulate(lengths)]  # each prompt's last token
         picked = self._pick(self.model.lm_head(hidden[[*range(decoding), *ends]]))
         if prompts:
             self._merge(new_keys, new_values, real.long())
         return picked[:decoding], picked[decoding:]
+
+    def _mlp(self, index: int, mlp: Any, x: torch.Tensor) -> torch.Tensor:
+        gate_up = self.fused_gate_up[index]
+        if gate_up is None:
+            return mlp(x)
+        gate, up = gate_up(x)
+        return mlp.down_proj(mlp.act_fn(gate) * up)
 
     # -- the model's own forward: two passes ---------------------------------------------------
     def _hf_prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:

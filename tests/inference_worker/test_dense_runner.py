@@ -54,11 +54,11 @@ def one_at_a_time(model, prompts):
         ]
 
 
-def until_eos(tokens: list[int]) -> list[int]:
-    return tokens[: tokens.index(EOS) + 1] if EOS in tokens else tokens
+def until_eos(tokens: list[int], eos: int = EOS) -> list[int]:
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
 
-def batched(runner, prompts):
+def batched(runner, prompts, eos: int = EOS):
     """Four prompts join every third step (the others decoding meanwhile); a request leaves as
     soon as it has its tokens, so rows of different ages and lengths share each pass."""
     generated: dict[int, list[int]] = {}
@@ -74,13 +74,13 @@ def batched(runner, prompts):
         for i, token in zip(joining, first_tokens, strict=True):
             generated[i] = [token]
         rows += joining
-        kept = [k for k, i in enumerate(rows) if len(generated[i]) < NEW_TOKENS and generated[i][-1] != EOS]
+        kept = [k for k, i in enumerate(rows) if len(generated[i]) < NEW_TOKENS and generated[i][-1] != eos]
         if len(kept) != len(rows):
             order = runner.keep(kept)
             assert sorted(order) == kept
             rows = [rows[k] for k in order]
         step += 1
-    return [until_eos(generated[i]) for i in range(len(prompts))]
+    return [until_eos(generated[i], eos) for i in range(len(prompts))]
 
 
 PROMPTS = [[5 + i, 17, 40 + 3 * i, 8][: 2 + i % 3] + list(range(60, 60 + i)) for i in range(11)]
@@ -88,11 +88,54 @@ PROMPTS = [[5 + i, 17, 40 + 3 * i, 8][: 2 + i % 3] + list(range(60, 60 + i)) for
 
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "model-forward"])
 def test_greedy_tokens_equal_generate_as_requests_join_and_leave(model, packed):
+    expected = one_at_a_time(model, PROMPTS)
     runner = DenseModelRunner(
         model=model, generation_config=GenerationConfig(do_sample=False), pad_token_id=0, packed=packed
     )
-    assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
+    if packed:  # q/k/v and gate/up run as one matmul each
+        assert all(f is not None and not f.int4 for f in runner.fused_qkv + runner.fused_gate_up)
+    assert batched(runner, PROMPTS) == expected
     assert runner.cache is None  # every row left: the cache is freed
+    # The modules' weights are now views of the fused ones: the model's own forward is unchanged.
+    assert one_at_a_time(model, PROMPTS) == expected
+
+
+def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate(test_models):
+    """The GPTQ checkpoint the suite builds, loaded as the worker loads it (gptqmodel's CPU int4
+    layers): q/k/v and gate/up are stacked int4 matmuls, and greedy tokens still equal
+    `generate`'s one request at a time."""
+    from inference_worker.model_loading import load_variant
+
+    loaded = load_variant(variant="gptq-int4", path=test_models["gptq-int4"], quantized=True, device="cpu")
+    model = loaded.model
+    vocab, eos = model.config.vocab_size, loaded.eos_token_ids[0]
+    prompts = [[(7 * i + j) % (vocab - 20) + 10 for j in range(3 + 2 * i)] for i in range(7)]
+    config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, pad_token_id=0, eos_token_id=eos)
+
+    def generate_each() -> list[list[int]]:
+        with torch.no_grad():
+            return [
+                until_eos(model.generate(torch.tensor([p]), generation_config=config)[0, len(p) :].tolist(), eos)
+                for p in prompts
+            ]
+
+    expected = generate_each()
+    runner = DenseModelRunner(model=model, generation_config=GenerationConfig(do_sample=False), pad_token_id=0)
+    assert all(f is not None and f.int4 for f in runner.fused_qkv + runner.fused_gate_up)
+    assert batched(runner, prompts, eos) == expected
+    again = generate_each()  # the int4 layers read their rows of the stacked weight
+    assert again == expected
+
+
+def test_projections_that_read_different_inputs_are_not_fused():
+    from inference_worker.engine.dense_runner import _Fused
+
+    assert _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(6, 4)]) is None
+    assert _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(8, 4).double()]) is None
+    fused = _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(8, 3, bias=False)])
+    x = torch.randn(5, 8)
+    a, b = fused(x)
+    assert a.shape == (5, 4) and b.shape == (5, 3)
 
 
 def test_the_packed_pass_is_chosen_for_the_r1_distill_architectures_only(model):
