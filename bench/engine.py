@@ -130,7 +130,8 @@ class _DecodingSink:
 
 
 def run_engine(
-    loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float, flush_interval_s: float = 0.05
+    loaded, prompts, *, sessions: int, per_session: int, max_new_tokens: int, stagger: float, backend: str, prefill_wait_ms: float, flush_interval_s: float = 0.05,
+    loop_threads: int = 1,
 ) -> dict:
     from inference_worker.engine.engine import BatchingEngine
     from inference_worker.engine.pump import StreamPump
@@ -144,7 +145,7 @@ def run_engine(
         context_tokens=max(len(p) for p in prompts) + max_new_tokens,
         generation_config=greedy_config(loaded, max_new_tokens),
         backend=backend,
-        loop_threads=1,
+        loop_threads=loop_threads,
         prefill_wait_s=prefill_wait_ms / 1000,
     ).start()
     # Warm the engine (first batch builds the cache) outside the measurement.
@@ -210,6 +211,9 @@ def main() -> None:
     parser.add_argument("--variants", default="gptq-int4,fp16")
     parser.add_argument("--backends", default="dense,paged", help="engine backends to measure")
     parser.add_argument("--padded-reference", type=int, default=32, help="size of the static padded batch (0: skip)")
+    parser.add_argument(
+        "--loop-threads", type=int, default=None, help="torch threads of the batch loop (default: ENGINE_LOOP_THREADS)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -243,6 +247,7 @@ def main() -> None:
                         stagger=args.stagger,
                         backend=backend,
                         prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
+                        loop_threads=args.loop_threads if args.loop_threads is not None else settings.ENGINE_LOOP_THREADS,
                         flush_interval_s=settings.STREAM_FLUSH_INTERVAL_S,
                     )
                 )
