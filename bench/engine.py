@@ -2,11 +2,13 @@
 one run, on the demo model (4-bit GPTQ and FP16 variants).
 
     .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 4] [--stagger 0.5]
-                                     [--max-new-tokens 64] [--variants gptq-int4,fp16] [--json]
+                                     [--max-new-tokens 64] [--variants gptq-int4,fp16] [--rounds 1] [--json]
 
 Sessions arrive at staggered times (spread evenly over --stagger seconds); each sends its
 requests one after another (the next when its answer is complete). Sequential `generate` is
-measured first and again last; speed-ups are over the mean of the two. Greedy decoding, so both ways
+measured first and again after each round of engine runs (`--rounds`, default 1); each engine
+row's speed-up is over the mean of the two baseline runs around it, and with several rounds a
+last table gives each configuration's speed-up per round and their median. Greedy decoding, so both ways
 produce the same tokens for the same prompts. Reported per configuration: aggregate tokens/s,
 time to first token p50/p95 (from the request's arrival, waiting included), per-session decode
 tokens/s, and the speed-up over sequential `generate` measured in the same run.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 import time
 
@@ -187,6 +190,25 @@ def run_engine(
     return result
 
 
+def sequential(loaded, prompts, arrivals, max_new_tokens: int, label: str) -> dict:
+    row = run_sequential(loaded, prompts, max_new_tokens=max_new_tokens, arrivals=arrivals)
+    row["mode"] = label
+    return row
+
+
+def print_rounds(rows: list[dict]) -> None:
+    """One line per engine configuration: its speed-up in each round, and their median."""
+    by_mode: dict[str, list[float]] = {}
+    for row in rows:
+        if "round" in row:
+            by_mode.setdefault(row["mode"].rsplit(" (round", 1)[0], []).append(row["speedup"])
+    print()
+    print_table(
+        ["mode", "x seq by round", "median"],
+        [[mode, "  ".join(f"{x:.2f}" for x in ups), statistics.median(ups)] for mode, ups in by_mode.items()],
+    )
+
+
 def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request) -> dict:
     return {
         "mode": name,
@@ -214,6 +236,9 @@ def main() -> None:
     parser.add_argument(
         "--loop-threads", type=int, default=None, help="torch threads of the batch loop (default: ENGINE_LOOP_THREADS)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the engine runs, each round between two baseline runs"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -234,33 +259,45 @@ def main() -> None:
         loaded = load_variant(variant=variant, path=config["path"], quantized=config["quantized"], device="cpu")
         prompts = prompts_from_corpus(loaded.tokenizer, 256)
         arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
-        rows = [run_sequential(loaded, prompts[: args.sequential_requests], max_new_tokens=args.max_new_tokens, arrivals=arrivals)]
-        for backend in args.backends.split(","):
-            for sessions in [int(s) for s in args.sessions.split(",")]:
-                rows.append(
-                    run_engine(
-                        loaded,
-                        prompts,
-                        sessions=sessions,
-                        per_session=args.requests_per_session,
-                        max_new_tokens=args.max_new_tokens,
-                        stagger=args.stagger,
-                        backend=backend,
-                        prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
-                        loop_threads=args.loop_threads if args.loop_threads is not None else settings.ENGINE_LOOP_THREADS,
-                        flush_interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+        baseline_prompts = prompts[: args.sequential_requests]
+
+        # The baseline is measured before and after each round of engine runs (this machine's
+        # speed drifts by 10-25% within minutes); each engine row's speed-up is over the mean of
+        # the two baselines around it.
+        rows = [sequential(loaded, baseline_prompts, arrivals, args.max_new_tokens, "sequential generate")]
+        for round_index in range(args.rounds):
+            engine_rows = []
+            for backend in args.backends.split(","):
+                for sessions in [int(s) for s in args.sessions.split(",")]:
+                    engine_rows.append(
+                        run_engine(
+                            loaded,
+                            prompts,
+                            sessions=sessions,
+                            per_session=args.requests_per_session,
+                            max_new_tokens=args.max_new_tokens,
+                            stagger=args.stagger,
+                            backend=backend,
+                            prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
+                            loop_threads=args.loop_threads if args.loop_threads is not None else settings.ENGINE_LOOP_THREADS,
+                            flush_interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+                        )
                     )
-                )
-        if args.padded_reference:
-            rows.append(run_padded(loaded, prompts[: args.padded_reference], max_new_tokens=args.max_new_tokens))
-        # The baseline is measured before and after the engine runs (this machine's speed drifts
-        # by 10-25% within minutes); speed-ups are over the mean of the two.
-        again = run_sequential(loaded, prompts[: args.sequential_requests], max_new_tokens=args.max_new_tokens, arrivals=arrivals)
-        again["mode"] = "sequential generate, again"
-        rows.append(again)
-        baseline = (rows[0]["tokens_per_s"] + again["tokens_per_s"]) / 2
-        for row in rows:
-            row["speedup"] = row["tokens_per_s"] / baseline
+            if args.padded_reference and round_index == 0:
+                engine_rows.append(run_padded(loaded, prompts[: args.padded_reference], max_new_tokens=args.max_new_tokens))
+            before = rows[-1]
+            after = sequential(loaded, baseline_prompts, arrivals, args.max_new_tokens, "sequential generate, again")
+            baseline = (before["tokens_per_s"] + after["tokens_per_s"]) / 2
+            for row in engine_rows:
+                row["speedup"] = row["tokens_per_s"] / baseline
+                row["round"] = round_index + 1
+                if args.rounds > 1:
+                    row["mode"] += f" (round {round_index + 1})"
+            rows += [*engine_rows, after]
+        baselines = [row for row in rows if row["mode"].startswith("sequential generate")]
+        for index, row in enumerate(baselines):  # each baseline run against its neighbours' mean
+            neighbours = [b["tokens_per_s"] for b in baselines[max(0, index - 1) : index + 2]]
+            row["speedup"] = row["tokens_per_s"] / (sum(neighbours) / len(neighbours))
         report["variants"][variant] = rows
         if not args.json:
             print(f"\n{variant}  ({config['path']}, {report['torch_threads']} torch threads, greedy, {args.max_new_tokens} new tokens max)")
@@ -271,6 +308,8 @@ def main() -> None:
                     for r in rows
                 ],
             )
+            if args.rounds > 1:
+                print_rounds(rows)
         del loaded
     if args.json:
         print(json.dumps(report))
