@@ -91,10 +91,12 @@ class _Fused:
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         self.sizes = [module.out_features for module in modules]
         biases = [module.bias for module in modules]
-        if all(bias is None for bias in biases):
-            self.bias = None
-        else:
-            self.bias = torch.cat([b if b is not None else torch.zeros(n, dtype=_bias_dtype(biases), device=_device(modules)) for b, n in zip(biases, self.sizes, strict=True)])
+        present = next((bias for bias in biases if bias is not None), None)
+        self.bias = None
+        if present is not None:  # a module without one adds zeros
+            self.bias = torch.cat(
+                [b.detach() if b is not None else present.new_zeros(n) for b, n in zip(biases, self.sizes, strict=True)]
+            )
         if all(type(module) is torch.nn.Linear for module in modules):
             self.int4 = False
             self.weight = torch.cat([module.weight.detach() for module in modules])
@@ -155,14 +157,6 @@ def _fusable(modules: list[torch.nn.Module]) -> bool:
         all(getattr(module, "int4_direct", False) and not getattr(module, "adapter", None) for module in modules)
         and len({(m.in_features, m.group_size) for m in modules}) == 1
     )
-
-
-def _bias_dtype(biases: list[torch.Tensor | None]) -> torch.dtype:
-    return next(b for b in biases if b is not None).dtype
-
-
-def _device(modules: list[torch.nn.Module]) -> torch.device:
-    return next(iter(modules[0].buffers() if hasattr(modules[0], "qweight") else modules[0].parameters())).device
 
 
 class DenseModelRunner:
