@@ -149,6 +149,16 @@ def _fp32_around_int4(model) -> None:
     model.config.dtype = torch.float32
 
 
+def int4_matmul(x, qweight, group_size: int, scales_and_zeros):
+    """`x` [..., in] times a weight packed by gptqmodel for the CPU int4 kernel, which takes bf16
+    rows; the result comes back in `x`'s dtype, shaped [..., out]."""
+    import torch
+
+    rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qweight, group_size, scales_and_zeros)
+    return out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
+
+
 def _skip_identity_permutation(model) -> None:
     """gptqmodel's CPU int4 layer (`TorchAtenLinear`, gptqmodel 7.6) gathers its input's columns
     by the checkpoint's act-order permutation on every call (`x[:, ret_idx]`), also when there
@@ -165,11 +175,7 @@ def _skip_identity_permutation(model) -> None:
             continue
 
         def direct(x: torch.Tensor, layer=module) -> torch.Tensor:
-            dtype = x.dtype
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.to(torch.bfloat16).contiguous(), layer.qweight, layer.group_size, layer.scales_and_zeros
-            )
-            return out.to(dtype)
+            return int4_matmul(x, layer.qweight, layer.group_size, layer.scales_and_zeros)
 
         module._fused_op_forward = direct
         module.int4_direct = True  # the dense runner may fuse such layers (`dense_runner._Fused`)

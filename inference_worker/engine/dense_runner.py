@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from inference_worker.model_loading import int4_matmul
+
 # Spare columns allocated beyond the current length, so that decode steps write in place and the
 # slab is reallocated (copied) once every this many steps at most.
 SLAB_HEADROOM = 64
@@ -135,9 +137,7 @@ class _Fused:
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.int4:
-            flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group_size, self.scales_and_zeros)
-            out = out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
+            out = int4_matmul(x, self.weight, self.group_size, self.scales_and_zeros)
             if self.bias is not None:
                 out.add_(self.bias)
         else:
