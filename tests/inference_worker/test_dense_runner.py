@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
-    AutoModelForCausalLM,
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -17,29 +16,15 @@ from transformers import (
 )
 
 from inference_worker.engine.dense_runner import DenseModelRunner, packs_prefill_with_decode
+from tests.inference_worker.conftest import TINY_SHAPE, saved_and_loaded
 
 NEW_TOKENS = 12
 EOS = 299
 
 
-def saved_and_loaded(model_class, config, path):
-    torch.manual_seed(0)
-    model_class(config).save_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
 def model(request, tmp_path_factory):
-    shape = dict(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=EOS,
-    )
+    shape = dict(vocab_size=300, max_position_embeddings=512, eos_token_id=EOS, **TINY_SHAPE)
     if request.param == "qwen2":
         return saved_and_loaded(Qwen2ForCausalLM, Qwen2Config(**shape), tmp_path_factory.mktemp("qwen2"))
     return saved_and_loaded(LlamaForCausalLM, LlamaConfig(**shape), tmp_path_factory.mktemp("llama"))
