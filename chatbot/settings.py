@@ -64,6 +64,18 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded demo's SQLite file is written by the web and the worker's threads at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 20)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
+    # A pool per process (psycopg_pool), as Django advises under ASGI instead of persistent
+    # connections: without it every socket frame and every generate task opened a new PostgreSQL
+    # connection (a server process fork, about 6 ms here) on the way to the first token.
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ValueError("DATABASE_CONN_MAX_AGE must be 0 while DATABASE_POOL_MAX_SIZE is above 0")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT_S", 10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
@@ -128,26 +140,28 @@ SESSION_COOKIE_HTTPONLY = True
 
 # --- Redis, Channels, Celery ---------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-# Sockets one web process may hold open; sizes the Channels layer's Redis pool (redis-py's async
-# pool stops at 100 connections by default, and the 101st socket then fails at connect).
+# The Channels layer is Redis pub/sub: a group is a Redis channel that each web process holding a
+# member subscribes to, and `group_send` is one PUBLISH that Redis pushes to those processes.
+# channels-redis's list-based layer (`core.RedisChannelLayer`) took four Redis round trips per
+# event to send and four more, one event at a time, to receive; with 32 customers its events
+# waited 50 ms at the median and 365 ms at p95 between the worker and the socket (docs/benchmarks.md).
+# Both are at-most-once, which the protocol assumes: after a reconnect the page reloads history.
+# Redis connections one process may open for publishing (redis-py's async pool stops at 100).
 CHANNEL_LAYER_POOL_SIZE = env_int("CHANNEL_LAYER_POOL_SIZE", 1000)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [
                 {
                     "address": REDIS_URL,
                     "max_connections": CHANNEL_LAYER_POOL_SIZE,
-                    # redis-py 8 reads with a 5 s timeout by default, and channels-redis waits for
-                    # a socket's next event with a 5 s BZPOPMIN: an idle socket's consumer then
-                    # died with "Timeout reading from redis". Keep reads well above the wait.
+                    # A read that takes longer fails the layer's connection (redis-py 8's default
+                    # is 5 s, which once killed idle sockets' consumers).
                     "socket_timeout": env_float("CHANNEL_LAYER_SOCKET_TIMEOUT_S", 30.0),
                 }
             ],
             "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
-            "capacity": env_int("CHANNEL_LAYER_CAPACITY", 500),
-            "expiry": 60,
         },
     }
 }

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 
+from django import db
 from django.conf import settings
 
 from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
@@ -185,6 +186,10 @@ class WorkerRuntime:
                 generation_requeue_orphans(alive=[self.name])
             except Exception:  # noqa: BLE001
                 logger.warning("orphan sweep failed", exc_info=True)
+            finally:
+                # Back to the pool between sweeps; a connection broken by a database restart is
+                # dropped here instead of failing every sweep after it.
+                db.close_old_connections()
 
     def stop(self) -> None:
         self._stop.set()

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from django import db
 from django.conf import settings
 from django.utils import timezone
 
@@ -174,6 +175,9 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
             timed_out = True
             handle.cancel()
 
+    # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
+    # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
+    db.connection.close()
     outcome = wait_for(watch, every_s=CANCEL_CHECK_S, check=check)
     decoder, first_token_wall, admitted_wall = sink.decoder, sink.first_token_wall, sink.admitted_wall
 

@@ -14,5 +14,10 @@ os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+# The test process itself opens plain connections: its test code calls the ORM from short-lived
+# threads that never give their connection back, which would drain a pool. The worker and web
+# processes that the suite starts run with the pool, as deployed (`worker_env` in conftest.py).
+PRODUCT_DATABASE_POOL_MAX_SIZE = os.environ.get("DATABASE_POOL_MAX_SIZE", "20")
+os.environ["DATABASE_POOL_MAX_SIZE"] = "0"
 
 from chatbot.settings import *  # noqa: E402,F403

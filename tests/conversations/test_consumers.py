@@ -305,11 +305,11 @@ async def test_a_refused_first_message_leaves_no_group_behind():
 
 
 def conversation_groups() -> set[bytes]:
-    """The conversation groups the channel layer holds in Redis (a group's key goes when its last
-    member leaves)."""
+    """The conversation groups some process listens to: with the pub/sub layer a group is a Redis
+    channel, subscribed while it has a member in that process."""
     from channels.layers import get_channel_layer
 
     from chatbot.redis_client import get_redis
 
     prefix = get_channel_layer().prefix
-    return set(get_redis().scan_iter(match=f"{prefix}:group:conv.*"))
+    return set(get_redis().pubsub_channels(f"{prefix}__group__conv.*"))
