@@ -30,8 +30,8 @@ def model(request, tmp_path_factory):
     return saved_and_loaded(LlamaForCausalLM, LlamaConfig(**shape), tmp_path_factory.mktemp("llama"))
 
 
-def one_at_a_time(model, prompts):
-    config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, pad_token_id=0)
+def one_at_a_time(model, prompts, new_tokens: int = NEW_TOKENS):
+    config = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, pad_token_id=0)
     with torch.no_grad():
         return [
             until_eos(model.generate(torch.tensor([p]), generation_config=config)[0, len(p) :].tolist())
@@ -43,15 +43,20 @@ def until_eos(tokens: list[int], eos: int = EOS) -> list[int]:
     return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
 
-def batched(runner, prompts, eos: int = EOS):
-    """Four prompts join every third step (the others decoding meanwhile); a request leaves as
-    soon as it has its tokens, so rows of different ages and lengths share each pass."""
+def four_every_third_step(step: int) -> int:
+    return 4 if step % 3 == 0 else 0
+
+
+def batched(runner, prompts, eos: int = EOS, *, joins=four_every_third_step, new_tokens: int = NEW_TOKENS):
+    """`joins(step)` prompts join at each step (four every third step by default; the others
+    decode meanwhile); a request leaves as soon as it has its tokens, so rows of different ages
+    and lengths share each pass."""
     generated: dict[int, list[int]] = {}
     rows: list[int] = []
     waiting = list(range(len(prompts)))
     step = 0
     while waiting or rows:
-        joining = waiting[:4] if step % 3 == 0 else []
+        joining = waiting[: joins(step)]
         waiting = waiting[len(joining) :]
         next_tokens, first_tokens = runner.step([generated[i][-1] for i in rows], [prompts[i] for i in joining])
         for i, token in zip(rows, next_tokens, strict=True):
@@ -59,7 +64,7 @@ def batched(runner, prompts, eos: int = EOS):
         for i, token in zip(joining, first_tokens, strict=True):
             generated[i] = [token]
         rows += joining
-        kept = [k for k, i in enumerate(rows) if len(generated[i]) < NEW_TOKENS and generated[i][-1] != eos]
+        kept = [k for k, i in enumerate(rows) if len(generated[i]) < new_tokens and generated[i][-1] != eos]
         if len(kept) != len(rows):
             order = runner.keep(kept)
             assert sorted(order) == kept
@@ -83,6 +88,36 @@ def test_greedy_tokens_equal_generate_as_requests_join_and_leave(model, packed):
     assert runner.cache is None  # every row left: the cache is freed
     # The modules' weights are now views of the fused ones: the model's own forward is unchanged.
     assert one_at_a_time(model, PROMPTS) == expected
+
+
+def test_every_way_the_cache_grows_keeps_the_tokens_of_generate(model, monkeypatch):
+    """Arrivals are written into the slabs' free rows while they fit; the slabs are copied into
+    new ones when the rows run out or a prompt is wider than the cache, and when a decode step
+    has no spare column left (then without the columns that became padding in every row). A
+    long, crowded run goes through each of these, and every answer stays `generate`'s."""
+    from inference_worker.engine import dense_runner
+
+    calls = {"append_rows": 0, "_restack": 0, "column": 0}
+    append_rows, restack = dense_runner._SlabLayer.append_rows, dense_runner.DenseModelRunner._restack
+
+    def counted_append(self, *args):
+        calls["append_rows"] += 1
+        return append_rows(self, *args)
+
+    def counted_restack(self, keys=None, values=None, new_mask=None):
+        calls["_restack" if new_mask is not None else "column"] += 1
+        return restack(self, keys, values, new_mask)
+
+    monkeypatch.setattr(dense_runner._SlabLayer, "append_rows", counted_append)
+    monkeypatch.setattr(dense_runner.DenseModelRunner, "_restack", counted_restack)
+    new_tokens = dense_runner.SLAB_HEADROOM + 16
+    prompts = [[3 + i, 11 + 2 * i] + list(range(100 + i, 100 + i + (i * 7) % 19)) for i in range(26)]
+    expected = one_at_a_time(model, prompts, new_tokens)
+    runner = DenseModelRunner(model=model, generation_config=GenerationConfig(do_sample=False), pad_token_id=0)
+    waves = [3, 0, 0, 1, 0, 6, 0, 0, 2, 0, 0, 0, 5, 0, 1, 0, 4, 0, 0, 0]
+
+    assert batched(runner, prompts, joins=lambda step: waves[step % len(waves)], new_tokens=new_tokens) == expected
+    assert calls["append_rows"] and calls["_restack"] and calls["column"]
 
 
 def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate(test_models):
