@@ -84,7 +84,6 @@ def worker_env(**extra: str) -> dict[str, str]:
             "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
             "PYTHONUNBUFFERED": "1",
             "TORCH_THREADS": "1",
-            "DATABASE_POOL_MAX_SIZE": settings.PRODUCT_DATABASE_POOL_MAX_SIZE,
         }
     )
     env.update(extra)

@@ -2,6 +2,7 @@
 database of its own, and the test model that the suite builds (tests/conftest.py)."""
 
 import os
+import sys
 from pathlib import Path
 
 _root = Path(__file__).resolve().parent.parent
@@ -14,10 +15,12 @@ os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
-# The test process itself opens plain connections: its test code calls the ORM from short-lived
-# threads that never give their connection back, which would drain a pool. The worker and web
-# processes that the suite starts run with the pool, as deployed (`worker_env` in conftest.py).
-PRODUCT_DATABASE_POOL_MAX_SIZE = os.environ.get("DATABASE_POOL_MAX_SIZE", "20")
-os.environ["DATABASE_POOL_MAX_SIZE"] = "0"
 
 from chatbot.settings import *  # noqa: E402,F403
+
+if "pytest" in sys.modules:
+    # The test process itself opens plain connections: its test code calls the ORM from
+    # short-lived threads that never give their connection back, which would drain a pool. The
+    # worker and web processes that the suite starts load these settings without pytest, and
+    # keep the pool, as deployed.
+    DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
