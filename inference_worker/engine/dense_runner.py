@@ -155,13 +155,20 @@ class _Fused:
             offset += size
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.matmul(x).split(self.sizes, dim=-1))
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The modules' outputs side by side, [..., sum of their out_features]."""
         if self.int4:
             out = int4_matmul(x, self.weight, self.group_size, self.scales_and_zeros)
             if self.bias is not None:
                 out.add_(self.bias)
-        else:
-            out = F.linear(x, self.weight, self.bias)
-        return list(out.split(self.sizes, dim=-1))
+            return out
+        return F.linear(x, self.weight, self.bias)
+
+
+def _call(direct: _Fused | None, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return direct.matmul(x) if direct is not None else module(x)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -196,11 +203,17 @@ class DenseModelRunner:
         # Per layer: q/k/v as one matmul and gate/up as one (None where they cannot be fused).
         self.fused_qkv: list[_Fused | None] = []
         self.fused_gate_up: list[_Fused | None] = []
+        self.direct_o: list[_Fused | None] = []
+        self.direct_down: list[_Fused | None] = []
         if self.packed:
             for layer in model.model.layers:
                 attention, mlp = layer.self_attn, layer.mlp
                 self.fused_qkv.append(_Fused.fuse([attention.q_proj, attention.k_proj, attention.v_proj]))
                 self.fused_gate_up.append(_Fused.fuse([mlp.gate_proj, mlp.up_proj]))
+                # One module each, called straight (the module's own call costs as much as a
+                # small op, and there are two per layer).
+                self.direct_o.append(_Fused.fuse([attention.o_proj]))
+                self.direct_down.append(_Fused.fuse([mlp.down_proj]))
 
     def bind_thread(self) -> None:
         # OpenMP thread teams belong to the calling thread. On the 2-core CPU a team of two in a
@@ -263,26 +276,39 @@ class DenseModelRunner:
             x = _rms_norm(layer.input_layernorm, hidden)[0]
             dim = attention.head_dim
             qkv = self.fused_qkv[index]
-            q, k, v = qkv(x) if qkv is not None else (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
-            q, k, v = (t.view(len(flat), -1, dim) for t in (q, k, v))
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            out = torch.empty_like(q)
+            if qkv is not None:
+                # q and k side by side in the stacked output: one rotary for both.
+                heads = qkv.sizes[0] // dim
+                projected = qkv.matmul(x).view(len(flat), -1, dim)
+                qk = projected[:, : heads + qkv.sizes[1] // dim]
+                qk = qk * cos + _rotate_half(qk) * sin
+                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + qkv.sizes[1] // dim :]
+            else:
+                q, k, v = (t.view(len(flat), -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
             if decoding:
                 keys, values = self.cache.layers[index].update(k[:decoding, :, None], v[:decoding, :, None])
-                out[:decoding] = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[:, :, 0]
-            if prompts:
+                decoded = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[:, :, 0]
+            if not prompts:
+                out = decoded
+            else:
+                out = torch.empty_like(q)
+                if decoding:
+                    out[:decoding] = decoded
                 pk = (k[gather] * real[:, :, None, None]).transpose(1, 2)
                 pv = (v[gather] * real[:, :, None, None]).transpose(1, 2)
                 po = _grouped_attention(q[gather].transpose(1, 2), pk, pv, prompt_mask, attention.scaling)
                 out[decoding:] = po.transpose(1, 2)[real]
                 new_keys.append(pk)
                 new_values.append(pv)
-            hidden = residual + attention.o_proj(out.reshape(len(flat), -1))[None]
+            hidden = residual + _call(self.direct_o[index], attention.o_proj, out.reshape(len(flat), -1))[None]
             hidden = hidden + self._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
         hidden = _rms_norm(body.norm, hidden)[0]
-        ends = [decoding - 1 + end for end in accumulate(lengths)]  # each prompt's last token
-        picked = self._pick(self.model.lm_head(hidden[[*range(decoding), *ends]]))
+        if prompts:
+            ends = [decoding - 1 + end for end in accumulate(lengths)]  # each prompt's last token
+            hidden = hidden[[*range(decoding), *ends]]
+        picked = self._pick(self.model.lm_head(hidden))
         if prompts:
             self._merge(new_keys, new_values, real.long())
         return picked[:decoding], picked[decoding:]
@@ -292,7 +318,7 @@ class DenseModelRunner:
         if gate_up is None:
             return mlp(x)
         gate, up = gate_up(x)
-        return mlp.down_proj(mlp.act_fn(gate) * up)
+        return _call(self.direct_down[index], mlp.down_proj, mlp.act_fn(gate) * up)
 
     # -- the model's own forward: two passes ---------------------------------------------------
     def _hf_prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
