@@ -30,6 +30,29 @@ def test_post_saves_the_message_and_a_generation_on_the_active_variant():
     assert Message.objects.count() == 1
 
 
+def test_the_first_message_of_a_new_conversation_looks_nothing_up():
+    """The first message is on the way to the first token: a new conversation has no earlier
+    message with this client id and no answer to cancel, so its transaction only writes (and
+    reads the active variant)."""
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        post()
+    statements = [q["sql"] for q in queries.captured_queries]
+    in_transaction = statements[statements.index("BEGIN") + 1 : statements.index("COMMIT")]
+    kinds = [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in in_transaction]
+    assert kinds == [
+        ("INSERT", "conversations_conversation"),
+        ("INSERT", "conversations_message"),
+        ("UPDATE", "conversations_conversation"),
+        ("SELECT", "serving_servingstate"),
+        ("INSERT", "conversations_generation"),
+    ]
+
+
 def test_when_redis_is_down_the_message_is_still_saved(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     get_redis.cache_clear()
