@@ -87,11 +87,12 @@ async def run_level(base_url: str, customers: int, messages: int) -> dict:
     await asyncio.gather(*(customer(base_url, i, messages, results, errors) for i in range(customers)))
     elapsed = time.perf_counter() - started
     stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
-    overhead = [r["first_ms"] - stored[r["message_id"]]["engine_ttft"] for r in results if stored.get(r["message_id"])]
+    by_turn = [(r["turn"], r["first_ms"] - stored[r["message_id"]]["engine_ttft"]) for r in results if stored.get(r["message_id"])]
+    overhead = [value for _, value in by_turn]
     # Every customer's first message leaves at the same instant (and opens a conversation): a
     # burst. The later ones leave when each customer's previous answer is done.
-    first_turn = [r["first_ms"] - stored[r["message_id"]]["engine_ttft"] for r in results if stored.get(r["message_id"]) and r["turn"] == 0]
-    later_turns = [r["first_ms"] - stored[r["message_id"]]["engine_ttft"] for r in results if stored.get(r["message_id"]) and r["turn"] > 0]
+    first_turn = [value for turn, value in by_turn if turn == 0]
+    later_turns = [value for turn, value in by_turn if turn > 0]
     hops = path_hops(results, stored)
     first = [r["first_ms"] for r in results]
     done = [r["done_ms"] for r in results]

@@ -47,6 +47,10 @@ class _SlabLayer(DynamicLayer):
     def row_capacity(self) -> int:
         return self._keys.shape[0]
 
+    @property
+    def column_capacity(self) -> int:
+        return self._keys.shape[2]
+
     def _views(self) -> None:
         self.keys = self._keys[: self.rows, :, : self.length]
         self.values = self._values[: self.rows, :, : self.length]
@@ -278,11 +282,11 @@ class DenseModelRunner:
             qkv = self.fused_qkv[index]
             if qkv is not None:
                 # q and k side by side in the stacked output: one rotary for both.
-                heads = qkv.sizes[0] // dim
+                heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
                 projected = qkv.matmul(x).view(len(flat), -1, dim)
-                qk = projected[:, : heads + qkv.sizes[1] // dim]
+                qk = projected[:, : heads + kv_heads]
                 qk = qk * cos + _rotate_half(qk) * sin
-                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + qkv.sizes[1] // dim :]
+                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
             else:
                 q, k, v = (t.view(len(flat), -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
                 q = q * cos + _rotate_half(q) * sin
@@ -348,7 +352,7 @@ class DenseModelRunner:
         When the slabs have no spare column left, they are copied into new ones first, without
         the columns that became padding in every row."""
         layer = self.cache.layers[0]
-        if layer.length >= layer._keys.shape[2]:
+        if layer.length >= layer.column_capacity:
             self._restack()
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
         return self.mask.sum(-1) - 1
