@@ -1,10 +1,12 @@
 """Load benchmark: N concurrent customers over real WebSockets against the running product (web
 server, Redis, worker; start it with `make run`).
 
-    .venv/bin/python bench/load.py [--url http://127.0.0.1:8000] [--customers 1,8,32] [--messages 3] [--json]
+    .venv/bin/python bench/load.py [--url http://127.0.0.1:8000] [--customers 1,8,32] [--messages 3]
+                                   [--ramp 0] [--json]
 
 Each customer loads the chat page (for its session cookie), opens the socket, and sends its
-messages one after another, each when the previous answer is complete. Measured per message:
+messages one after another, each when the previous answer is complete. All customers start at
+the same instant (a burst), or spread evenly over --ramp seconds. Measured per message:
 send -> first streamed event of the model's output (`answer.thinking` or `answer.delta`), and
 send -> `answer.done`; p50/p95/p99 and errors per level of concurrency. The path's overhead is
 the customer's time to first token minus the engine's own (submission to the batch -> first
@@ -43,7 +45,8 @@ def session_cookie(base_url: str) -> str:
     return "; ".join(f"{key}={morsel.value}" for key, morsel in cookie.items())
 
 
-async def customer(base_url: str, index: int, messages: int, results: list, errors: list) -> None:
+async def customer(base_url: str, index: int, messages: int, results: list, errors: list, delay: float = 0.0) -> None:
+    await asyncio.sleep(delay)
     cookie = await asyncio.to_thread(session_cookie, base_url)
     ws_url = base_url.replace("http", "ws", 1) + "/ws/chat/"
     try:
@@ -80,11 +83,13 @@ async def customer(base_url: str, index: int, messages: int, results: list, erro
         errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def run_level(base_url: str, customers: int, messages: int) -> dict:
+async def run_level(base_url: str, customers: int, messages: int, ramp: float = 0.0) -> dict:
     results: list[dict] = []
     errors: list[str] = []
     started = time.perf_counter()
-    await asyncio.gather(*(customer(base_url, i, messages, results, errors) for i in range(customers)))
+    await asyncio.gather(
+        *(customer(base_url, i, messages, results, errors, delay=ramp * i / customers) for i in range(customers))
+    )
     elapsed = time.perf_counter() - started
     stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
     by_turn = [(r["turn"], r["first_ms"] - stored[r["message_id"]]["engine_ttft"]) for r in results if stored.get(r["message_id"])]
@@ -175,12 +180,13 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--customers", default="1,8,32")
     parser.add_argument("--messages", type=int, default=3)
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which customers start (0: all at once)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     setup_django()
-    rows = [asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages)) for n in args.customers.split(",")]
+    rows = [asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages, args.ramp)) for n in args.customers.split(",")]
     if args.json:
-        print(json.dumps({"url": args.url, "messages_per_customer": args.messages, "levels": rows}))
+        print(json.dumps({"url": args.url, "messages_per_customer": args.messages, "ramp_s": args.ramp, "levels": rows}))
         return
     print_table(
         ["customers", "answers", "errors", "first p50", "p95", "p99", "done p50", "p95", "p99", "path overhead p50", "p95"],
@@ -190,7 +196,8 @@ def main() -> None:
         ],
     )
     print("(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)")
-    print("\nPath overhead by message (ms, p50 / p95): the first messages all leave at once, each opening a conversation;")
+    start = "all leave at once" if not args.ramp else f"leave spread over {args.ramp:g} s"
+    print(f"\nPath overhead by message (ms, p50 / p95): the first messages {start}, each opening a conversation;")
     print("each later one leaves when that customer's previous answer is done.")
     print_table(
         ["customers", "first message", "later messages"],
