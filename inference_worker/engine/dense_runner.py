@@ -56,9 +56,9 @@ class _SlabLayer(DynamicLayer):
         self.values = self._values[: self.rows, :, : self.length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        # The runner makes room before a decode step (`DenseModelRunner._extend_mask`, which
+        # copies the slabs when no spare column is left), so the new column always fits.
         new = key_states.shape[2]
-        if self.length + new > self._keys.shape[2]:
-            self._keys, self._values = _stack([self.keys], self.length), _stack([self.values], self.length)
         self._keys[: self.rows, :, self.length : self.length + new].copy_(key_states)
         self._values[: self.rows, :, self.length : self.length + new].copy_(value_states)
         self.length += new
