@@ -256,7 +256,13 @@ def main() -> None:
     report = {"torch_threads": torch.get_num_threads(), "max_new_tokens": args.max_new_tokens, "variants": {}}
     for variant in args.variants.split(","):
         config = settings.MODEL_VARIANTS[variant]
-        loaded = load_variant(variant=variant, path=config["path"], quantized=config["quantized"], device="cpu")
+        loaded = load_variant(
+            variant=variant,
+            path=config["path"],
+            quantized=config["quantized"],
+            device="cpu",
+            gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
+        )
         prompts = prompts_from_corpus(loaded.tokenizer, 256)
         arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
         baseline_prompts = prompts[: args.sequential_requests]
@@ -299,8 +305,12 @@ def main() -> None:
             neighbours = [b["tokens_per_s"] for b in baselines[max(0, index - 1) : index + 2]]
             row["speedup"] = row["tokens_per_s"] / (sum(neighbours) / len(neighbours))
         report["variants"][variant] = rows
+        report.setdefault("precision", {})[variant] = loaded.precision
         if not args.json:
-            print(f"\n{variant}  ({config['path']}, {report['torch_threads']} torch threads, greedy, {args.max_new_tokens} new tokens max)")
+            print(
+                f"\n{variant}  ({config['path']}, {loaded.precision}, {report['torch_threads']} torch threads,"
+                f" greedy, {args.max_new_tokens} new tokens max)"
+            )
             print_table(
                 ["mode", "requests", "tokens", "tok/s", "x seq", "TTFT p50 ms", "TTFT p95 ms", "session tok/s", "mean batch"],
                 [

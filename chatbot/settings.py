@@ -199,6 +199,11 @@ GPTQ_GROUP_SIZE = env_int("GPTQ_GROUP_SIZE", 32)
 DEMO_MODEL_SEED = env_int("DEMO_MODEL_SEED", 1234)
 # "cpu", "cuda" or "auto" (cuda when there is one).
 MODEL_DEVICE = env_str("MODEL_DEVICE", "auto")
+# What a GPTQ model computes in around its int4 layers on the CPU: "bfloat16", "float32", or
+# "auto": bf16 where the CPU has bf16 arithmetic (AVX512_BF16, AMX), else fp32.
+GPTQ_CPU_DTYPE = env_str("GPTQ_CPU_DTYPE", "auto")
+if GPTQ_CPU_DTYPE not in ("auto", "bfloat16", "float32"):
+    raise ValueError("GPTQ_CPU_DTYPE must be auto, bfloat16 or float32")
 
 # R1 generation defaults (DeepSeek's recommendations for the R1-Distill models).
 GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.6)

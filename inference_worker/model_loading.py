@@ -41,6 +41,7 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     quantized: bool
+    precision: str = ""  # what it computes in, in words
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -129,12 +130,34 @@ def resolve_device(device: str) -> str:
     return device
 
 
+GPTQ_CPU_DTYPES = ("auto", "bfloat16", "float32")
+
+
+def cpu_has_bf16_arithmetic() -> bool:
+    """True where the CPU multiplies bf16 natively (AVX512_BF16 or AMX), as torch detects it."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def gptq_cpu_dtype(setting: str, *, has_bf16: bool) -> str:
+    """What a GPTQ model computes in around its int4 layers on the CPU: `setting` (GPTQ_CPU_DTYPE)
+    if it names a dtype; for "auto", bf16 where the CPU has bf16 arithmetic, else fp32."""
+    if setting not in GPTQ_CPU_DTYPES:
+        raise ValueError(f"GPTQ_CPU_DTYPE must be one of {', '.join(GPTQ_CPU_DTYPES)}, not {setting!r}")
+    if setting == "auto":
+        return "bfloat16" if has_bf16 else "float32"
+    return setting
+
+
 def _fp32_around_int4(model) -> None:
     """On the CPU the GPTQ kernel (`_weight_int4pack_mm_for_cpu`) takes bf16 input, so the model
-    is loaded in bf16; but AVX2 CPUs have no bf16 arithmetic, and every other op (embedding,
-    norms, rotary embedding, attention, the output head) ran slower in bf16 than in fp32 (the
-    output head: 2.5 vs 0.45 ms a step at batch 32; attention 554 vs 329 us). So everything but
-    the int4 layers goes to fp32: those cast their input to bf16 and their output back."""
+    is loaded in bf16; but AVX2 CPUs have no bf16 arithmetic, and there every other op
+    (embedding, norms, rotary embedding, attention, the output head) ran slower in bf16 than in
+    fp32 (the output head: 2.5 vs 0.45 ms a step at batch 32; attention 554 vs 329 us). So on
+    those everything but the int4 layers goes to fp32: the int4 layers cast their input to bf16
+    and their output back. (Where the CPU has bf16 arithmetic, the model stays in bf16.)"""
     import torch
 
     for module in model.modules():
@@ -181,14 +204,21 @@ def _skip_identity_permutation(model) -> None:
         module.int4_direct = True  # the dense runner may fuse such layers (`dense_runner._Fused`)
 
 
-def load_variant(*, variant: str, path: str, quantized: bool, device: str = "auto") -> LoadedModel:
-    """Check, load and smoke-test one variant. Raises ModelLoadError with the path and the fault."""
+def load_variant(
+    *, variant: str, path: str, quantized: bool, device: str = "auto", gptq_cpu_dtype_setting: str = "auto"
+) -> LoadedModel:
+    """Check, load and smoke-test one variant. Raises ModelLoadError with the path and the fault.
+    `gptq_cpu_dtype_setting` (GPTQ_CPU_DTYPE) chooses what a GPTQ model computes in around its
+    int4 layers on the CPU (`gptq_cpu_dtype`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if is_local(path):
         check_model_folder(path, quantized=quantized)
     device = resolve_device(device)
+    around_int4 = ""
+    if quantized and device == "cpu":
+        around_int4 = gptq_cpu_dtype(gptq_cpu_dtype_setting, has_bf16=cpu_has_bf16_arithmetic())
     # GPTQ on the CPU runs its int4 kernel with bf16 activations (fp32 was 23x slower); the
     # unquantized model runs in fp32 on the CPU, where fp16 matmuls are slow, and fp16 on a GPU.
     if quantized:
@@ -201,7 +231,7 @@ def load_variant(*, variant: str, path: str, quantized: bool, device: str = "aut
     except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
         raise ModelLoadError(path, f"loading failed: {type(exc).__name__}: {exc}") from exc
     model.eval()
-    if quantized and device == "cpu":
+    if around_int4 == "float32":
         _fp32_around_int4(model)
     is_gptq = getattr(getattr(model.config, "quantization_config", None), "quant_method", None)
     if quantized and str(getattr(is_gptq, "value", is_gptq)).lower() != "gptq":
@@ -218,6 +248,8 @@ def load_variant(*, variant: str, path: str, quantized: bool, device: str = "aut
         raise ModelLoadError(path, "test forward pass gave non-finite logits: corrupt weights")
     if quantized and device == "cpu":
         _skip_identity_permutation(model)
-    precision = "int4 layers in bf16, the rest in fp32" if quantized and device == "cpu" else str(dtype)
+    precision = f"int4 layers in bf16, the rest in {around_int4}" if around_int4 else str(dtype)
     logger.info("loaded %s from %s on %s (%s)", variant, path, device, precision)
-    return LoadedModel(variant=variant, path=path, model=model, tokenizer=tokenizer, quantized=quantized)
+    return LoadedModel(
+        variant=variant, path=path, model=model, tokenizer=tokenizer, quantized=quantized, precision=precision
+    )

@@ -50,6 +50,7 @@ class VariantSlot:
                     path=self.config["path"],
                     quantized=self.config["quantized"],
                     device=settings.MODEL_DEVICE,
+                    gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
                 )
                 engine = BatchingEngine(
                     model=loaded.model,

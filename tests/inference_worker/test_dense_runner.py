@@ -120,14 +120,23 @@ def test_every_way_the_cache_grows_keeps_the_tokens_of_generate(model, monkeypat
     assert calls["append_rows"] and calls["_restack"] and calls["column"]
 
 
-def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate(test_models):
+@pytest.mark.parametrize("around_int4", ["float32", "bfloat16"])
+def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate(test_models, around_int4):
     """The GPTQ checkpoint the suite builds, loaded as the worker loads it (gptqmodel's CPU int4
-    layers): q/k/v and gate/up are stacked int4 matmuls, and greedy tokens still equal
-    `generate`'s one request at a time."""
+    layers, the rest in fp32 or in bf16, GPTQ_CPU_DTYPE): q/k/v and gate/up are stacked int4
+    matmuls, and greedy tokens still equal `generate`'s one request at a time."""
     from inference_worker.model_loading import load_variant
 
-    loaded = load_variant(variant="gptq-int4", path=test_models["gptq-int4"], quantized=True, device="cpu")
+    loaded = load_variant(
+        variant="gptq-int4",
+        path=test_models["gptq-int4"],
+        quantized=True,
+        device="cpu",
+        gptq_cpu_dtype_setting=around_int4,
+    )
     model = loaded.model
+    assert model.lm_head.weight.dtype == getattr(torch, around_int4)
+    assert loaded.precision == f"int4 layers in bf16, the rest in {around_int4}"
     vocab, eos = model.config.vocab_size, loaded.eos_token_ids[0]
     prompts = [[(7 * i + j) % (vocab - 20) + 10 for j in range(3 + 2 * i)] for i in range(7)]
     config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, pad_token_id=0, eos_token_id=eos)

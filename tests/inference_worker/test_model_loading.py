@@ -102,3 +102,27 @@ def test_worker_stops_at_start_naming_the_path_and_the_fault(copies, tmp_path):
     assert result.returncode == 2
     assert f"worker not started: model at {gptq}" in result.stderr
     assert "no GPTQ quantization_config" in result.stderr
+
+
+def test_the_4bit_model_computes_in_bf16_around_its_int4_layers_only_where_the_cpu_has_bf16():
+    from inference_worker.model_loading import gptq_cpu_dtype
+
+    assert gptq_cpu_dtype("auto", has_bf16=True) == "bfloat16"
+    assert gptq_cpu_dtype("auto", has_bf16=False) == "float32"
+    assert gptq_cpu_dtype("float32", has_bf16=True) == "float32"
+    assert gptq_cpu_dtype("bfloat16", has_bf16=False) == "bfloat16"
+    with pytest.raises(ValueError, match="GPTQ_CPU_DTYPE must be one of auto, bfloat16, float32, not 'fp8'"):
+        gptq_cpu_dtype("fp8", has_bf16=True)
+
+
+def test_a_wrong_gptq_cpu_dtype_stops_the_settings_with_its_name():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=worker_env(GPTQ_CPU_DTYPE="half"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GPTQ_CPU_DTYPE must be auto, bfloat16 or float32" in result.stderr
