@@ -28,6 +28,7 @@ class EventPublisher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="event-publisher", daemon=True)
         self._layer = get_channel_layer()
+        self._shards = _pubsub_shards(self._layer)
         self._tails: dict[str, asyncio.Future] = {}
         self._local = threading.local()
         self._thread.start()
@@ -58,7 +59,27 @@ class EventPublisher:
         # Every event takes its place in its group's chain now, before this coroutine first
         # awaits, so that an event published after the batch is sent after it.
         claimed = [(group, event, *self._claim(group)) for group, event in events]
-        await asyncio.gather(*(self._send(*args) for args in claimed))
+        shards = self._shards
+        if shards is None:  # another channel layer: one group_send per event
+            await asyncio.gather(*(self._send(*args) for args in claimed))
+            return
+        # The pub/sub layer: the whole batch as one pipeline of PUBLISHes per Redis shard, in
+        # order (one round trip and one lock instead of one each per event: 145 us of the
+        # worker's CPU per event measured, most of it the per-command asyncio path), once the
+        # events published before the batch to the same groups have left.
+        own = {id(done) for *_, done in claimed}
+        try:
+            for *_, previous, _ in claimed:
+                if previous is not None and id(previous) not in own:
+                    await previous
+            await shards.publish_many([(group, {"type": CLIENT_EVENT, "event": event}) for group, event, *_ in claimed])
+        except Exception:  # noqa: BLE001 - at-most-once, as in _send
+            logger.warning("could not publish a batch of %d events", len(claimed), exc_info=True)
+        finally:
+            for group, _, _, done in claimed:
+                done.set_result(None)
+                if self._tails.get(group) is done:
+                    del self._tails[group]
 
     def _claim(self, group: str) -> tuple[asyncio.Future | None, asyncio.Future]:
         """Take the next place in a group's chain (on the loop, before any await)."""
@@ -85,3 +106,40 @@ class EventPublisher:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+class _PubSubShards:
+    """PUBLISHes of many group messages through channels_redis's pub/sub layer's own connections
+    (its shard per group, its serializer), pipelined per shard. Reaches into the layer's
+    internals (channels-redis 4.x, pinned in requirements.txt); `_pubsub_shards` checks that
+    they are there."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    async def publish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        loop_layer = self.layer._get_layer()
+        by_shard: dict[Any, list[tuple[str, bytes]]] = {}
+        for group, message in messages:
+            channel = loop_layer._get_group_channel_name(group)
+            by_shard.setdefault(loop_layer._get_shard(channel), []).append((channel, self.layer.serialize(message)))
+        for shard, items in by_shard.items():
+            async with shard._lock:
+                shard._ensure_redis()
+                pipe = shard._redis.pipeline(transaction=False)
+                for channel, data in items:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+
+
+def _pubsub_shards(layer: Any) -> _PubSubShards | None:
+    from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
+
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        return None
+    needed = (
+        all(hasattr(RedisPubSubLoopLayer, name) for name in ("_get_group_channel_name", "_get_shard"))
+        and hasattr(RedisSingleShardConnection, "_ensure_redis")
+        and hasattr(layer, "_get_layer")
+    )
+    return _PubSubShards(layer) if needed else None

@@ -313,3 +313,36 @@ def conversation_groups() -> set[bytes]:
 
     prefix = get_channel_layer().prefix
     return set(get_redis().pubsub_channels(f"{prefix}__group__conv.*"))
+
+
+async def test_streamed_events_reach_the_socket_without_a_hop_to_the_sync_thread(monkeypatch):
+    """Channels closes old database connections before each handler through a hop to its sync
+    thread (`aclose_old_connections`). The consumer skips that: its database calls go through
+    database_sync_to_async, which closes them itself in its own thread. So the twenty or so
+    events a second of each streamed answer cost no thread hop."""
+    import channels.consumer
+    from channels.layers import get_channel_layer
+
+    from chatbot.events import CLIENT_EVENT
+
+    communicator, _ = await new_customer()
+    await send_message(communicator, "hi")  # message.saved
+    assert (await communicator.receive_json_from(timeout=5))["code"] == "assistant_unavailable"
+    conversation = await database_sync_to_async(Conversation.objects.get)()
+    hops = []
+    real = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append(1)
+        return await real()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    for index in range(5):
+        await get_channel_layer().group_send(
+            conversation.group_name, {"type": CLIENT_EVENT, "event": {"type": "answer.delta", "text": str(index)}}
+        )
+    assert [(await communicator.receive_json_from(timeout=5))["text"] for _ in range(5)] == ["0", "1", "2", "3", "4"]
+    assert (await send_message(communicator, "again", client_id="c2"))["type"] == "message.saved"
+    assert hops == []
+    assert (await counts())[1] == 2
+    await communicator.disconnect()

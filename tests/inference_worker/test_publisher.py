@@ -42,3 +42,50 @@ async def test_events_arrive_in_order_one_by_one_and_in_batches():
     conv = [n for n in received if n % 5 or n in (0, 40)]
     assert conv == sorted(conv)  # each group's events in the order they were published
     assert sorted(received) == list(range(41))  # none lost
+
+
+@pytest.mark.asyncio
+async def test_a_batch_leaves_as_one_pipeline_in_order_after_what_came_before(monkeypatch):
+    """With the pub/sub layer a batch is one pipeline of PUBLISHes (not one group_send per event),
+    and it still leaves after the group's earlier events and before its later ones."""
+    from inference_worker import publisher as publisher_module
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("conv.pipeline-test", channel)
+    pipelines, single_sends = [], []
+    real_many = publisher_module._PubSubShards.publish_many
+
+    async def counted_many(self, messages):
+        pipelines.append(len(messages))
+        # The first batch's round trip is slow: the second must still wait for it.
+        await asyncio.sleep(0.1 if len(pipelines) == 1 else 0)
+        return await real_many(self, messages)
+
+    monkeypatch.setattr(publisher_module._PubSubShards, "publish_many", counted_many)
+    publisher = EventPublisher()
+    real_send = publisher._send
+
+    async def counted_send(group, event, previous, done):
+        single_sends.append(event["n"])
+        return await real_send(group, event, previous, done)
+
+    publisher._send = counted_send
+    try:
+
+        def publish_all() -> None:
+            publisher.publish("conv.pipeline-test", {"n": 0})
+            for start in (1, 11):
+                with publisher.batch():
+                    for n in range(start, start + 10):
+                        publisher.publish("conv.pipeline-test", {"n": n})
+            publisher.publish("conv.pipeline-test", {"n": 21})
+
+        await asyncio.to_thread(publish_all)
+        received = [(await asyncio.wait_for(layer.receive(channel), timeout=5))["event"]["n"] for _ in range(22)]
+    finally:
+        publisher.close()
+        await layer.group_discard("conv.pipeline-test", channel)
+    assert received == list(range(22))
+    assert pipelines == [10, 10]
+    assert single_sends == [0, 21]
