@@ -2,7 +2,7 @@
 server, Redis, worker; start it with `make run`).
 
     .venv/bin/python bench/load.py [--url http://127.0.0.1:8000] [--customers 1,8,32] [--messages 3]
-                                   [--ramp 0] [--json]
+                                   [--ramp 0] [--warmup 4] [--json]
 
 Each customer loads the chat page (for its session cookie), opens the socket, and sends its
 messages one after another, each when the previous answer is complete. All customers start at
@@ -12,6 +12,11 @@ send -> `answer.done`; p50/p95/p99 and errors per level of concurrency. The path
 the customer's time to first token minus the engine's own (submission to the batch -> first
 token, stored on each message), i.e. web -> Redis -> Celery -> worker -> Redis -> socket.
 Reads the stored messages through Django, so run it with the product's settings.
+
+Before the first level, --warmup customers (default 4) each send two messages at once, not
+measured: a freshly started server opens its database connections, threads and code paths on
+its first messages, and that cold start (once per process) is not the steady state the levels
+measure. `--warmup 0` measures from cold.
 """
 
 from __future__ import annotations
@@ -181,12 +186,21 @@ def main() -> None:
     parser.add_argument("--customers", default="1,8,32")
     parser.add_argument("--messages", type=int, default=3)
     parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which customers start (0: all at once)")
+    parser.add_argument("--warmup", type=int, default=4, help="customers of the unmeasured warm-up (0: none)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     setup_django()
+    if args.warmup:
+        warm = asyncio.run(run_level(args.url.rstrip("/"), args.warmup, 2))
+        if not args.json:
+            print(f"warm-up (not measured): {warm['customers']} customers, {warm['answers']} answers, {warm['errors']} errors\n")
     rows = [asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages, args.ramp)) for n in args.customers.split(",")]
     if args.json:
-        print(json.dumps({"url": args.url, "messages_per_customer": args.messages, "ramp_s": args.ramp, "levels": rows}))
+        print(
+            json.dumps(
+                {"url": args.url, "messages_per_customer": args.messages, "ramp_s": args.ramp, "warmup_customers": args.warmup, "levels": rows}
+            )
+        )
         return
     print_table(
         ["customers", "answers", "errors", "first p50", "p95", "p99", "done p50", "p95", "p99", "path overhead p50", "p95"],

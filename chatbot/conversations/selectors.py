@@ -42,19 +42,23 @@ def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
     text only: the chat template drops reasoning from earlier turns anyway); system notices are
     not shown to the model. Oldest first; the caller trims to the context budget.
     """
+    # Two columns, not whole rows: this runs on the way to every answer's first token, and
+    # building Message objects (reasoning text and measures included) took a third of its CPU
+    # time (0.77 vs 0.50 ms, 50 generations of the load benchmark).
     messages = (
         Message.objects.filter(conversation_id=generation.conversation_id, id__lte=generation.prompt_message_id)
         .exclude(author=Message.Author.SYSTEM)
-        .order_by("-created_at", "-id")[: settings.HISTORY_MAX_MESSAGES]
+        .order_by("-created_at", "-id")
+        .values_list("author", "text")[: settings.HISTORY_MAX_MESSAGES]
     )
     turns: list[dict[str, str]] = []
-    for message in reversed(list(messages)):
-        role = "user" if message.author == Message.Author.CUSTOMER else "assistant"
+    for author, text in reversed(list(messages)):
+        role = "user" if author == Message.Author.CUSTOMER else "assistant"
         if turns and turns[-1]["role"] == role:
             # Two customer messages in a row (an earlier one went unanswered): one user turn.
-            turns[-1]["content"] += "\n" + message.text
+            turns[-1]["content"] += "\n" + text
         else:
-            turns.append({"role": role, "content": message.text})
+            turns.append({"role": role, "content": text})
     return turns
 
 
