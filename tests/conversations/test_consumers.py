@@ -346,3 +346,23 @@ async def test_streamed_events_reach_the_socket_without_a_hop_to_the_sync_thread
     assert hops == []
     assert (await counts())[1] == 2
     await communicator.disconnect()
+
+
+async def test_the_layer_keeps_reading_from_redis_with_no_socket_open():
+    """channels-redis's pub/sub reader polls every 100 ms while its process subscribes to nothing
+    (the first events to the next socket waited that long); the consumer keeps one idle channel
+    subscribed per event loop, so after the last socket closes the process still subscribes."""
+    from channels.layers import get_channel_layer
+
+    from chatbot.conversations.consumers import KEEP_LISTENING_PREFIX
+    from chatbot.redis_client import get_redis
+
+    pattern = f"{get_channel_layer().prefix}{KEEP_LISTENING_PREFIX}*"
+    communicator, _ = await new_customer()
+    await communicator.send_json_to({"type": "ping"})
+    assert await communicator.receive_json_from(timeout=5) == {"type": "pong"}
+    await communicator.disconnect()
+    layer = get_channel_layer()._get_layer()
+    assert not [name for name in layer.channels if KEEP_LISTENING_PREFIX not in name]  # the socket's channel is gone
+    assert len(get_redis().pubsub_channels(pattern)) >= 1
+    assert all(shard._pubsub.subscribed for shard in layer._shards)  # what the reader checks before it sleeps
