@@ -72,7 +72,15 @@ class EventPublisher:
             for *_, previous, _ in claimed:
                 if previous is not None and id(previous) not in own:
                     await previous
-            await shards.publish_many([(group, {"type": CLIENT_EVENT, "event": event}) for group, event, *_ in claimed])
+            messages = [(group, {"type": CLIENT_EVENT, "event": event}) for group, event, *_ in claimed]
+            try:
+                await shards.publish_many(messages)
+            except AttributeError:
+                # channels-redis's internals changed under us: one group_send per event from now on.
+                logger.warning("pipelined publishing unavailable; publishing one event at a time", exc_info=True)
+                self._shards = None
+                for group, message in messages:
+                    await self._layer.group_send(group, message)
         except Exception:  # noqa: BLE001 - at-most-once, as in _send
             logger.warning("could not publish a batch of %d events", len(claimed), exc_info=True)
         finally:
@@ -140,6 +148,6 @@ def _pubsub_shards(layer: Any) -> _PubSubShards | None:
     needed = (
         all(hasattr(RedisPubSubLoopLayer, name) for name in ("_get_group_channel_name", "_get_shard"))
         and hasattr(RedisSingleShardConnection, "_ensure_redis")
-        and hasattr(layer, "_get_layer")
+        and hasattr(RedisPubSubChannelLayer, "_get_layer")
     )
     return _PubSubShards(layer) if needed else None

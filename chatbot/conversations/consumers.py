@@ -42,8 +42,8 @@ async def keep_layer_listening(layer: Any) -> None:
     loop = asyncio.get_running_loop()
     if not isinstance(layer, RedisPubSubChannelLayer) or loop in _listening_loops:
         return
-    _listening_loops.add(loop)
     await layer.new_channel(prefix=KEEP_LISTENING_PREFIX)
+    _listening_loops.add(loop)
 
 
 def _error(code: str, detail: str) -> dict[str, str]:

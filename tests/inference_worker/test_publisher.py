@@ -89,3 +89,34 @@ async def test_a_batch_leaves_as_one_pipeline_in_order_after_what_came_before(mo
     assert received == list(range(22))
     assert pipelines == [10, 10]
     assert single_sends == [0, 21]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_still_arrives_if_the_layers_internals_changed(monkeypatch):
+    """The pipeline reaches into channels-redis's internals; if they are not what it expects, the
+    batch goes out one group_send per event, and so do the next ones."""
+    from inference_worker import publisher as publisher_module
+
+    async def internals_changed(self, messages):
+        raise AttributeError("'RedisSingleShardConnection' object has no attribute '_redis'")
+
+    monkeypatch.setattr(publisher_module._PubSubShards, "publish_many", internals_changed)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("conv.fallback-test", channel)
+    publisher = EventPublisher()
+    try:
+
+        def publish_all() -> None:
+            for start in (0, 5):
+                with publisher.batch():
+                    for n in range(start, start + 5):
+                        publisher.publish("conv.fallback-test", {"n": n})
+
+        await asyncio.to_thread(publish_all)
+        received = [(await asyncio.wait_for(layer.receive(channel), timeout=5))["event"]["n"] for _ in range(10)]
+        assert publisher._shards is None
+    finally:
+        publisher.close()
+        await layer.group_discard("conv.fallback-test", channel)
+    assert received == list(range(10))
