@@ -153,7 +153,7 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYER_POOL_SIZE = env_int("CHANNEL_LAYER_POOL_SIZE", 1000)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "chatbot.channel_layer.PubSubChannelLayer",  # channels-redis pub/sub, kept reading
         "CONFIG": {
             "hosts": [
                 {

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-import weakref
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -26,26 +24,6 @@ CLOSE_TOO_BIG = 1009
 CLIENT_CLOSES_THAT_CANCEL = (1000, 1001)
 
 
-KEEP_LISTENING_PREFIX = "keep-listening."
-_listening_loops: weakref.WeakSet = weakref.WeakSet()
-
-
-async def keep_layer_listening(layer: Any) -> None:
-    """channels-redis's pub/sub layer reads from Redis only while its process subscribes to
-    something: with no subscription its reader sleeps 100 ms between checks. So in a process that
-    had no socket open, the events to a socket that opened then waited up to 100 ms after they
-    were published (45-80 ms measured: `bench/load.py` with one customer met it on the first
-    answer of every conversation). One channel per event loop that nothing is sent to keeps the
-    reader waiting on Redis instead."""
-    from channels_redis.pubsub import RedisPubSubChannelLayer
-
-    loop = asyncio.get_running_loop()
-    if not isinstance(layer, RedisPubSubChannelLayer) or loop in _listening_loops:
-        return
-    await layer.new_channel(prefix=KEEP_LISTENING_PREFIX)
-    _listening_loops.add(loop)
-
-
 def _error(code: str, detail: str) -> dict[str, str]:
     return {"type": "error", "code": code, "detail": detail}
 
@@ -59,7 +37,6 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
         self.visitor_id = session.get("visitor_id") if session is not None else None
         self.refused_frames = 0
         self.frame_times: list[float] = []
-        await keep_layer_listening(self.channel_layer)
         # Accept first: a close before the handshake would reach the browser as a bare 1006.
         await self.accept()
         if not self.visitor_id:

@@ -350,11 +350,11 @@ async def test_streamed_events_reach_the_socket_without_a_hop_to_the_sync_thread
 
 async def test_the_layer_keeps_reading_from_redis_with_no_socket_open():
     """channels-redis's pub/sub reader polls every 100 ms while its process subscribes to nothing
-    (the first events to the next socket waited that long); the consumer keeps one idle channel
+    (the first events to the next socket waited that long); the layer keeps one idle channel
     subscribed per event loop, so after the last socket closes the process still subscribes."""
     from channels.layers import get_channel_layer
 
-    from chatbot.conversations.consumers import KEEP_LISTENING_PREFIX
+    from chatbot.channel_layer import KEEP_LISTENING_PREFIX
     from chatbot.redis_client import get_redis
 
     pattern = f"{get_channel_layer().prefix}{KEEP_LISTENING_PREFIX}*"
