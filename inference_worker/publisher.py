@@ -28,7 +28,8 @@ class EventPublisher:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="event-publisher", daemon=True)
         self._layer = get_channel_layer()
-        self._shards = _pubsub_shards(self._layer)
+        # `chatbot.channel_layer.PubSubChannelLayer.group_send_many` where the layer has it.
+        self._send_many = getattr(self._layer, "group_send_many", None)
         self._tails: dict[str, asyncio.Future] = {}
         self._local = threading.local()
         self._thread.start()
@@ -59,8 +60,8 @@ class EventPublisher:
         # Every event takes its place in its group's chain now, before this coroutine first
         # awaits, so that an event published after the batch is sent after it.
         claimed = [(group, event, *self._claim(group)) for group, event in events]
-        shards = self._shards
-        if shards is None:  # another channel layer: one group_send per event
+        send_many = self._send_many
+        if send_many is None:  # another channel layer: one group_send per event
             await asyncio.gather(*(self._send(*args) for args in claimed))
             return
         # The pub/sub layer: the whole batch as one pipeline of PUBLISHes per Redis shard, in
@@ -74,11 +75,11 @@ class EventPublisher:
                     await previous
             messages = [(group, {"type": CLIENT_EVENT, "event": event}) for group, event, *_ in claimed]
             try:
-                await shards.publish_many(messages)
+                await send_many(messages)
             except AttributeError:
                 # channels-redis's internals changed under us: one group_send per event from now on.
                 logger.warning("pipelined publishing unavailable; publishing one event at a time", exc_info=True)
-                self._shards = None
+                self._send_many = None
                 for group, message in messages:
                     await self._layer.group_send(group, message)
         except Exception:  # noqa: BLE001 - at-most-once, as in _send
@@ -115,39 +116,3 @@ class EventPublisher:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
-
-class _PubSubShards:
-    """PUBLISHes of many group messages through channels_redis's pub/sub layer's own connections
-    (its shard per group, its serializer), pipelined per shard. Reaches into the layer's
-    internals (channels-redis 4.x, pinned in requirements.txt); `_pubsub_shards` checks that
-    they are there."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-
-    async def publish_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        loop_layer = self.layer._get_layer()
-        by_shard: dict[Any, list[tuple[str, bytes]]] = {}
-        for group, message in messages:
-            channel = loop_layer._get_group_channel_name(group)
-            by_shard.setdefault(loop_layer._get_shard(channel), []).append((channel, self.layer.serialize(message)))
-        for shard, items in by_shard.items():
-            async with shard._lock:
-                shard._ensure_redis()
-                pipe = shard._redis.pipeline(transaction=False)
-                for channel, data in items:
-                    pipe.publish(channel, data)
-                await pipe.execute()
-
-
-def _pubsub_shards(layer: Any) -> _PubSubShards | None:
-    from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, RedisSingleShardConnection
-
-    if not isinstance(layer, RedisPubSubChannelLayer):
-        return None
-    needed = (
-        all(hasattr(RedisPubSubLoopLayer, name) for name in ("_get_group_channel_name", "_get_shard"))
-        and hasattr(RedisSingleShardConnection, "_ensure_redis")
-        and hasattr(RedisPubSubChannelLayer, "_get_layer")
-    )
-    return _PubSubShards(layer) if needed else None

@@ -48,13 +48,13 @@ async def test_events_arrive_in_order_one_by_one_and_in_batches():
 async def test_a_batch_leaves_as_one_pipeline_in_order_after_what_came_before(monkeypatch):
     """With the pub/sub layer a batch is one pipeline of PUBLISHes (not one group_send per event),
     and it still leaves after the group's earlier events and before its later ones."""
-    from inference_worker import publisher as publisher_module
+    from chatbot.channel_layer import PubSubChannelLayer
 
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add("conv.pipeline-test", channel)
     pipelines, single_sends = [], []
-    real_many = publisher_module._PubSubShards.publish_many
+    real_many = PubSubChannelLayer.group_send_many
 
     async def counted_many(self, messages):
         pipelines.append(len(messages))
@@ -62,7 +62,7 @@ async def test_a_batch_leaves_as_one_pipeline_in_order_after_what_came_before(mo
         await asyncio.sleep(0.1 if len(pipelines) == 1 else 0)
         return await real_many(self, messages)
 
-    monkeypatch.setattr(publisher_module._PubSubShards, "publish_many", counted_many)
+    monkeypatch.setattr(PubSubChannelLayer, "group_send_many", counted_many)
     publisher = EventPublisher()
     real_send = publisher._send
 
@@ -95,12 +95,12 @@ async def test_a_batch_leaves_as_one_pipeline_in_order_after_what_came_before(mo
 async def test_a_batch_still_arrives_if_the_layers_internals_changed(monkeypatch):
     """The pipeline reaches into channels-redis's internals; if they are not what it expects, the
     batch goes out one group_send per event, and so do the next ones."""
-    from inference_worker import publisher as publisher_module
+    from chatbot.channel_layer import PubSubChannelLayer
 
     async def internals_changed(self, messages):
         raise AttributeError("'RedisSingleShardConnection' object has no attribute '_redis'")
 
-    monkeypatch.setattr(publisher_module._PubSubShards, "publish_many", internals_changed)
+    monkeypatch.setattr(PubSubChannelLayer, "group_send_many", internals_changed)
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add("conv.fallback-test", channel)
@@ -115,7 +115,7 @@ async def test_a_batch_still_arrives_if_the_layers_internals_changed(monkeypatch
 
         await asyncio.to_thread(publish_all)
         received = [(await asyncio.wait_for(layer.receive(channel), timeout=5))["event"]["n"] for _ in range(10)]
-        assert publisher._shards is None
+        assert publisher._send_many is None
     finally:
         publisher.close()
         await layer.group_discard("conv.fallback-test", channel)
