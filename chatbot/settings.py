@@ -223,7 +223,9 @@ ENGINE_MAX_BATCH = env_int("ENGINE_MAX_BATCH", 32)
 ENGINE_BACKEND = env_str("ENGINE_BACKEND", "auto")
 if ENGINE_BACKEND not in ("auto", "dense", "paged"):
     raise ValueError("ENGINE_BACKEND must be auto, dense or paged")
-# CPU threads for the batch loop's torch ops (OpenMP teams are per thread; 0 leaves torch's).
+# CPU threads for the batch loop's torch ops (0: one per CPU). The loops are the only threads of
+# a worker that run torch on several cores (inference_worker/torch_threads.py); 1 suits a worker
+# that shares its cores with the web, Redis and PostgreSQL, as on the 2-core machine.
 ENGINE_LOOP_THREADS = env_int("ENGINE_LOOP_THREADS", 1)
 # Dense backend: while the batch decodes, arrivals wait up to this long to be prefilled together.
 ENGINE_PREFILL_WAIT_MS = env_float("ENGINE_PREFILL_WAIT_MS", 0.0)
@@ -233,9 +235,10 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.05)
 WORKER_HEARTBEAT_S = env_float("WORKER_HEARTBEAT_S", 2.0)
 WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
-METRICS_PORT = env_int("METRICS_PORT", 0)
-# CPU threads for torch in the worker (0: torch's default, one per core).
-TORCH_THREADS = env_int("TORCH_THREADS", 0)  # 0: metrics off; e.g. 9100 serves /metrics
+METRICS_PORT = env_int("METRICS_PORT", 0)  # 0: metrics off; e.g. 9100 serves /metrics
+# CPU threads for the worker's torch work outside the batch loops: loading a model, the variant
+# comparison (each on a thread of its own that ends with it). 0: one per CPU.
+TORCH_THREADS = env_int("TORCH_THREADS", 0)
 
 # --- Chat limits -------------------------------------------------------------------------------
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 2000)

@@ -18,6 +18,7 @@ from inference_worker.engine.engine import BatchingEngine
 from inference_worker.engine.pump import StreamPump
 from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local, load_variant
 from inference_worker.publisher import EventPublisher
+from inference_worker.torch_threads import on_own_thread, torch_work_threads
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,16 @@ class VariantSlot:
                 return self.engine
             self.state, self.detail = "loading", ""
             try:
-                loaded = load_variant(
-                    variant=self.variant,
-                    path=self.config["path"],
-                    quantized=self.config["quantized"],
-                    device=settings.MODEL_DEVICE,
-                    gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
+                loaded = on_own_thread(
+                    lambda: load_variant(
+                        variant=self.variant,
+                        path=self.config["path"],
+                        quantized=self.config["quantized"],
+                        device=settings.MODEL_DEVICE,
+                        gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
+                    ),
+                    threads=torch_work_threads(),
+                    name=f"load-{self.variant}",
                 )
                 engine = BatchingEngine(
                     model=loaded.model,
@@ -95,12 +100,16 @@ def generation_config_for(loaded: LoadedModel):
 
 
 class WorkerRuntime:
-    def __init__(self, *, name: str | None = None, variants: list[str] | None = None, preload: str | None = None) -> None:
+    def __init__(
+        self, *, name: str | None = None, variants: list[str] | None = None, preload: str | None = None
+    ) -> None:
         self.name = name or f"{socket.gethostname()}.{id(self) & 0xFFFF:x}"
         variants = variants or settings.WORKER_VARIANTS
         unknown = [v for v in variants if v not in settings.MODEL_VARIANTS]
         if unknown:
-            raise ValueError(f"WORKER_VARIANTS names unknown variants {unknown}; known: {sorted(settings.MODEL_VARIANTS)}")
+            raise ValueError(
+                f"WORKER_VARIANTS names unknown variants {unknown}; known: {sorted(settings.MODEL_VARIANTS)}"
+            )
         self.slots = {variant: VariantSlot(variant) for variant in variants}
         self.preload = preload or settings.WORKER_PRELOAD
         self.publisher: EventPublisher | None = None
@@ -125,7 +134,11 @@ class WorkerRuntime:
         Raises ModelLoadError (naming the path and the fault) before serving anything."""
         for slot in self.slots.values():
             slot.check()
-        to_load = list(self.slots) if self.preload == "all" else [v for v in self.slots if v == settings.DEFAULT_MODEL_VARIANT]
+        to_load = (
+            list(self.slots)
+            if self.preload == "all"
+            else [v for v in self.slots if v == settings.DEFAULT_MODEL_VARIANT]
+        )
         for variant in to_load:
             self.slots[variant].load()
         self.publisher = EventPublisher()
@@ -157,7 +170,9 @@ class WorkerRuntime:
     def beat(self) -> None:
         try:
             get_redis().set(
-                WORKER_KEY_PREFIX + self.name, json.dumps(self.status()), ex=max(1, int(settings.WORKER_HEARTBEAT_TTL_S))
+                WORKER_KEY_PREFIX + self.name,
+                json.dumps(self.status()),
+                ex=max(1, int(settings.WORKER_HEARTBEAT_TTL_S)),
             )
         except Exception:  # noqa: BLE001 - Redis away: the web will see this worker as gone
             logger.warning("heartbeat failed", exc_info=True)

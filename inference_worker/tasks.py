@@ -229,7 +229,6 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     return "done"
 
 
-
 @app.task(name="inference_worker.compare_variants", bind=True, acks_late=True, ignore_result=True)
 def compare_variants(self, comparison_id: int) -> str:
     """Run the FP16-vs-4-bit comparison (held-out questions and recent customer questions) and
@@ -237,17 +236,23 @@ def compare_variants(self, comparison_id: int) -> str:
     serving engines' models are busy in their batches."""
     from chatbot.serving.models import VariantComparison
     from inference_worker.demo_model.evaluate import evaluate_models
+    from inference_worker.torch_threads import on_own_thread, torch_work_threads
 
-    updated = VariantComparison.objects.filter(
-        pk=comparison_id, status=VariantComparison.Status.PENDING
-    ).update(status=VariantComparison.Status.RUNNING)
+    updated = VariantComparison.objects.filter(pk=comparison_id, status=VariantComparison.Status.PENDING).update(
+        status=VariantComparison.Status.RUNNING
+    )
     if not updated:
         return "skipped"
     try:
-        result = evaluate_models(
-            fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
-            gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
-            extra_prompts=selectors.recent_customer_prompts(limit=settings.COMPARE_RECENT_QUESTIONS),
+        extra_prompts = selectors.recent_customer_prompts(limit=settings.COMPARE_RECENT_QUESTIONS)
+        result = on_own_thread(
+            lambda: evaluate_models(
+                fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
+                gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
+                extra_prompts=extra_prompts,
+            ),
+            threads=torch_work_threads(),
+            name="compare-variants",
         )
     except Exception as exc:  # noqa: BLE001 - stored for the admin to read
         logger.exception("comparison %s failed", comparison_id)

@@ -7,6 +7,7 @@ was 16% of a step at batch 32 on the CPU (measured with torch.profiler)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
@@ -220,11 +221,10 @@ class DenseModelRunner:
                 self.direct_down.append(_Fused.fuse([mlp.down_proj]))
 
     def bind_thread(self) -> None:
-        # OpenMP thread teams belong to the calling thread. On the 2-core CPU a team of two in a
-        # background thread made each step about twice as slow as one thread (measured: 7.5 vs
-        # 4.6 ms at batch 32), while the main thread ran fastest with two.
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        # OpenMP thread teams belong to the calling thread: the loop's own count, `threads` (0:
+        # one per CPU). A second thread pays off only while no other thread of the process holds
+        # an OpenMP pool of its own (see inference_worker/torch_threads.py).
+        torch.set_num_threads(self.threads or len(os.sched_getaffinity(0)))
 
     @torch.no_grad()
     def step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:

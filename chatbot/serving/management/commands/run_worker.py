@@ -31,8 +31,10 @@ class Command(BaseCommand):
         from inference_worker.model_loading import ModelLoadError
         from inference_worker.runtime import WorkerRuntime, set_runtime
 
-        if settings.TORCH_THREADS:
-            torch.set_num_threads(settings.TORCH_THREADS)
+        # Only the batch loops run torch on several cores (ENGINE_LOOP_THREADS); the worker's
+        # other threads run it on one, and loads and comparisons on threads of their own
+        # (inference_worker/torch_threads.py says why).
+        torch.set_num_threads(1)
         try:
             runtime = WorkerRuntime(name=options["name"]).start()
         except (ModelLoadError, ValueError) as exc:
