@@ -2,7 +2,8 @@
 one run, on the demo model (4-bit GPTQ and FP16 variants).
 
     .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 4] [--stagger 0.5]
-                                     [--max-new-tokens 64] [--variants gptq-int4,fp16] [--rounds 1] [--json]
+                                     [--max-new-tokens 64] [--variants gptq-int4,fp16] [--rounds 1]
+                                     [--loop-threads N] [--json]
 
 Sessions arrive at staggered times (spread evenly over --stagger seconds); each sends its
 requests one after another (the next when its answer is complete). Sequential `generate` is
@@ -12,6 +13,11 @@ last table gives each configuration's speed-up per round and their median. Greed
 produce the same tokens for the same prompts. Reported per configuration: aggregate tokens/s,
 time to first token p50/p95 (from the request's arrival, waiting included), per-session decode
 tokens/s, and the speed-up over sequential `generate` measured in the same run.
+
+Both get the same cores: `generate` runs with torch's default threads (one per core) and the
+engine's batch loop with as many (`--loop-threads` to change it). Loading, `generate` and the
+padded batch each run on a thread of their own that ends with them, so that the batch loop's
+OpenMP pool is the process's only one while the engine runs (inference_worker/torch_threads.py).
 """
 
 from __future__ import annotations
