@@ -12,7 +12,9 @@ where the main thread had loaded the model or run `generate` with two threads fi
 
 So a process that runs a batch loop keeps the other threads' torch work on one thread, and runs
 any parallel torch work of its own (a load, a plain `generate`) on a thread that ends with it:
-a pool ends with its thread.
+a pool ends with its thread. For the same reason an idle batch loop's thread ends after a while
+(`engine.dense.LOOP_IDLE_EXIT_S`), so an engine that stopped serving (the variant rolled back
+from) does not keep its pool beside the serving one's.
 """
 
 from __future__ import annotations

@@ -65,11 +65,24 @@ class Runner(Protocol):
         """Called once on the batch loop's thread before its first step."""
 
 
+# An idle batch loop's thread ends after this long, and the next request starts a new one: torch's
+# OpenMP pool belongs to the thread, so an engine that no longer serves (the variant rolled back
+# from) does not keep one beside the serving engine's (see inference_worker/torch_threads.py).
+LOOP_IDLE_EXIT_S = 30.0
+
+
 class DenseBatchManager:
     def __init__(
-        self, *, runner: Runner, max_batch: int, eos_token_ids: Sequence[int], prefill_wait_s: float = 0.0
+        self,
+        *,
+        runner: Runner,
+        max_batch: int,
+        eos_token_ids: Sequence[int],
+        prefill_wait_s: float = 0.0,
+        idle_exit_s: float = LOOP_IDLE_EXIT_S,
     ) -> None:
         self.runner = runner
+        self.idle_exit_s = idle_exit_s
         self.max_batch = max_batch
         # While rows are decoding, arrivals may wait up to this long to be prefilled together
         # (none wait when the batch is idle). Useful where a prefill is a pass of its own that
@@ -85,12 +98,16 @@ class DenseBatchManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()  # the loop's thread starts and ends under it
+        self._started = False
+        self.loop_threads_started = 0
 
     # -- the manager interface the engine uses ----------------------------------------------
     def add_request(self, input_ids: list[int], request_id: str, max_new_tokens: int, streaming: bool = True) -> str:
         self._incoming.put(
             _Row(request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now())
         )
+        self._ensure_thread()
         self._wake.set()
         return request_id
 
@@ -100,17 +117,33 @@ class DenseBatchManager:
         self._wake.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="dense-batching", daemon=True)
-        self._thread.start()
+        self._started = True
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        with self._thread_lock:
+            if not self._started or self._stop.is_set() or self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._loop, name="dense-batching", daemon=True)
+            self.loop_threads_started += 1
+            self._thread.start()
 
     def stop(self, block: bool = True, timeout: float | None = None) -> None:
         self._stop.set()
         self._wake.set()
-        if block and self._thread is not None:
-            self._thread.join(timeout)
+        with self._thread_lock:
+            thread = self._thread
+        if block and thread is not None:
+            thread.join(timeout)
 
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Started and not stopped (an idle loop's thread may have ended; a request starts one)."""
+        return self._started and not self._stop.is_set()
+
+    @property
+    def loop_thread_alive(self) -> bool:
+        with self._thread_lock:
+            return self._thread is not None and self._thread.is_alive()
 
     def _now(self) -> float:
         return time.monotonic()
@@ -121,6 +154,7 @@ class DenseBatchManager:
     # -- the loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
         self.runner.bind_thread()
+        idle_since: float | None = None
         while not self._stop.is_set():
             try:
                 worked = self.step()
@@ -128,9 +162,25 @@ class DenseBatchManager:
                 logger.exception("batch step failed")
                 self._fail_all(f"{type(exc).__name__}: {exc}")
                 worked = True
-            if not worked:
-                self._wake.wait(0.1)
-                self._wake.clear()
+            if worked:
+                idle_since = None
+                continue
+            idle_since = idle_since if idle_since is not None else self._now()
+            if self.idle_exit_s and self._now() - idle_since >= self.idle_exit_s and self._exit_if_idle():
+                return
+            self._wake.wait(0.1)
+            self._wake.clear()
+        with self._thread_lock:
+            self._thread = None
+
+    def _exit_if_idle(self) -> bool:
+        """End the loop's thread if nothing arrived meanwhile (`add_request` then starts a new
+        one: it puts its row before it looks for the thread, both under the same lock)."""
+        with self._thread_lock:
+            if self.rows or self._held or not self._incoming.empty():
+                return False
+            self._thread = None
+            return True
 
     def step(self) -> bool:
         """One iteration: drop cancelled rows, then one pass that decodes the running rows and

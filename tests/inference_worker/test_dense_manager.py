@@ -181,3 +181,41 @@ def test_rows_follow_the_order_the_runner_gives_the_kept_rows():
     # Each row's next token follows its own last one: the manager fed them in the runner's order.
     assert [o.request_id for o in out.steps[-1]] == ["c", "b"]
     assert last == {"b": [11, 12, 13, 14], "c": [31, 32, 33, 34]}
+
+
+def test_an_idle_loop_ends_its_thread_and_the_next_request_starts_one():
+    """The loop's thread (and with it torch's OpenMP pool, which belongs to the thread) ends
+    after `idle_exit_s` with nothing to do; the next request is served by a new one."""
+    import time
+
+    class CountingRunner(FakeRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bound = 0
+
+        def bind_thread(self) -> None:
+            self.bound += 1
+
+    def wait_until(condition) -> None:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    runner = CountingRunner()
+    m = DenseBatchManager(runner=runner, max_batch=4, eos_token_ids=[EOS], idle_exit_s=0.05)
+    out = m.output_router = Collector()
+    finished = lambda rid: any(o.request_id == rid and o.is_finished() for step in out.steps for o in step)  # noqa: E731
+    m.start()
+    try:
+        m.add_request([1], request_id="a", max_new_tokens=3)
+        wait_until(lambda: finished("a"))
+        assert finished("a")
+        wait_until(lambda: not m.loop_thread_alive)
+        assert not m.loop_thread_alive and m.is_running()  # idle: no thread, still serving
+        m.add_request([5], request_id="b", max_new_tokens=3)
+        wait_until(lambda: finished("b"))
+        assert finished("b")
+        assert m.loop_threads_started == 2 and runner.bound == 2
+    finally:
+        m.stop()
+    assert not m.is_running()
