@@ -6,7 +6,7 @@ together outnumber the CPUs, libgomp stops letting them spin between regions (it
 spin count): each of the few hundred small parallel regions of a decode step then wakes a
 sleeping helper, and a second core makes a step slower instead of faster. Measured on the
 2-core CPU (demo model, 4-bit, decode step at batch 24): two threads in the batch loop's thread
-took 3.4-3.9 ms a step where no other thread had ever run torch in parallel, and 5.2-6.8 ms
+took 3.4-3.9 ms a step where no other thread had ever run torch in parallel, and 5.2-7.5 ms
 where the main thread had loaded the model or run `generate` with two threads first (one thread:
 5.1 ms).
 
