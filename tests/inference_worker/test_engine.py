@@ -138,3 +138,30 @@ def test_events_carry_every_token_and_end_with_the_result(model, backend):
     assert token_events
     for event in token_events:
         assert list(event.tokens) == list(handle.generated[: len(event.tokens)])
+
+
+def test_a_request_after_the_idle_loop_thread_ended_is_answered_as_before(model):
+    """The dense loop's thread ends when idle (its OpenMP pool with it) and the next request
+    starts a new one, on the same cache and model: the answers are the same as generate's."""
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    with torch.no_grad():
+        expected = [
+            model.generate(torch.tensor([p]), generation_config=GREEDY)[0, len(p) :].tolist() for p in prompts
+        ]
+    engine = make_engine(model, "dense")
+    manager = engine._manager
+    manager.idle_exit_s = 0.05
+    try:
+        answers = []
+        for prompt in prompts:
+            handle = engine.submit(prompt)
+            assert drain(handle)[-1].kind == "finished"
+            answers.append(list(handle.generated))
+            deadline = time.monotonic() + 10
+            while manager.loop_thread_alive and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not manager.loop_thread_alive and engine.running
+    finally:
+        engine.stop()
+    assert answers == expected
+    assert manager.loop_threads_started == 2
