@@ -2,11 +2,13 @@
 server, Redis, worker; start it with `make run`).
 
     .venv/bin/python bench/load.py [--url http://127.0.0.1:8000] [--customers 1,8,32] [--messages 3]
-                                   [--ramp 0] [--warmup 4] [--json]
+                                   [--ramp 0] [--warmup 4] [--first-together] [--json]
 
-Each customer loads the chat page (for its session cookie), opens the socket, and sends its
-messages one after another, each when the previous answer is complete. All customers start at
-the same instant (a burst), or spread evenly over --ramp seconds. Measured per message:
+Each customer loads the chat page (for its session cookie), opens the socket and a
+conversation, and sends its messages one after another, each when the previous answer is
+complete. All customers arrive at the same instant (a burst: each sends its first message as
+soon as its chat is open), or spread evenly over --ramp seconds; with --first-together, every
+customer opens the chat first and then all the first messages leave at the same instant. Measured per message:
 send -> first streamed event of the model's output (`answer.thinking` or `answer.delta`), and
 send -> `answer.done`; p50/p95/p99 and errors per level of concurrency. The path's overhead is
 the customer's time to first token minus the engine's own (submission to the batch -> first
@@ -50,14 +52,26 @@ def session_cookie(base_url: str) -> str:
     return "; ".join(f"{key}={morsel.value}" for key, morsel in cookie.items())
 
 
-async def customer(base_url: str, index: int, messages: int, results: list, errors: list, delay: float = 0.0) -> None:
+async def customer(
+    base_url: str,
+    index: int,
+    messages: int,
+    results: list,
+    errors: list,
+    delay: float = 0.0,
+    ready: asyncio.Barrier | None = None,
+) -> None:
     await asyncio.sleep(delay)
-    cookie = await asyncio.to_thread(session_cookie, base_url)
-    ws_url = base_url.replace("http", "ws", 1) + "/ws/chat/"
+    opened = False
     try:
+        cookie = await asyncio.to_thread(session_cookie, base_url)
+        ws_url = base_url.replace("http", "ws", 1) + "/ws/chat/"
         async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=2**20) as socket:
             await socket.send(json.dumps({"type": "conversation.new"}))
             await socket.recv()
+            opened = True
+            if ready is not None:  # a burst: every customer's first message leaves at the same instant
+                await ready.wait()
             for turn in range(messages):
                 question = QUESTIONS[(index + turn) % len(QUESTIONS)]
                 sent, sent_wall = time.perf_counter(), time.time()
@@ -86,14 +100,23 @@ async def customer(base_url: str, index: int, messages: int, results: list, erro
                         break
     except Exception as exc:  # noqa: BLE001 - counted, the run goes on
         errors.append(f"{type(exc).__name__}: {exc}")
+        if ready is not None and not opened:
+            await ready.abort()  # the others stop waiting for a customer who never got in
 
 
-async def run_level(base_url: str, customers: int, messages: int, ramp: float = 0.0) -> dict:
+async def run_level(base_url: str, customers: int, messages: int, ramp: float = 0.0, together: bool = False) -> dict:
     results: list[dict] = []
     errors: list[str] = []
     started = time.perf_counter()
+    # Each customer opens the chat (page, socket, conversation) when its start comes and sends at
+    # once; with `together`, every customer opens the chat first and then all the first messages
+    # leave at the same instant.
+    ready = asyncio.Barrier(customers) if together else None
     await asyncio.gather(
-        *(customer(base_url, i, messages, results, errors, delay=ramp * i / customers) for i in range(customers))
+        *(
+            customer(base_url, i, messages, results, errors, delay=ramp * i / customers, ready=ready)
+            for i in range(customers)
+        )
     )
     elapsed = time.perf_counter() - started
     stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
@@ -106,8 +129,10 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
     hops = path_hops(results, stored)
     first = [r["first_ms"] for r in results]
     done = [r["done_ms"] for r in results]
+    first_sends = [r["sent_wall"] for r in results if r["turn"] == 0]
     return {
         "customers": customers,
+        "first_messages_span_ms": (max(first_sends) - min(first_sends)) * 1000 if first_sends else float("nan"),
         "answers": len(results),
         "errors": len(errors),
         "error_samples": errors[:5],
@@ -187,6 +212,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3)
     parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which customers start (0: all at once)")
     parser.add_argument("--warmup", type=int, default=4, help="customers of the unmeasured warm-up (0: none)")
+    parser.add_argument(
+        "--first-together",
+        action="store_true",
+        help="every customer opens the chat first, then all first messages leave at the same instant",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     setup_django()
@@ -194,11 +224,21 @@ def main() -> None:
         warm = asyncio.run(run_level(args.url.rstrip("/"), args.warmup, 2))
         if not args.json:
             print(f"warm-up (not measured): {warm['customers']} customers, {warm['answers']} answers, {warm['errors']} errors\n")
-    rows = [asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages, args.ramp)) for n in args.customers.split(",")]
+    rows = [
+        asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages, args.ramp, args.first_together))
+        for n in args.customers.split(",")
+    ]
     if args.json:
         print(
             json.dumps(
-                {"url": args.url, "messages_per_customer": args.messages, "ramp_s": args.ramp, "warmup_customers": args.warmup, "levels": rows}
+                {
+                    "url": args.url,
+                    "messages_per_customer": args.messages,
+                    "ramp_s": args.ramp,
+                    "first_together": args.first_together,
+                    "warmup_customers": args.warmup,
+                    "levels": rows,
+                }
             )
         )
         return
@@ -210,14 +250,20 @@ def main() -> None:
         ],
     )
     print("(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)")
-    start = "all leave at once" if not args.ramp else f"leave spread over {args.ramp:g} s"
+    if args.first_together:
+        start = "all leave at the same instant, once every customer has opened the chat"
+    elif args.ramp:
+        start = f"leave as the customers arrive, spread over {args.ramp:g} s"
+    else:
+        start = "leave as the customers arrive, all at once, each as soon as its chat is open"
     print(f"\nPath overhead by message (ms, p50 / p95): the first messages {start}, each opening a conversation;")
-    print("each later one leaves when that customer's previous answer is done.")
+    print("each later one leaves when that customer's previous answer is done. Span: first send to last first send.")
     print_table(
-        ["customers", "first message", "later messages"],
+        ["customers", "first messages' span", "first message", "later messages"],
         [
             [
                 r["customers"],
+                r["first_messages_span_ms"],
                 f"{r['path_overhead_first_message_p50_ms']:.1f} / {r['path_overhead_first_message_p95_ms']:.1f}",
                 f"{r['path_overhead_later_messages_p50_ms']:.1f} / {r['path_overhead_later_messages_p95_ms']:.1f}",
             ]
