@@ -115,4 +115,3 @@ class EventPublisher:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-

@@ -51,9 +51,14 @@ def on_own_thread(fn: Callable[[], T], *, threads: int, name: str = "torch-work"
     return outcome["value"]  # type: ignore[return-value]
 
 
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def torch_work_threads() -> int:
     """Torch threads for a worker's work outside the batch loops (loading a model, the variant
     comparison): TORCH_THREADS, or one per CPU this process may run on."""
     from django.conf import settings
 
-    return settings.TORCH_THREADS or len(os.sched_getaffinity(0))
+    return settings.TORCH_THREADS or cpus()

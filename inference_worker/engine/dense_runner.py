@@ -7,7 +7,6 @@ was 16% of a step at batch 32 on the CPU (measured with torch.profiler)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
@@ -18,6 +17,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from inference_worker.model_loading import int4_matmul
+from inference_worker.torch_threads import cpus
 
 # Spare columns allocated beyond the current length, so that decode steps write in place and the
 # slab is reallocated (copied) once every this many steps at most.
@@ -224,7 +224,7 @@ class DenseModelRunner:
         # OpenMP thread teams belong to the calling thread: the loop's own count, `threads` (0:
         # one per CPU). A second thread pays off only while no other thread of the process holds
         # an OpenMP pool of its own (see inference_worker/torch_threads.py).
-        torch.set_num_threads(self.threads or len(os.sched_getaffinity(0)))
+        torch.set_num_threads(self.threads or cpus())
 
     @torch.no_grad()
     def step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
