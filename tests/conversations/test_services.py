@@ -90,6 +90,36 @@ def test_claim_is_idempotent_and_complete_respects_a_cancel():
     assert services.generation_claim(generation_id=999_999, worker="w1") is None
 
 
+def pending_generation() -> Generation:
+    """A posted message's generation, set back to PENDING (no worker runs here, so the post failed it)."""
+    generation = post().generation
+    Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
+    return generation
+
+
+def test_a_redelivered_claim_of_a_running_generation_counts_an_attempt_then_gives_up(settings):
+    """A worker died mid-answer and the task came back: run it again, up to the last attempt."""
+    settings.GENERATION_MAX_ATTEMPTS = 2
+    generation = pending_generation()
+    assert services.generation_claim(generation_id=generation.pk, worker="w1").attempts == 1
+    assert services.generation_claim(generation_id=generation.pk, worker="w2").attempts == 2
+    assert services.generation_claim(generation_id=generation.pk, worker="w3") is None
+    generation.refresh_from_db()
+    assert generation.status == Generation.Status.FAILED and "gave up after 2 attempts" in generation.error
+
+
+def test_a_claim_in_a_conversation_an_agent_took_over_cancels_the_generation(django_user_model):
+    agent = django_user_model.objects.create_user("agent", is_staff=True)
+    generation = pending_generation()
+    Conversation.objects.filter(pk=generation.conversation_id).update(
+        assigned_agent=agent, status=Conversation.Status.WITH_AGENT
+    )
+    assert services.generation_claim(generation_id=generation.pk, worker="w1") is None
+    generation.refresh_from_db()
+    assert generation.status == Generation.Status.CANCELLED and generation.attempts == 0
+    assert get_redis().get(cancel_key(generation.pk)) == "1"
+
+
 def test_complete_stores_the_answer_with_its_reasoning_and_measures():
     result = post()
     Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.PENDING, error="")
