@@ -195,7 +195,7 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
     log = log_path.open("w")
     PROCESS_LOGS["web server"] = log_path
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio"],
+        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
         cwd=ROOT,
         env=worker_env(),
         stdout=log,
