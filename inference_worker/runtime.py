@@ -14,11 +14,15 @@ from django.conf import settings
 
 from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
 from inference_worker import metrics
+from inference_worker.cancellations import CancelWatcher
 from inference_worker.engine.engine import BatchingEngine
 from inference_worker.engine.pump import StreamPump
 from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local, load_variant
 from inference_worker.publisher import EventPublisher
 from inference_worker.torch_threads import on_own_thread, torch_work_threads
+
+# How often the worker reads its running generations' cancellation flags (one MGET for all).
+CANCEL_CHECK_S = 0.25
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +118,7 @@ class WorkerRuntime:
         self.preload = preload or settings.WORKER_PRELOAD
         self.publisher: EventPublisher | None = None
         self.pump: StreamPump | None = None
+        self.cancels: CancelWatcher | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
@@ -143,6 +148,7 @@ class WorkerRuntime:
             self.slots[variant].load()
         self.publisher = EventPublisher()
         self.pump = StreamPump(interval_s=settings.STREAM_FLUSH_INTERVAL_S, around_pass=self.publisher.batch)
+        self.cancels = CancelWatcher(interval_s=CANCEL_CHECK_S)
         self.beat()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._heartbeat.start()
@@ -218,6 +224,8 @@ class WorkerRuntime:
                 slot.engine.stop()
         if self.pump is not None:
             self.pump.stop()
+        if self.cancels is not None:
+            self.cancels.stop()
         if self.publisher is not None:
             self.publisher.close()
 

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from chatbot.celery import app
 from chatbot.conversations import selectors, services
-from chatbot.redis_client import cancel_key, get_redis
 from inference_worker import metrics
 from inference_worker.engine.engine import EngineEvent
 from inference_worker.engine.pump import wait_for
@@ -29,7 +28,8 @@ from inference_worker.runtime import WorkerRuntime, get_runtime
 
 logger = logging.getLogger(__name__)
 
-CANCEL_CHECK_S = 0.25
+# How often a task thread waiting for its answer checks the generation's time limit.
+TIME_LIMIT_CHECK_S = 1.0
 EMPTY_ANSWER_TEXT = "Sorry, I don't have an answer to that. Could you rephrase, or ask to talk to a person?"
 
 
@@ -108,13 +108,6 @@ class _GenerationSink:
         self.stream.maybe_flush()
 
 
-def _cancel_requested(redis, generation_id: int) -> bool:
-    try:
-        return bool(redis.exists(cancel_key(generation_id)))
-    except Exception:  # noqa: BLE001 - Redis away: the final write re-checks the row anyway
-        return False
-
-
 def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     generation = services.generation_claim(generation_id=generation_id, worker=runtime.name)
     if generation is None:
@@ -161,24 +154,25 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     )
     watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
     handle = watch.handle
-    redis = get_redis()
+    # The customer's stop, a new message or an agent taking over raise the generation's
+    # cancellation flag; the runtime's one watcher reads every running generation's flag.
+    runtime.cancels.watch(generation.pk, handle)
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
     timed_out = False
 
     def check() -> None:
-        # Every CANCEL_CHECK_S while the answer is generated: the customer's stop or a new
-        # message (a Redis flag), or the generation's time limit.
         nonlocal timed_out
-        if _cancel_requested(redis, generation.pk):
-            handle.cancel()
-        elif time.monotonic() > deadline and not timed_out:
+        if time.monotonic() > deadline and not timed_out:
             timed_out = True
             handle.cancel()
 
     # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
     # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
     db.connection.close()
-    outcome = wait_for(watch, every_s=CANCEL_CHECK_S, check=check)
+    try:
+        outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
+    finally:
+        runtime.cancels.unwatch(generation.pk)
     decoder, first_token_wall, admitted_wall = sink.decoder, sink.first_token_wall, sink.admitted_wall
 
     if timed_out:
