@@ -29,6 +29,28 @@ def _redis_clean() -> None:
     get_redis().flushdb()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """pytest-django's, with the test database's other sessions ended before it is dropped: the
+    connection pool's idle connections, and those that threads of the tests' sockets still hold,
+    would keep PostgreSQL from dropping it (a warning at the end of every run)."""
+    yield
+    from django.db import connections
+
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        if connection.alias in getattr(type(connection), "_connection_pools", {}):
+            connection.close_pool()
+        connection.close()
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [connection.settings_dict["NAME"]],
+            )
+
+
 @pytest.fixture(autouse=True)
 def _variant_cache_clear() -> None:
     from chatbot.serving.selectors import active_variant_cache_clear
