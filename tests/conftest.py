@@ -175,6 +175,7 @@ def live_worker(test_models, django_db_setup, django_db_blocker, tmp_path_factor
 def pytest_collection_modifyitems(config, items) -> None:
     """Run the tests that start workers and browsers last: the tests before them rely on no
     worker being alive (the 'assistant unavailable' paths)."""
+
     def weight(item) -> int:
         if item.get_closest_marker("browser"):
             return 2
@@ -196,7 +197,9 @@ def pytest_runtest_makereport(item, call):
             lines = path.read_text(errors="replace").splitlines()
         except OSError:
             continue
-        report.sections.append((f"{name} log (last {LOG_TAIL_LINES} lines of {path})", "\n".join(lines[-LOG_TAIL_LINES:])))
+        report.sections.append(
+            (f"{name} log (last {LOG_TAIL_LINES} lines of {path})", "\n".join(lines[-LOG_TAIL_LINES:]))
+        )
 
 
 def free_port() -> int:
@@ -217,7 +220,20 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
     log = log_path.open("w")
     PROCESS_LOGS["web server"] = log_path
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "chatbot.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "chatbot.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets-sansio",
+            "--ws-per-message-deflate",
+            "false",
+        ],
         cwd=ROOT,
         env=worker_env(),
         stdout=log,
@@ -249,7 +265,13 @@ def browser():
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield chromium
         chromium.close()

@@ -130,7 +130,11 @@ def test_complete_stores_the_answer_with_its_reasoning_and_measures():
         reasoning="Order status question.",
         measures={"completion_tokens": 12, "time_to_first_token_ms": 50.0},
     )
-    assert (message.text, message.reasoning, message.model_variant) == ("It ships in 2 days.", "Order status question.", "gptq-int4")
+    assert (message.text, message.reasoning, message.model_variant) == (
+        "It ships in 2 days.",
+        "Order status question.",
+        "gptq-int4",
+    )
     assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.DONE
     assert "reasoning" not in selectors.message_payload(message)
 
@@ -157,7 +161,9 @@ def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attemp
 
 def test_an_agent_owned_conversation_gets_no_bot_answer(django_user_model):
     agent = django_user_model.objects.create_user("agent", is_staff=True)
-    conversation = Conversation.objects.create(visitor_id="v1", status=Conversation.Status.WITH_AGENT, assigned_agent=agent)
+    conversation = Conversation.objects.create(
+        visitor_id="v1", status=Conversation.Status.WITH_AGENT, assigned_agent=agent
+    )
     result = post(conversation=conversation)
     assert result.generation is None
     assert Message.objects.count() == 1
