@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
+from django.db import connection
 
 from chatbot.conversations.models import Conversation, Generation, Message
 
@@ -42,17 +45,22 @@ def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
     text only: the chat template drops reasoning from earlier turns anyway); system notices are
     not shown to the model. Oldest first; the caller trims to the context budget.
     """
-    # Two columns, not whole rows: this runs on the way to every answer's first token, and
-    # building Message objects (reasoning text and measures included) took a third of its CPU
-    # time (0.77 vs 0.50 ms, 50 generations of the load benchmark).
-    messages = (
-        Message.objects.filter(conversation_id=generation.conversation_id, id__lte=generation.prompt_message_id)
-        .exclude(author=Message.Author.SYSTEM)
-        .order_by("-created_at", "-id")
-        .values_list("author", "text")[: settings.HISTORY_MAX_MESSAGES]
-    )
+    # On the way to every answer's first token: one plain statement with two columns, not the
+    # ORM's compiled query and Message objects (0.77 ms with whole rows, 0.50 ms with two
+    # columns through the ORM on the faster host; the compiling was most of what was left).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _prompt_turns_sql(),
+            [
+                generation.conversation_id,
+                generation.prompt_message_id,
+                Message.Author.SYSTEM.value,
+                settings.HISTORY_MAX_MESSAGES,
+            ],
+        )
+        messages = cursor.fetchall()
     turns: list[dict[str, str]] = []
-    for author, text in reversed(list(messages)):
+    for author, text in reversed(messages):
         role = "user" if author == Message.Author.CUSTOMER else "assistant"
         if turns and turns[-1]["role"] == role:
             # Two customer messages in a row (an earlier one went unanswered): one user turn.
@@ -60,6 +68,23 @@ def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
         else:
             turns.append({"role": role, "content": text})
     return turns
+
+
+@functools.cache
+def _prompt_turns_sql() -> str:
+    """The latest messages of a conversation up to one message, but for one author, newest first
+    (names from the model)."""
+    quote = connection.ops.quote_name
+    meta = Message._meta
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    return (
+        f"SELECT {column('author')}, {column('text')} FROM {quote(meta.db_table)} "
+        f"WHERE {column('conversation')} = %s AND {column('id')} <= %s AND {column('author')} <> %s "
+        f"ORDER BY {column('created_at')} DESC, {column('id')} DESC LIMIT %s"
+    )
 
 
 # -- serialisation for the socket (docs/protocol.md) ----------------------------------------------

@@ -97,6 +97,25 @@ def pending_generation() -> Generation:
     return generation
 
 
+def test_a_claim_on_postgresql_is_one_statement_and_returns_what_the_orm_would():
+    """The claim is on the way to every first token: its usual case is one UPDATE ... RETURNING,
+    and what it returns is the stored generation with its conversation."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    generation = pending_generation()
+    with CaptureQueriesContext(connection) as queries:
+        claimed = services.generation_claim(generation_id=generation.pk, worker="w1")
+        group = claimed.conversation.group_name  # loaded with the claim: no query of its own
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE"]
+    stored = Generation.objects.select_related("conversation").get(pk=generation.pk)
+    assert (stored.status, stored.attempts, stored.worker) == (Generation.Status.RUNNING, 1, "w1")
+    fields = [f.attname for f in Generation._meta.concrete_fields]
+    assert [getattr(claimed, f) for f in fields] == [getattr(stored, f) for f in fields]
+    assert group == stored.conversation.group_name and claimed.conversation == stored.conversation
+    assert claimed.created_at.tzinfo is not None and claimed.started_at == stored.started_at
+
+
 def test_a_redelivered_claim_of_a_running_generation_counts_an_attempt_then_gives_up(settings):
     """A worker died mid-answer and the task came back: run it again, up to the last attempt."""
     settings.GENERATION_MAX_ATTEMPTS = 2
@@ -179,6 +198,20 @@ def test_prompt_turns_follow_the_conversation_without_system_notices():
         {"role": "user", "content": "Do you ship to Canada?"},
         {"role": "assistant", "content": "Yes."},
         {"role": "user", "content": "How long does it take?"},
+    ]
+
+
+def test_prompt_turns_stop_at_the_generation_s_message_and_keep_the_latest_history(settings):
+    settings.HISTORY_MAX_MESSAGES = 3
+    first = post(text="one")
+    conversation = first.conversation
+    for text in ("two", "three"):
+        Message.objects.create(conversation=conversation, author=Message.Author.BOT, text=text)
+    second = post(conversation=conversation, text="four", client_id="c2")
+    post(conversation=conversation, text="five, sent after", client_id="c3")
+    assert selectors.prompt_turns(generation=second.generation) == [
+        {"role": "assistant", "content": "two\nthree"},
+        {"role": "user", "content": "four"},
     ]
 
 
