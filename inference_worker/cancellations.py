@@ -64,11 +64,18 @@ class CancelWatcher:
         return cancelled
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll()
             except Exception:  # noqa: BLE001 - Redis away: the task's final write re-reads the row anyway
-                logger.warning("could not read cancellation flags", exc_info=True)
+                if not failing:  # once per outage, not four times a second
+                    logger.warning("could not read cancellation flags", exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    logger.info("reading cancellation flags again")
+                failing = False
 
     def stop(self) -> None:
         self._stop.set()

@@ -83,3 +83,26 @@ def test_the_watcher_thread_polls_by_itself_and_nothing_is_read_while_nothing_is
         assert request.cancelled.wait(timeout=10)
     finally:
         watcher.stop()
+
+
+def test_the_watcher_outlives_redis_errors_and_cancels_once_redis_answers(flags):
+    """Redis away for a while: the thread keeps polling and acts on the flag when it can read it."""
+    real = CountingRedis()
+    failures = []
+
+    class Flaky:
+        def mget(self, keys):
+            if len(failures) < 3:
+                failures.append(1)
+                raise ConnectionError("Redis is away")
+            return real.mget(keys)
+
+    watcher = CancelWatcher(interval_s=0.01, redis_client=Flaky)
+    try:
+        request = Request()
+        get_redis().set(cancel_key(flags[0]), "1")
+        watcher.watch(flags[0], request)
+        assert request.cancelled.wait(timeout=10)
+        assert len(failures) == 3
+    finally:
+        watcher.stop()
