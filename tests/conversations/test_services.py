@@ -53,6 +53,40 @@ def test_the_first_message_of_a_new_conversation_looks_nothing_up():
     ]
 
 
+def test_a_later_message_looks_up_a_resend_and_answers_to_cancel_in_one_statement():
+    """On the way to every first token: after the conversation's lock, one read says whether the
+    message is a resend and whether an answer is still running; with neither, nothing is cancelled."""
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    first = post()
+    Generation.objects.filter(pk=first.generation.pk).update(status=Generation.Status.DONE)
+    with CaptureQueriesContext(connection) as queries:
+        post(conversation=first.conversation, text="And when?", client_id="c2")
+    statements = [q["sql"] for q in queries.captured_queries]
+    in_transaction = statements[statements.index("BEGIN") + 1 : statements.index("COMMIT")]
+    lock, lookup, *writes = in_transaction
+    assert lock.startswith('SELECT "conversations_conversation"') and "FOR UPDATE" in lock
+    assert lookup.startswith("SELECT (SELECT") and '"conversations_message"' in lookup
+    assert 'EXISTS (SELECT 1 FROM "conversations_generation"' in lookup
+    kinds = [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in writes]
+    assert kinds == [
+        ("INSERT", "conversations_message"),
+        ("UPDATE", "conversations_conversation"),
+        ("SELECT", "serving_servingstate"),
+        ("INSERT", "conversations_generation"),
+    ]
+
+
+def test_a_resent_message_is_stored_once_and_returns_the_first_copy():
+    first = post(client_id="c1")
+    again = post(conversation=first.conversation, text="Where is my order?", client_id="c1")
+    assert not again.created and again.message == first.message and again.generation == first.generation
+    assert Message.objects.filter(client_id="c1").count() == 1
+
+
 def test_when_redis_is_down_the_message_is_still_saved(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     get_redis.cache_clear()
