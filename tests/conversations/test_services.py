@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.utils import timezone
 
@@ -16,6 +18,22 @@ def post(conversation=None, text="Where is my order?", client_id="c1", visitor_i
     return services.customer_message_post(
         visitor_id=visitor_id, conversation=conversation, text=text, client_id=client_id
     )
+
+
+def statements_in_transaction(action) -> list[str]:
+    """The SQL statements `action` runs between BEGIN and COMMIT."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        action()
+    statements = [q["sql"] for q in queries.captured_queries]
+    return statements[statements.index("BEGIN") + 1 : statements.index("COMMIT")]
+
+
+def statement_kinds(statements: list[str]) -> list[tuple[str, str]]:
+    """(verb, first table named) of each statement."""
+    return [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in statements]
 
 
 def test_post_saves_the_message_and_a_generation_on_the_active_variant():
@@ -34,17 +52,7 @@ def test_the_first_message_of_a_new_conversation_looks_nothing_up():
     """The first message is on the way to the first token: a new conversation has no earlier
     message with this client id and no answer to cancel, so its transaction only writes (and
     reads the active variant)."""
-    import re
-
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as queries:
-        post()
-    statements = [q["sql"] for q in queries.captured_queries]
-    in_transaction = statements[statements.index("BEGIN") + 1 : statements.index("COMMIT")]
-    kinds = [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in in_transaction]
-    assert kinds == [
+    assert statement_kinds(statements_in_transaction(post)) == [
         ("INSERT", "conversations_conversation"),
         ("INSERT", "conversations_message"),
         ("UPDATE", "conversations_conversation"),
@@ -56,23 +64,15 @@ def test_the_first_message_of_a_new_conversation_looks_nothing_up():
 def test_a_later_message_looks_up_a_resend_and_answers_to_cancel_in_one_statement():
     """On the way to every first token: after the conversation's lock, one read says whether the
     message is a resend and whether an answer is still running; with neither, nothing is cancelled."""
-    import re
-
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     first = post()
     Generation.objects.filter(pk=first.generation.pk).update(status=Generation.Status.DONE)
-    with CaptureQueriesContext(connection) as queries:
-        post(conversation=first.conversation, text="And when?", client_id="c2")
-    statements = [q["sql"] for q in queries.captured_queries]
-    in_transaction = statements[statements.index("BEGIN") + 1 : statements.index("COMMIT")]
-    lock, lookup, *writes = in_transaction
+    lock, lookup, *writes = statements_in_transaction(
+        lambda: post(conversation=first.conversation, text="And when?", client_id="c2")
+    )
     assert lock.startswith('SELECT "conversations_conversation"') and "FOR UPDATE" in lock
     assert lookup.startswith("SELECT (SELECT") and '"conversations_message"' in lookup
     assert 'EXISTS (SELECT 1 FROM "conversations_generation"' in lookup
-    kinds = [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in writes]
-    assert kinds == [
+    assert statement_kinds(writes) == [
         ("INSERT", "conversations_message"),
         ("UPDATE", "conversations_conversation"),
         ("SELECT", "serving_servingstate"),
