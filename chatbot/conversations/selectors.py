@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 
 from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.sql import column, table
 
 
 def conversation_get_for_visitor(*, public_id: str, visitor_id: str) -> Conversation | None:
@@ -31,11 +32,7 @@ def message_list(*, conversation: Conversation, limit: int | None = None) -> lis
 
 
 def generation_in_progress(*, conversation: Conversation) -> Generation | None:
-    return (
-        conversation.generations.filter(status__in=Generation.OPEN_STATUSES)
-        .order_by("-created_at")
-        .first()
-    )
+    return conversation.generations.filter(status__in=Generation.OPEN_STATUSES).order_by("-created_at").first()
 
 
 def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
@@ -72,18 +69,12 @@ def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
 
 @functools.cache
 def _prompt_turns_sql() -> str:
-    """The latest messages of a conversation up to one message, but for one author, newest first
-    (names from the model)."""
-    quote = connection.ops.quote_name
-    meta = Message._meta
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
-
+    """The latest messages of a conversation up to one message, but for one author, newest first."""
+    author, message_id = column(Message, "author"), column(Message, "id")
     return (
-        f"SELECT {column('author')}, {column('text')} FROM {quote(meta.db_table)} "
-        f"WHERE {column('conversation')} = %s AND {column('id')} <= %s AND {column('author')} <> %s "
-        f"ORDER BY {column('created_at')} DESC, {column('id')} DESC LIMIT %s"
+        f"SELECT {author}, {column(Message, 'text')} FROM {table(Message)} "
+        f"WHERE {column(Message, 'conversation')} = %s AND {message_id} <= %s AND {author} <> %s "
+        f"ORDER BY {column(Message, 'created_at')} DESC, {message_id} DESC LIMIT %s"
     )
 
 
@@ -93,7 +84,11 @@ def _prompt_turns_sql() -> str:
 def conversation_payload(conversation: Conversation | None) -> dict | None:
     if conversation is None:
         return None
-    return {"id": conversation.public_id, "status": conversation.status, "created_at": conversation.created_at.isoformat()}
+    return {
+        "id": conversation.public_id,
+        "status": conversation.status,
+        "created_at": conversation.created_at.isoformat(),
+    }
 
 
 def message_payload(message: Message) -> dict:

@@ -23,6 +23,7 @@ from chatbot.conversations.selectors import message_payload
 from chatbot.events import send_event_on_commit
 from chatbot.redis_client import CANCEL_TTL_S, cancel_key, get_redis
 from chatbot.serving.selectors import active_variant_get, variant_is_served
+from chatbot.sql import column, columns, placeholders, table
 
 logger = logging.getLogger(__name__)
 
@@ -154,17 +155,11 @@ def _post_lookups(*, conversation_id: int, client_id: str) -> tuple[int | None, 
 
 @functools.cache
 def _post_lookups_sql() -> str:
-    quote = connection.ops.quote_name
-    m, g = Message._meta, Generation._meta
-
-    def column(meta, name: str) -> str:
-        return quote(meta.get_field(name).column)
-
     return (
-        f"SELECT (SELECT {column(m, 'id')} FROM {quote(m.db_table)} "
-        f"WHERE {column(m, 'conversation')} = %s AND {column(m, 'client_id')} = %s LIMIT 1), "
-        f"EXISTS (SELECT 1 FROM {quote(g.db_table)} "
-        f"WHERE {column(g, 'conversation')} = %s AND {column(g, 'status')} IN (%s, %s))"
+        f"SELECT (SELECT {column(Message, 'id')} FROM {table(Message)} "
+        f"WHERE {column(Message, 'conversation')} = %s AND {column(Message, 'client_id')} = %s LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {table(Generation)} WHERE {column(Generation, 'conversation')} = %s "
+        f"AND {column(Generation, 'status')} IN ({placeholders(Generation.OPEN_STATUSES)}))"
     )
 
 
@@ -288,23 +283,16 @@ def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
 def _claim_sql() -> str:
     """UPDATE ... FROM ... RETURNING (PostgreSQL) that claims a generation when it is still open,
     has attempts left and no agent owns its conversation, and returns the generation's and the
-    conversation's columns. Names come from the models."""
-    quote = connection.ops.quote_name
-    g, c = Generation._meta, Conversation._meta
-
-    def column(meta, name: str) -> str:
-        return quote(meta.get_field(name).column)
-
-    status, attempts = column(g, "status"), column(g, "attempts")
-    returning = [f"g.{quote(f.column)}" for f in g.concrete_fields] + [
-        f"c.{quote(f.column)}" for f in c.concrete_fields
-    ]
+    conversation's columns."""
+    status, attempts = column(Generation, "status"), column(Generation, "attempts")
+    returning = [f"g.{name}" for name in columns(Generation)] + [f"c.{name}" for name in columns(Conversation)]
     return (
-        f"UPDATE {quote(g.db_table)} AS g SET {status} = %s, {attempts} = g.{attempts} + 1, "
-        f"{column(g, 'started_at')} = %s, {column(g, 'worker')} = %s "
-        f"FROM {quote(c.db_table)} AS c "
-        f"WHERE g.{column(g, 'id')} = %s AND c.{column(c, 'id')} = g.{column(g, 'conversation')} "
-        f"AND c.{column(c, 'assigned_agent')} IS NULL AND g.{status} IN (%s, %s) AND g.{attempts} < %s "
+        f"UPDATE {table(Generation)} AS g SET {status} = %s, {attempts} = g.{attempts} + 1, "
+        f"{column(Generation, 'started_at')} = %s, {column(Generation, 'worker')} = %s "
+        f"FROM {table(Conversation)} AS c "
+        f"WHERE g.{column(Generation, 'id')} = %s AND c.{column(Conversation, 'id')} = g.{column(Generation, 'conversation')} "
+        f"AND c.{column(Conversation, 'assigned_agent')} IS NULL "
+        f"AND g.{status} IN ({placeholders(Generation.OPEN_STATUSES)}) AND g.{attempts} < %s "
         f"RETURNING {', '.join(returning)}"
     )
 
