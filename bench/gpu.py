@@ -1,22 +1,34 @@
 """GPU benchmark for one NVIDIA H200 (runs in under 5 minutes): a random-weight model with
 DeepSeek-R1-Distill-Qwen-1.5B geometry in bf16; plain `generate` one request at a time vs our
-engine (both backends) at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
+engine at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
 
-    python bench/gpu.py [--sessions 1,64,256] [--prompt-tokens 128] [--new-tokens 256] [--json]
+    python bench/gpu.py [--sessions 1,64,256] [--variants dense,paged,paged-graphs]
+                        [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 45] [--json]
+                        [--profile] [--tiny]
 
-Needs only torch and transformers (no Django, no database): the engine module is imported
-directly. Weights are random, so EOS is disabled and every request generates --new-tokens.
+Variants: `dense` (our batch loop over a dense cache), `paged` (transformers' continuous
+batching as the worker configures it) and `paged-graphs` (the same with CUDA graphs and async
+batching forced on: transformers turns them off by default when attention needs a mask, as SDPA
+does). All sessions are submitted at once; a row that runs past --row-seconds is cut there and
+marked so (its tokens/s counts what it generated until then). `--profile` adds torch.profiler's
+top operations for ten decode steps of the dense runner at the largest session count. `--tiny`
+shrinks the model to run on a CPU (a smoke test of the script, not a measurement).
+
+Needs only torch and transformers (no Django, no database): the engine is imported directly.
+Weights are random, so EOS is disabled and every request generates --new-tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentile, print_table  # noqa: E402
 
@@ -31,74 +43,199 @@ R1_DISTILL_QWEN_1_5B = dict(
     rope_theta=10000.0,
     tie_word_embeddings=False,
 )
+TINY = dict(R1_DISTILL_QWEN_1_5B, vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+
+VARIANTS = {
+    "dense": ("dense", {}),
+    "paged": ("paged", {}),
+    "paged-graphs": ("paged", {"use_cuda_graph": True, "use_async_batching": True}),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,64,256")
+    parser.add_argument("--variants", default="dense,paged,paged-graphs")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--sequential-requests", type=int, default=3)
-    parser.add_argument("--backends", default="paged,dense")
+    parser.add_argument("--sequential-requests", type=int, default=2)
+    parser.add_argument("--row-seconds", type=float, default=45.0, help="cut a row that runs longer than this")
+    parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
+    parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", help="also write the report here as JSON, after every row")
     args = parser.parse_args()
 
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    from inference_worker.engine.engine import BatchingEngine
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    config = Qwen2Config(**R1_DISTILL_QWEN_1_5B)
+    config = Qwen2Config(**(TINY if args.tiny else R1_DISTILL_QWEN_1_5B))
     with torch.device(device):
         model = Qwen2ForCausalLM(config).to(torch.bfloat16).eval()
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=-1, pad_token_id=0)
     model.generation_config = generation
-    prompts = [torch.randint(10, 150000, (args.prompt_tokens,)).tolist() for _ in range(max(int(s) for s in args.sessions.split(",")))]
-    rows = []
+    sessions_list = [int(s) for s in args.sessions.split(",")]
+    prompts = [torch.randint(10, config.vocab_size - 10, (args.prompt_tokens,)).tolist() for _ in range(max(sessions_list))]
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "rows": [],
+    }
 
-    # Plain generate, one request at a time.
-    with torch.no_grad():
-        model.generate(torch.tensor([prompts[0]], device=device), generation_config=GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 8}))
-        ttfts, tokens = [], 0
-        started = time.perf_counter()
-        for prompt in prompts[: args.sequential_requests]:
-            t0 = time.perf_counter()
-            model.generate(torch.tensor([prompt], device=device), generation_config=GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 1}))
-            ttfts.append(time.perf_counter() - t0)
-            out = model.generate(torch.tensor([prompt], device=device), generation_config=generation)
-            tokens += out.shape[1] - len(prompt)
-        # The one-token generate is timed separately for TTFT and excluded from throughput.
-        elapsed = time.perf_counter() - started - sum(ttfts)
-    rows.append({"mode": "generate, one at a time", "sessions": 1, "tokens": tokens, "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000, "ttft_p95_ms": percentile(ttfts, 95) * 1000})
+    def add(row: dict) -> None:
+        report["rows"].append(row)
+        if not args.json:
+            print(json.dumps(row), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
 
-    for backend, sessions in [(b, int(s)) for b in args.backends.split(",") for s in args.sessions.split(",")]:
-        engine = BatchingEngine(
-            model=model, tokenizer=None, variant="bench", max_batch=sessions, max_new_tokens=args.new_tokens,
-            context_tokens=args.prompt_tokens + args.new_tokens, page_size=256, max_batch_tokens=max(2048, sessions * 2),
-            generation_config=generation, backend=backend,
-        ).start()
-        list(engine.submit(prompts[0], max_new_tokens=4).events())  # warm-up
-        handles = []
-        started = time.perf_counter()
-        for prompt in prompts[:sessions]:
-            handles.append(engine.submit(prompt))
-        for handle in handles:
-            for _ in handle.events(poll_s=1.0):
-                pass
-        elapsed = time.perf_counter() - started
-        engine.stop()
-        tokens = sum(len(h.generated) for h in handles)
-        ttfts = [h.time_to_first_token_s or 0.0 for h in handles]
-        rows.append({"mode": f"engine ({backend}), {sessions} sessions", "sessions": sessions, "tokens": tokens, "tokens_per_s": tokens / elapsed, "ttft_p50_ms": percentile(ttfts, 50) * 1000, "ttft_p95_ms": percentile(ttfts, 95) * 1000})
+    add(sequential(model, generation, prompts[: args.sequential_requests], device))
+    for name in args.variants.split(","):
+        if name == "paged-graphs" and device != "cuda":
+            continue  # CUDA graphs and async batching need a GPU
+        for sessions in sessions_list:
+            add(engine_row(model, generation, prompts[:sessions], name, args))
+    if args.profile:
+        report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
 
-    report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__, "rows": rows}
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{report['device']}, torch {report['torch']}, R1-Distill-Qwen-1.5B geometry, random bf16 weights, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens")
-    print_table(["mode", "tokens", "tok/s", "TTFT p50 ms", "TTFT p95 ms"], [[r["mode"], r["tokens"], r["tokens_per_s"], r["ttft_p50_ms"], r["ttft_p95_ms"]] for r in rows])
+    print(
+        f"\n{report['device']}, torch {report['torch']}, transformers {report['transformers']}, "
+        f"{'toy' if args.tiny else 'R1-Distill-Qwen-1.5B'} geometry, random bf16 weights, "
+        f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens"
+    )
+    print_table(
+        ["mode", "tokens", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "step p50 ms", "per-session tok/s", "note"],
+        [
+            [r["mode"], r["tokens"], r["tokens_per_s"], r["ttft_p50_ms"], r["ttft_p95_ms"], r.get("step_p50_ms", float("nan")), r.get("per_session_tokens_per_s", float("nan")), r.get("note", "")]
+            for r in report["rows"]
+        ],
+    )
+    if "profile" in report:
+        print("\n" + report["profile"])
+
+
+def sequential(model, generation, prompts, device) -> dict:
+    """Plain `generate`, one request at a time. A one-token `generate` of each prompt is timed
+    separately for time to first token and left out of the throughput."""
+    import torch
+    from transformers import GenerationConfig
+
+    one = GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 1})
+    with torch.no_grad():
+        model.generate(torch.tensor([prompts[0]], device=device), generation_config=GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 8}))
+        ttfts, tokens, elapsed = [], 0, 0.0
+        for prompt in prompts:
+            t0 = time.perf_counter()
+            model.generate(torch.tensor([prompt], device=device), generation_config=one)
+            ttfts.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            out = model.generate(torch.tensor([prompt], device=device), generation_config=generation)
+            elapsed += time.perf_counter() - t0
+            tokens += out.shape[1] - len(prompt)
+    return {
+        "mode": "generate, one at a time",
+        "sessions": 1,
+        "tokens": tokens,
+        "tokens_per_s": tokens / elapsed,
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+        "step_p50_ms": elapsed / tokens * 1000,
+    }
+
+
+def engine_row(model, generation, prompts, name, args) -> dict:
+    from inference_worker.engine.engine import BatchingEngine
+
+    backend, options = VARIANTS[name]
+    sessions = len(prompts)
+    mode = f"engine ({name}), {sessions} sessions"
+    try:
+        engine = BatchingEngine(
+            model=model, tokenizer=None, variant="bench", max_batch=sessions, max_new_tokens=args.new_tokens,
+            context_tokens=args.prompt_tokens + args.new_tokens, page_size=256, max_batch_tokens=max(2048, sessions * 2),
+            generation_config=generation, backend=backend, paged_options=options,
+        ).start()
+        warm = engine.submit(prompts[0], max_new_tokens=4)
+        give_up = time.perf_counter() + args.row_seconds
+        for event in warm.events(poll_s=0.5):
+            if time.perf_counter() > give_up:
+                raise TimeoutError(f"the warm-up request did not finish in {args.row_seconds:.0f} s")
+        warm_steps = len(engine.steps)
+        handles = []
+        started = time.perf_counter()
+        deadline = started + args.row_seconds
+        for prompt in prompts:
+            handles.append(engine.submit(prompt))
+        cut = False
+        for handle in handles:
+            for _ in handle.events(poll_s=0.5):
+                if time.perf_counter() > deadline:
+                    cut = True
+                    break
+            if cut:
+                break
+        elapsed = time.perf_counter() - started
+        tokens = sum(len(h.generated) for h in handles)
+        steps = [s.at for s in list(engine.steps)[warm_steps:]]
+        engine.stop()
+    except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
+        return {"mode": mode, "sessions": sessions, "tokens": 0, "tokens_per_s": float("nan"), "ttft_p50_ms": float("nan"), "ttft_p95_ms": float("nan"), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
+    rates = [
+        len(h.generated) / (h.finished_at - h.first_token_at)
+        for h in handles
+        if h.finished_at and h.first_token_at and h.finished_at > h.first_token_at and h.status == "finished"
+    ]
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    return {
+        "mode": mode,
+        "sessions": sessions,
+        "tokens": tokens,
+        "tokens_per_s": tokens / elapsed,
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+        "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
+        "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
+        "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
+    }
+
+
+def profile_dense(model, generation, prompts) -> str:
+    """Ten decode steps of the dense runner with every prompt in the batch, under torch.profiler:
+    where a step's time goes (CPU-side launches against device kernels)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from inference_worker.engine.dense_runner import DenseModelRunner
+
+    runner = DenseModelRunner(model=model, generation_config=generation, pad_token_id=0)
+    _, last = runner.step([], prompts)
+    for _ in range(5):
+        last, _ = runner.step(last, [])
+    t0 = time.perf_counter()
+    for _ in range(10):
+        last, _ = runner.step(last, [])
+    wall = (time.perf_counter() - t0) / 10
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        for _ in range(10):
+            last, _ = runner.step(last, [])
+    device_sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    averages = prof.key_averages()
+    return (
+        f"dense decode step at batch {len(prompts)}: {wall * 1000:.1f} ms wall (mean of 10)\n"
+        + averages.table(sort_by="self_cpu_time_total", row_limit=18)
+        + "\n"
+        + averages.table(sort_by=device_sort, row_limit=12)
+    )
 
 
 if __name__ == "__main__":

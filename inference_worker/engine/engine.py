@@ -134,6 +134,7 @@ class BatchingEngine:
         loop_threads: int = 0,
         prefill_wait_s: float = 0.0,
         steps_kept: int = 10_000,
+        paged_options: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -149,6 +150,8 @@ class BatchingEngine:
         self.context_tokens = context_tokens
         self.page_size = page_size
         self.max_batch_tokens = max_batch_tokens
+        # Further `ContinuousBatchingConfig` fields for the paged backend (e.g. `use_cuda_graph`).
+        self.paged_options = dict(paged_options or {})
         self._admission: AdmissionQueue[RequestHandle] = AdmissionQueue(max_active=max_batch)
         self._handles: dict[str, RequestHandle] = {}
         self._lock = threading.Lock()
@@ -179,6 +182,7 @@ class BatchingEngine:
             page_size=self.page_size,
             num_blocks=self.max_batch * pages_per_request,
             max_batch_tokens=max(self.max_batch_tokens, self.max_batch),
+            **self.paged_options,
         )
         return self.model.init_continuous_batching(
             generation_config=self.generation_config, continuous_batching_config=cb_config
