@@ -43,7 +43,14 @@ R1_DISTILL_QWEN_1_5B = dict(
     rope_theta=10000.0,
     tie_word_embeddings=False,
 )
-TINY = dict(R1_DISTILL_QWEN_1_5B, vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+TINY = dict(
+    R1_DISTILL_QWEN_1_5B,
+    vocab_size=1024,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+)
 
 VARIANTS = {
     "dense": ("dense", {}),
@@ -77,7 +84,9 @@ def main() -> None:
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=-1, pad_token_id=0)
     model.generation_config = generation
     sessions_list = [int(s) for s in args.sessions.split(",")]
-    prompts = [torch.randint(10, config.vocab_size - 10, (args.prompt_tokens,)).tolist() for _ in range(max(sessions_list))]
+    prompts = [
+        torch.randint(10, config.vocab_size - 10, (args.prompt_tokens,)).tolist() for _ in range(max(sessions_list))
+    ]
     report = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -114,7 +123,16 @@ def main() -> None:
     print_table(
         ["mode", "tokens", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "step p50 ms", "per-session tok/s", "note"],
         [
-            [r["mode"], r["tokens"], r["tokens_per_s"], r["ttft_p50_ms"], r["ttft_p95_ms"], r.get("step_p50_ms", float("nan")), r.get("per_session_tokens_per_s", float("nan")), r.get("note", "")]
+            [
+                r["mode"],
+                r["tokens"],
+                r["tokens_per_s"],
+                r["ttft_p50_ms"],
+                r["ttft_p95_ms"],
+                r.get("step_p50_ms", float("nan")),
+                r.get("per_session_tokens_per_s", float("nan")),
+                r.get("note", ""),
+            ]
             for r in report["rows"]
         ],
     )
@@ -130,7 +148,10 @@ def sequential(model, generation, prompts, device) -> dict:
 
     one = GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 1})
     with torch.no_grad():
-        model.generate(torch.tensor([prompts[0]], device=device), generation_config=GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 8}))
+        model.generate(
+            torch.tensor([prompts[0]], device=device),
+            generation_config=GenerationConfig(**{**generation.to_dict(), "max_new_tokens": 8}),
+        )
         ttfts, tokens, elapsed = [], 0, 0.0
         for prompt in prompts:
             t0 = time.perf_counter()
@@ -159,13 +180,21 @@ def engine_row(model, generation, prompts, name, args) -> dict:
     mode = f"engine ({name}), {sessions} sessions"
     try:
         engine = BatchingEngine(
-            model=model, tokenizer=None, variant="bench", max_batch=sessions, max_new_tokens=args.new_tokens,
-            context_tokens=args.prompt_tokens + args.new_tokens, page_size=256, max_batch_tokens=max(2048, sessions * 2),
-            generation_config=generation, backend=backend, paged_options=options,
+            model=model,
+            tokenizer=None,
+            variant="bench",
+            max_batch=sessions,
+            max_new_tokens=args.new_tokens,
+            context_tokens=args.prompt_tokens + args.new_tokens,
+            page_size=256,
+            max_batch_tokens=max(2048, sessions * 2),
+            generation_config=generation,
+            backend=backend,
+            paged_options=options,
         ).start()
         warm = engine.submit(prompts[0], max_new_tokens=4)
         give_up = time.perf_counter() + args.row_seconds
-        for event in warm.events(poll_s=0.5):
+        for _event in warm.events(poll_s=0.5):
             if time.perf_counter() > give_up:
                 raise TimeoutError(f"the warm-up request did not finish in {args.row_seconds:.0f} s")
         warm_steps = len(engine.steps)
@@ -187,14 +216,22 @@ def engine_row(model, generation, prompts, name, args) -> dict:
         steps = [s.at for s in list(engine.steps)[warm_steps:]]
         engine.stop()
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
-        return {"mode": mode, "sessions": sessions, "tokens": 0, "tokens_per_s": float("nan"), "ttft_p50_ms": float("nan"), "ttft_p95_ms": float("nan"), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        return {
+            "mode": mode,
+            "sessions": sessions,
+            "tokens": 0,
+            "tokens_per_s": float("nan"),
+            "ttft_p50_ms": float("nan"),
+            "ttft_p95_ms": float("nan"),
+            "note": f"failed: {type(exc).__name__}: {exc}"[:300],
+        }
     ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
     rates = [
         len(h.generated) / (h.finished_at - h.first_token_at)
         for h in handles
         if h.finished_at and h.first_token_at and h.finished_at > h.first_token_at and h.status == "finished"
     ]
-    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     return {
         "mode": mode,
         "sessions": sessions,

@@ -65,7 +65,9 @@ async def customer(
     try:
         cookie = await asyncio.to_thread(session_cookie, base_url)
         ws_url = base_url.replace("http", "ws", 1) + "/ws/chat/"
-        async with websockets.connect(ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=2**20) as socket:
+        async with websockets.connect(
+            ws_url, additional_headers={"Cookie": cookie, "Origin": base_url}, max_size=2**20
+        ) as socket:
             await socket.send(json.dumps({"type": "conversation.new"}))
             await socket.recv()
             if ready is not None:  # a burst: every customer's first message leaves at the same instant
@@ -118,7 +120,11 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
     )
     elapsed = time.perf_counter() - started
     stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
-    by_turn = [(r["turn"], r["first_ms"] - stored[r["message_id"]]["engine_ttft"]) for r in results if stored.get(r["message_id"])]
+    by_turn = [
+        (r["turn"], r["first_ms"] - stored[r["message_id"]]["engine_ttft"])
+        for r in results
+        if stored.get(r["message_id"])
+    ]
     overhead = [value for _, value in by_turn]
     # Every customer's first message leaves at the same instant (and opens a conversation): a
     # burst. The later ones leave when each customer's previous answer is done.
@@ -221,7 +227,9 @@ def main() -> None:
     if args.warmup:
         warm = asyncio.run(run_level(args.url.rstrip("/"), args.warmup, 2))
         if not args.json:
-            print(f"warm-up (not measured): {warm['customers']} customers, {warm['answers']} answers, {warm['errors']} errors\n")
+            print(
+                f"warm-up (not measured): {warm['customers']} customers, {warm['answers']} answers, {warm['errors']} errors\n"
+            )
     rows = [
         asyncio.run(run_level(args.url.rstrip("/"), int(n), args.messages, args.ramp, args.first_together))
         for n in args.customers.split(",")
@@ -241,13 +249,39 @@ def main() -> None:
         )
         return
     print_table(
-        ["customers", "answers", "errors", "first p50", "p95", "p99", "done p50", "p95", "p99", "path overhead p50", "p95"],
         [
-            [r["customers"], r["answers"], r["errors"], r["first_p50_ms"], r["first_p95_ms"], r["first_p99_ms"], r["done_p50_ms"], r["done_p95_ms"], r["done_p99_ms"], r["path_overhead_p50_ms"], r["path_overhead_p95_ms"]]
+            "customers",
+            "answers",
+            "errors",
+            "first p50",
+            "p95",
+            "p99",
+            "done p50",
+            "p95",
+            "p99",
+            "path overhead p50",
+            "p95",
+        ],
+        [
+            [
+                r["customers"],
+                r["answers"],
+                r["errors"],
+                r["first_p50_ms"],
+                r["first_p95_ms"],
+                r["first_p99_ms"],
+                r["done_p50_ms"],
+                r["done_p95_ms"],
+                r["done_p99_ms"],
+                r["path_overhead_p50_ms"],
+                r["path_overhead_p95_ms"],
+            ]
             for r in rows
         ],
     )
-    print("(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)")
+    print(
+        "(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)"
+    )
     if args.first_together:
         start = "all leave at the same instant, once every customer has opened the chat"
     elif args.ramp:

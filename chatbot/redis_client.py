@@ -15,9 +15,7 @@ CANCEL_TTL_S = 3600
 
 @functools.lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, decode_responses=True
-    )
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2, decode_responses=True)
 
 
 def cancel_key(generation_id: int) -> str:

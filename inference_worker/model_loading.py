@@ -102,10 +102,14 @@ def check_model_folder(path: str | Path, *, quantized: bool) -> dict:
     quant = config.get("quantization_config")
     if quantized:
         if not isinstance(quant, dict) or str(quant.get("quant_method", "")).lower() != "gptq":
-            raise ModelLoadError(folder, "configured as the GPTQ variant, but config.json has no GPTQ quantization_config")
+            raise ModelLoadError(
+                folder, "configured as the GPTQ variant, but config.json has no GPTQ quantization_config"
+            )
     elif quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
-        raise ModelLoadError(folder, f"configured as the unquantized variant, but the checkpoint is quantized ({method})")
+        raise ModelLoadError(
+            folder, f"configured as the unquantized variant, but the checkpoint is quantized ({method})"
+        )
 
     build_info_path = folder / "build-info.json"
     if build_info_path.exists():
@@ -116,7 +120,9 @@ def check_model_folder(path: str | Path, *, quantized: bool) -> dict:
                 raise ModelLoadError(folder, f"{name} listed in build-info.json is missing")
             size = file_path.stat().st_size
             if "size" in expected and size != expected["size"]:
-                raise ModelLoadError(folder, f"{name} is {size} bytes, build-info.json says {expected['size']}: corrupt or partial")
+                raise ModelLoadError(
+                    folder, f"{name} is {size} bytes, build-info.json says {expected['size']}: corrupt or partial"
+                )
             if "sha256" in expected and size <= HASH_MAX_BYTES and _sha256(file_path) != expected["sha256"]:
                 raise ModelLoadError(folder, f"{name} does not match its sha256 in build-info.json: corrupt")
     return config
@@ -237,7 +243,10 @@ def load_variant(
     if quantized and str(getattr(is_gptq, "value", is_gptq)).lower() != "gptq":
         raise ModelLoadError(path, "loaded without GPTQ quantization")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise ModelLoadError(path, f"tokenizer has {len(tokenizer)} tokens, the embedding only {model.get_input_embeddings().num_embeddings}")
+        raise ModelLoadError(
+            path,
+            f"tokenizer has {len(tokenizer)} tokens, the embedding only {model.get_input_embeddings().num_embeddings}",
+        )
     try:
         with torch.no_grad():
             ids = tokenizer("hello", return_tensors="pt").input_ids.to(model.device)

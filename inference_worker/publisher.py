@@ -100,7 +100,9 @@ class EventPublisher:
     async def _send_in_order(self, group: str, event: dict[str, Any]) -> None:
         await self._send(group, event, *self._claim(group))
 
-    async def _send(self, group: str, event: dict[str, Any], previous: asyncio.Future | None, done: asyncio.Future) -> None:
+    async def _send(
+        self, group: str, event: dict[str, Any], previous: asyncio.Future | None, done: asyncio.Future
+    ) -> None:
         try:
             if previous is not None:
                 await previous

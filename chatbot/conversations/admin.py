@@ -5,7 +5,15 @@ from chatbot.conversations.models import Conversation, Generation, Message, Rati
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("created_at", "author", "text", "reasoning", "model_variant", "completion_tokens", "time_to_first_token_ms")
+    fields = (
+        "created_at",
+        "author",
+        "text",
+        "reasoning",
+        "model_variant",
+        "completion_tokens",
+        "time_to_first_token_ms",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -26,7 +34,15 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "author", "created_at", "model_variant", "completion_tokens", "time_to_first_token_ms")
+    list_display = (
+        "id",
+        "conversation",
+        "author",
+        "created_at",
+        "model_variant",
+        "completion_tokens",
+        "time_to_first_token_ms",
+    )
     list_filter = ("author", "model_variant")
     search_fields = ("text",)
     readonly_fields = [f.name for f in Message._meta.fields]

@@ -201,4 +201,3 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
 
     def _cancel_in_progress(self, *, reason: str) -> None:
         services.conversation_cancel_answers(conversation=self.conversation, reason=reason)
-

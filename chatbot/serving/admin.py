@@ -41,7 +41,6 @@ class RollbackPermissionOnly(admin.ModelAdmin):
 class ServingStateAdmin(RollbackPermissionOnly):
     """Shown as "Model serving" in the admin; its list page is the rollback page."""
 
-
     def get_urls(self):
         return [path("", self.admin_site.admin_view(self.rollback_view), name="serving_servingstate_changelist")]
 

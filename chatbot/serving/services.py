@@ -23,7 +23,9 @@ class SwitchRefused(ValueError):
     """A toggle refused, with the words to show the admin; serving stays where it was."""
 
 
-def serving_variant_switch(*, user: Any, to_variant: str, reason: str, expected_from: str | None = None) -> VariantChange:
+def serving_variant_switch(
+    *, user: Any, to_variant: str, reason: str, expected_from: str | None = None
+) -> VariantChange:
     """Move new generations to `to_variant` and write the audit record.
 
     Locks the serving-state row, so two admins switching at once are serialised: the second sees

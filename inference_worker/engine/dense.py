@@ -105,7 +105,9 @@ class DenseBatchManager:
     # -- the manager interface the engine uses ----------------------------------------------
     def add_request(self, input_ids: list[int], request_id: str, max_new_tokens: int, streaming: bool = True) -> str:
         self._incoming.put(
-            _Row(request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now())
+            _Row(
+                request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now()
+            )
         )
         self._ensure_thread()
         self._wake.set()

@@ -191,7 +191,9 @@ def _fusable(modules: list[torch.nn.Module]) -> bool:
 
 
 class DenseModelRunner:
-    def __init__(self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0, packed: bool | None = None) -> None:
+    def __init__(
+        self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0, packed: bool | None = None
+    ) -> None:
         self.model = model
         self.threads = threads
         self.device = model.device
@@ -288,12 +290,16 @@ class DenseModelRunner:
                 qk = qk * cos + _rotate_half(qk) * sin
                 q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
             else:
-                q, k, v = (t.view(len(flat), -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
+                q, k, v = (
+                    t.view(len(flat), -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
+                )
                 q = q * cos + _rotate_half(q) * sin
                 k = k * cos + _rotate_half(k) * sin
             if decoding:
                 keys, values = self.cache.layers[index].update(k[:decoding, :, None], v[:decoding, :, None])
-                decoded = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[:, :, 0]
+                decoded = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[
+                    :, :, 0
+                ]
             if not prompts:
                 out = decoded
             else:
@@ -343,7 +349,9 @@ class DenseModelRunner:
     def _hf_decode(self, last_tokens: Sequence[int]) -> list[int]:
         ids = torch.tensor(list(last_tokens), dtype=torch.long, device=self.device)[:, None]
         positions = self._extend_mask()[:, None]
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True)
+        out = self.model(
+            input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True
+        )
         return self._pick(out.logits[:, -1, :])
 
     # -- the cache -----------------------------------------------------------------------------
@@ -383,9 +391,7 @@ class DenseModelRunner:
         """Append new rows (per layer [rows, heads, length, head_dim], left-padded) to the cache."""
         if self.cache is None:
             self.cache = DynamicCache(config=self.model.config)
-            self.cache.layers = [
-                _SlabLayer.stacked([k], [v], k.shape[2]) for k, v in zip(keys, values, strict=True)
-            ]
+            self.cache.layers = [_SlabLayer.stacked([k], [v], k.shape[2]) for k, v in zip(keys, values, strict=True)]
             self.mask = new_mask
             return
         rows, width = self.mask.shape
@@ -398,7 +404,12 @@ class DenseModelRunner:
             return
         self._restack(keys, values, new_mask)
 
-    def _restack(self, keys: list[torch.Tensor] | None = None, values: list[torch.Tensor] | None = None, new_mask: torch.Tensor | None = None) -> None:
+    def _restack(
+        self,
+        keys: list[torch.Tensor] | None = None,
+        values: list[torch.Tensor] | None = None,
+        new_mask: torch.Tensor | None = None,
+    ) -> None:
         """Copy the cache (and new rows, if given) into new slabs with fresh headroom. Columns that
         are padding in every running row (the longest one left) are dropped here, where the slabs
         are copied anyway."""
@@ -460,7 +471,9 @@ def _group_mask(mask: torch.Tensor, group: int) -> torch.Tensor:
     return mask.repeat(1, 1, group, 1)
 
 
-def _grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+def _grouped_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Grouped-query attention: q [rows, heads, n, dim] over k, v [rows, kv_heads, length, dim]
     with a mask from `_group_mask`. The query heads that share a kv head are stacked as extra
     query rows of that head (kv head j serves query heads j*g .. j*g+g-1, as transformers'

@@ -312,7 +312,11 @@ class BatchingEngine:
                     handle.first_token_at = now
             handle.generated = tokens
             if output.error or str(getattr(output.status, "name", output.status)).lower() == "failed":
-                self._end(handle, EngineEvent("failed", tokens=tokens, error=output.error or "generation failed"), status="failed")
+                self._end(
+                    handle,
+                    EngineEvent("failed", tokens=tokens, error=output.error or "generation failed"),
+                    status="failed",
+                )
             elif output.is_finished():
                 self._end(handle, EngineEvent("finished", tokens=tokens), status="finished")
             else:

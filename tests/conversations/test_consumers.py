@@ -180,7 +180,9 @@ async def test_message_over_the_limit_is_refused_with_the_limit_in_words():
 
 async def test_oversized_frame_closes_with_1009_and_stores_nothing():
     communicator, _ = await new_customer()
-    await communicator.send_to(text_data=json.dumps({"type": "message.send", "text": "y" * settings.WS_MAX_FRAME_BYTES, "client_id": "a"}))
+    await communicator.send_to(
+        text_data=json.dumps({"type": "message.send", "text": "y" * settings.WS_MAX_FRAME_BYTES, "client_id": "a"})
+    )
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
     assert await counts() == (0, 0, 0)
 
@@ -275,7 +277,10 @@ async def test_a_first_message_hears_its_answer_even_from_a_worker_that_answers_
         # What the quickest worker would do: publish the moment the task could be taken.
         async_to_sync(get_channel_layer().group_send)(
             generation.conversation.group_name,
-            {"type": CLIENT_EVENT, "event": {"type": "generation.started", "generation_id": generation.pk, "model_variant": "x"}},
+            {
+                "type": CLIENT_EVENT,
+                "event": {"type": "generation.started", "generation_id": generation.pk, "model_variant": "x"},
+            },
         )
         return real_enqueue(generation=generation, **kwargs)
 

@@ -18,7 +18,9 @@ def wait_for_answer(page, timeout_ms: int = 120_000) -> str:
     try:
         page.wait_for_selector(f"{BOT_DONE}, {ERROR_NOTICE}", timeout=timeout_ms)
     except Exception as exc:
-        raise AssertionError(f"no answer in {timeout_ms / 1000:.0f} s; the page showed: {page.inner_text('#messages')!r}") from exc
+        raise AssertionError(
+            f"no answer in {timeout_ms / 1000:.0f} s; the page showed: {page.inner_text('#messages')!r}"
+        ) from exc
     errors = page.locator(ERROR_NOTICE).all_inner_texts()
     assert not errors, f"the page showed an error instead of an answer: {errors}"
     return page.locator(BOT_DONE).first.inner_text()

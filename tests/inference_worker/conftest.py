@@ -11,7 +11,9 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 TINY_EOS = 511
 # The shape of the engine tests' models: an R1-Distill layer at toy size (grouped-query attention,
 # two query heads per kv head).
-TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY_SHAPE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 
 def saved_and_loaded(model_class, config, path):

@@ -53,8 +53,12 @@ def manager(runner: FakeRunner, max_batch: int = 4) -> tuple[DenseBatchManager, 
 
 def test_the_manager_imports_no_torch():
     tree = ast.parse(Path(dense.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert "torch" not in imported and "transformers" not in imported
 
 

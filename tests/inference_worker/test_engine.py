@@ -145,9 +145,7 @@ def test_a_request_after_the_idle_loop_thread_ended_is_answered_as_before(model)
     starts a new one, on the same cache and model: the answers are the same as generate's."""
     prompts = [[5, 6, 7, 8], [9, 10, 11]]
     with torch.no_grad():
-        expected = [
-            model.generate(torch.tensor([p]), generation_config=GREEDY)[0, len(p) :].tolist() for p in prompts
-        ]
+        expected = [model.generate(torch.tensor([p]), generation_config=GREEDY)[0, len(p) :].tolist() for p in prompts]
     engine = make_engine(model, "dense")
     manager = engine._manager
     manager.idle_exit_s = 0.05

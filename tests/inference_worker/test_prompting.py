@@ -21,7 +21,10 @@ def test_prompt_ends_inside_the_reasoning(tokenizer):
 def test_oldest_turns_are_dropped_to_fit_and_the_last_question_is_kept(tokenizer):
     turns = []
     for index in range(30):
-        turns += [{"role": "user", "content": f"question {index} about my order"}, {"role": "assistant", "content": f"answer {index}"}]
+        turns += [
+            {"role": "user", "content": f"question {index} about my order"},
+            {"role": "assistant", "content": f"answer {index}"},
+        ]
     turns.append({"role": "user", "content": "and the last one?"})
     ids = build_prompt_ids(tokenizer=tokenizer, turns=turns, budget_tokens=60)
     text = tokenizer.decode(ids)

@@ -44,7 +44,13 @@ def test_toggle_moves_the_next_generation_to_fp16_and_back(live_worker):
 
     response = client.post(
         URL,
-        {"action": "switch", "to_variant": "fp16", "reason": "refund answers wrong on 4-bit", "confirm": "yes", "expected_from": "gptq-int4"},
+        {
+            "action": "switch",
+            "to_variant": "fp16",
+            "reason": "refund answers wrong on 4-bit",
+            "confirm": "yes",
+            "expected_from": "gptq-int4",
+        },
         follow=True,
     )
     assert any("now run on fp16" in str(m) for m in response.context["messages"])
@@ -53,7 +59,11 @@ def test_toggle_moves_the_next_generation_to_fp16_and_back(live_worker):
 
     from chatbot.conversations.models import Message
 
-    variants = dict(Message.objects.filter(pk__in=[before["message"]["id"], after["message"]["id"]]).values_list("pk", "model_variant"))
+    variants = dict(
+        Message.objects.filter(pk__in=[before["message"]["id"], after["message"]["id"]]).values_list(
+            "pk", "model_variant"
+        )
+    )
     assert variants == {before["message"]["id"]: "gptq-int4", after["message"]["id"]: "fp16"}
     change = VariantChange.objects.get()
     assert (change.changed_by.username, change.from_variant, change.to_variant) == ("ops", "gptq-int4", "fp16")
@@ -83,5 +93,3 @@ def test_comparison_runs_on_the_worker_and_its_result_is_shown(live_worker):
     assert "Latest comparison of the variants" in page
     assert "Recent customer questions" in page
     assert "No comparison has been run yet." not in page
-
-

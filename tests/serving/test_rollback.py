@@ -45,7 +45,9 @@ def test_staff_without_the_permission_gets_no_access(client):
     user = User.objects.create_user("agent", password="pw", is_staff=True)
     client.force_login(user)
     assert client.get(URL).status_code == 403
-    assert client.post(URL, {"action": "switch", "to_variant": "fp16", "reason": "x", "confirm": "yes"}).status_code == 403
+    assert (
+        client.post(URL, {"action": "switch", "to_variant": "fp16", "reason": "x", "confirm": "yes"}).status_code == 403
+    )
     assert "Model serving" not in client.get("/admin/").content.decode()
     assert active_variant_get(fresh=True) == "gptq-int4"
 

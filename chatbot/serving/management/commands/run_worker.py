@@ -19,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--name", default=None, help="worker name (default: host name + a suffix)")
-        parser.add_argument("--concurrency", type=int, default=None, help="generate tasks in flight (WORKER_CONCURRENCY)")
+        parser.add_argument(
+            "--concurrency", type=int, default=None, help="generate tasks in flight (WORKER_CONCURRENCY)"
+        )
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, **options) -> None:
