@@ -2,16 +2,18 @@
 DeepSeek-R1-Distill-Qwen-1.5B geometry in bf16; plain `generate` one request at a time vs our
 engine at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
 
-    python bench/gpu.py [--sessions 1,64,256] [--variants dense,paged,paged-graphs]
-                        [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 45] [--json]
+    python bench/gpu.py [--sessions 1,64,256] [--variants paged-graphs,dense,...]
+                        [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 30] [--json]
                         [--profile] [--tiny]
 
-Variants: `dense` (our batch loop over a dense cache), `paged` (transformers' continuous
-batching as the worker configures it) and `paged-graphs` (the same with CUDA graphs and async
-batching forced on: transformers turns them off by default when attention needs a mask, as SDPA
-does). All sessions are submitted at once; a row that runs past --row-seconds is cut there and
-marked so (its tokens/s counts what it generated until then). `--profile` adds torch.profiler's
-top operations for ten decode steps of the dense runner at the largest session count. `--tiny`
+Variants: `paged-graphs` (transformers' continuous batching with CUDA graphs and async batching,
+as the worker runs it on CUDA: ENGINE_CUDA_GRAPHS), `paged` (the same without them: transformers'
+default when attention takes a mask, as SDPA does) and `dense` (our batch loop over a dense
+cache). Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a
+`-cudnn` suffix runs it with cuDNN allowed, PyTorch's default; `generate` runs both ways. All
+sessions are submitted at once; a row that runs past --row-seconds is cut there and marked so
+(its tokens/s counts what it generated until then). `--profile` adds torch.profiler's top
+operations for ten decode steps of the dense runner at the largest session count. `--tiny`
 shrinks the model to run on a CPU (a smoke test of the script, not a measurement).
 
 Needs only torch and transformers (no Django, no database): the engine is imported directly.
@@ -59,14 +61,22 @@ VARIANTS = {
 }
 
 
+def cudnn_attention(enabled: bool) -> None:
+    """PyTorch's switch for cuDNN attention (process-wide; a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(enabled)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,64,256")
-    parser.add_argument("--variants", default="dense,paged,paged-graphs")
+    parser.add_argument("--variants", default="paged-graphs,paged-graphs-cudnn,dense,dense-cudnn,paged")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=2)
-    parser.add_argument("--row-seconds", type=float, default=45.0, help="cut a row that runs longer than this")
+    parser.add_argument("--row-seconds", type=float, default=30.0, help="cut a row that runs longer than this")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
     parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
@@ -103,12 +113,19 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1))
 
-    add(sequential(model, generation, prompts[: args.sequential_requests], device))
+    for cudnn in (False, True) if device == "cuda" else (False,):
+        cudnn_attention(cudnn)
+        add(sequential(model, generation, prompts[: args.sequential_requests], device, cudnn))
     for name in args.variants.split(","):
-        if name == "paged-graphs" and device != "cuda":
+        base = name.removesuffix("-cudnn")
+        if base == "paged-graphs" and device != "cuda":
             continue  # CUDA graphs and async batching need a GPU
+        if name.endswith("-cudnn") and device != "cuda":
+            continue
+        cudnn_attention(name.endswith("-cudnn"))
         for sessions in sessions_list:
             add(engine_row(model, generation, prompts[:sessions], name, args))
+    cudnn_attention(False)
     if args.profile:
         report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
 
@@ -140,7 +157,7 @@ def main() -> None:
         print("\n" + report["profile"])
 
 
-def sequential(model, generation, prompts, device) -> dict:
+def sequential(model, generation, prompts, device, cudnn: bool) -> dict:
     """Plain `generate`, one request at a time. A one-token `generate` of each prompt is timed
     separately for time to first token and left out of the throughput."""
     import torch
@@ -162,7 +179,7 @@ def sequential(model, generation, prompts, device) -> dict:
             elapsed += time.perf_counter() - t0
             tokens += out.shape[1] - len(prompt)
     return {
-        "mode": "generate, one at a time",
+        "mode": "generate, one at a time" + (", cudnn" if cudnn else ""),
         "sessions": 1,
         "tokens": tokens,
         "tokens_per_s": tokens / elapsed,
@@ -175,7 +192,7 @@ def sequential(model, generation, prompts, device) -> dict:
 def engine_row(model, generation, prompts, name, args) -> dict:
     from inference_worker.engine.engine import BatchingEngine
 
-    backend, options = VARIANTS[name]
+    backend, options = VARIANTS[name.removesuffix("-cudnn")]
     sessions = len(prompts)
     mode = f"engine ({name}), {sessions} sessions"
     try:
@@ -246,8 +263,8 @@ def engine_row(model, generation, prompts, name, args) -> dict:
 
 
 def profile_dense(model, generation, prompts) -> str:
-    """Ten decode steps of the dense runner with every prompt in the batch, under torch.profiler:
-    where a step's time goes (CPU-side launches against device kernels)."""
+    """Ten decode steps of the dense runner with every prompt in the batch, under torch.profiler
+    (cuDNN attention off): where a step's time goes (CPU-side launches against device kernels)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 

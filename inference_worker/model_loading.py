@@ -211,17 +211,26 @@ def _skip_identity_permutation(model) -> None:
 
 
 def load_variant(
-    *, variant: str, path: str, quantized: bool, device: str = "auto", gptq_cpu_dtype_setting: str = "auto"
+    *,
+    variant: str,
+    path: str,
+    quantized: bool,
+    device: str = "auto",
+    gptq_cpu_dtype_setting: str = "auto",
+    cudnn_attention: bool = False,
 ) -> LoadedModel:
     """Check, load and smoke-test one variant. Raises ModelLoadError with the path and the fault.
     `gptq_cpu_dtype_setting` (GPTQ_CPU_DTYPE) chooses what a GPTQ model computes in around its
-    int4 layers on the CPU (`gptq_cpu_dtype`)."""
+    int4 layers on the CPU (`gptq_cpu_dtype`). On CUDA, `cudnn_attention` (CUDA_SDPA_CUDNN) says
+    whether PyTorch's attention may use cuDNN (a process-wide switch)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if is_local(path):
         check_model_folder(path, quantized=quantized)
     device = resolve_device(device)
+    if device.startswith("cuda"):
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
     around_int4 = ""
     if quantized and device == "cpu":
         around_int4 = gptq_cpu_dtype(gptq_cpu_dtype_setting, has_bf16=cpu_has_bf16_arithmetic())

@@ -57,6 +57,7 @@ class VariantSlot:
                         quantized=self.config["quantized"],
                         device=settings.MODEL_DEVICE,
                         gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
+                        cudnn_attention=settings.CUDA_SDPA_CUDNN,
                     ),
                     threads=torch_work_threads(),
                     name=f"load-{self.variant}",
@@ -72,6 +73,7 @@ class VariantSlot:
                     backend=engine_backend(loaded),
                     loop_threads=settings.ENGINE_LOOP_THREADS,
                     prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
+                    paged_options=paged_options(loaded),
                 ).start()
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)
@@ -85,6 +87,14 @@ def engine_backend(loaded: LoadedModel) -> str:
     if settings.ENGINE_BACKEND != "auto":
         return settings.ENGINE_BACKEND
     return "paged" if loaded.model.device.type == "cuda" else "dense"
+
+
+def paged_options(loaded: LoadedModel) -> dict:
+    """transformers' CUDA graphs and async batching for the paged backend on CUDA (settings'
+    ENGINE_CUDA_GRAPHS); nothing elsewhere, where transformers has no graph backend."""
+    if loaded.model.device.type == "cuda" and settings.ENGINE_CUDA_GRAPHS:
+        return {"use_cuda_graph": True, "use_async_batching": True}
+    return {}
 
 
 def generation_config_for(loaded: LoadedModel):
