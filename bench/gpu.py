@@ -2,19 +2,25 @@
 DeepSeek-R1-Distill-Qwen-1.5B geometry in bf16; plain `generate` one request at a time vs our
 engine at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
 
-    python bench/gpu.py [--sessions 1,64,256] [--variants paged-graphs,dense,...]
-                        [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 30] [--json]
+    python bench/gpu.py [--sessions 1,64,256] [--variants dense,paged-graphs,...]
+                        [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 25] [--json]
                         [--profile] [--tiny]
 
-Variants: `paged-graphs` (transformers' continuous batching with CUDA graphs and async batching,
-as the worker runs it on CUDA: ENGINE_CUDA_GRAPHS), `paged` (the same without them: transformers'
-default when attention takes a mask, as SDPA does) and `dense` (our batch loop over a dense
-cache). Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a
-`-cudnn` suffix runs it with cuDNN allowed, PyTorch's default; `generate` runs both ways. All
-sessions are submitted at once; a row that runs past --row-seconds is cut there and marked so
-(its tokens/s counts what it generated until then). `--profile` adds torch.profiler's top
-operations for ten decode steps of the dense runner at the largest session count. `--tiny`
-shrinks the model to run on a CPU (a smoke test of the script, not a measurement).
+Variants:
+- `dense`: our batch loop over the slot cache, decode steps replayed from CUDA graphs
+  (`slot_runner.py`; what ENGINE_BACKEND=dense runs on CUDA);
+- `dense-eager`: the same without CUDA graphs;
+- `dense-padded`: our batch loop over the left-padded cache (`dense_runner.py`, the CPU's);
+- `paged-graphs`: transformers' continuous batching with CUDA graphs and async batching (what
+  the worker runs on CUDA by default: ENGINE_BACKEND=auto, ENGINE_CUDA_GRAPHS);
+- `paged`: the same without them (transformers' default when attention takes a mask).
+Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
+suffix runs it with cuDNN allowed, PyTorch's default; `generate` runs both ways. All sessions
+are submitted at once; a row that runs past --row-seconds is cut there and marked so (its
+tokens/s counts what it generated until then). On CUDA the run also checks that graph replays
+give the eager slot runner's greedy tokens. `--profile` adds torch.profiler's top operations for
+ten decode steps of the left-padded runner at the largest session count. `--tiny` shrinks the
+model to run on a CPU (a smoke test of the script, not a measurement).
 
 Needs only torch and transformers (no Django, no database): the engine is imported directly.
 Weights are random, so EOS is disabled and every request generates --new-tokens.
@@ -54,10 +60,14 @@ TINY = dict(
     num_attention_heads=4,
 )
 
+GRAPHS = {"use_cuda_graph": True, "use_async_batching": True}
+# name -> (engine backend, further BatchingEngine arguments)
 VARIANTS = {
-    "dense": ("dense", {}),
+    "dense": ("dense", {"dense_cache": "slots", "cuda_graphs": True}),
+    "dense-eager": ("dense", {"dense_cache": "slots", "cuda_graphs": False}),
+    "dense-padded": ("dense", {"dense_cache": "padded"}),
+    "paged-graphs": ("paged", {"paged_options": GRAPHS}),
     "paged": ("paged", {}),
-    "paged-graphs": ("paged", {"use_cuda_graph": True, "use_async_batching": True}),
 }
 
 
@@ -72,11 +82,13 @@ def cudnn_attention(enabled: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,64,256")
-    parser.add_argument("--variants", default="paged-graphs,paged-graphs-cudnn,dense,dense-cudnn,paged")
+    parser.add_argument(
+        "--variants", default="dense,paged-graphs,dense-eager,dense-padded,paged,dense-padded-cudnn,paged-graphs-cudnn"
+    )
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=2)
-    parser.add_argument("--row-seconds", type=float, default=30.0, help="cut a row that runs longer than this")
+    parser.add_argument("--row-seconds", type=float, default=25.0, help="cut a row that runs longer than this")
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
     parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
@@ -118,14 +130,18 @@ def main() -> None:
         add(sequential(model, generation, prompts[: args.sequential_requests], device, cudnn))
     for name in args.variants.split(","):
         base = name.removesuffix("-cudnn")
-        if base == "paged-graphs" and device != "cuda":
-            continue  # CUDA graphs and async batching need a GPU
+        if base in ("paged-graphs", "dense-eager") and device != "cuda":
+            continue  # CUDA graphs and async batching need a GPU (without one, dense is eager)
         if name.endswith("-cudnn") and device != "cuda":
             continue
         cudnn_attention(name.endswith("-cudnn"))
         for sessions in sessions_list:
             add(engine_row(model, generation, prompts[:sessions], name, args))
     cudnn_attention(False)
+    if device == "cuda":
+        report["graphs_equal_eager"] = graphs_equal_eager(model, generation, prompts[:16])
+        if not args.json:
+            print(json.dumps({"graphs_equal_eager": report["graphs_equal_eager"]}), flush=True)
     if args.profile:
         report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
 
@@ -192,7 +208,7 @@ def sequential(model, generation, prompts, device, cudnn: bool) -> dict:
 def engine_row(model, generation, prompts, name, args) -> dict:
     from inference_worker.engine.engine import BatchingEngine
 
-    backend, options = VARIANTS[name.removesuffix("-cudnn")]
+    backend, engine_args = VARIANTS[name.removesuffix("-cudnn")]
     sessions = len(prompts)
     mode = f"engine ({name}), {sessions} sessions"
     try:
@@ -207,7 +223,7 @@ def engine_row(model, generation, prompts, name, args) -> dict:
             max_batch_tokens=max(2048, sessions * 2),
             generation_config=generation,
             backend=backend,
-            paged_options=options,
+            **engine_args,
         ).start()
         warm = engine.submit(prompts[0], max_new_tokens=4)
         give_up = time.perf_counter() + args.row_seconds
@@ -260,6 +276,35 @@ def engine_row(model, generation, prompts, name, args) -> dict:
         "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
         "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
     }
+
+
+def graphs_equal_eager(model, generation, prompts) -> bool:
+    """The slot runner's greedy tokens with decode steps replayed from CUDA graphs against the
+    same runner run eagerly, requests joining four at a time and leaving as they finish."""
+    from inference_worker.engine.slot_runner import SlotModelRunner
+
+    def run(graphs: bool) -> list[list[int]]:
+        runner = SlotModelRunner(
+            model=model, generation_config=generation, pad_token_id=0, slots=len(prompts), columns=512, graphs=graphs
+        )
+        generated: dict[int, list[int]] = {}
+        rows: list[int] = []
+        waiting = list(range(len(prompts)))
+        step = 0
+        while waiting or rows:
+            joining = waiting[: 4 if step % 5 == 0 else 0]
+            waiting = waiting[len(joining) :]
+            next_tokens, first = runner.step([generated[i][-1] for i in rows], [prompts[i] for i in joining])
+            for i, token in zip([*rows, *joining], [*next_tokens, *first], strict=True):
+                generated.setdefault(i, []).append(token)
+            rows += joining
+            kept = [k for k, i in enumerate(rows) if len(generated[i]) < 24 + i]
+            if len(kept) != len(rows):
+                rows = [rows[k] for k in runner.keep(kept)]
+            step += 1
+        return [generated[i] for i in range(len(prompts))]
+
+    return run(True) == run(False)
 
 
 def profile_dense(model, generation, prompts) -> str:

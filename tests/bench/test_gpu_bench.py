@@ -38,11 +38,14 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == json.loads(out.read_text())
     modes = [row["mode"] for row in report["rows"]]
-    # On a CPU: no CUDA graphs and no cuDNN, so `generate`, dense and paged alone.
+    # On a CPU: no CUDA graphs and no cuDNN, so `generate`, dense (its slot cache run eagerly),
+    # dense over the left-padded cache, and paged alone.
     assert modes == [
         "generate, one at a time",
         "engine (dense), 1 sessions",
         "engine (dense), 3 sessions",
+        "engine (dense-padded), 1 sessions",
+        "engine (dense-padded), 3 sessions",
         "engine (paged), 1 sessions",
         "engine (paged), 3 sessions",
     ]

@@ -20,9 +20,10 @@ EOS = TINY_EOS  # the shared tiny model's (conftest.py)
 GREEDY = GenerationConfig(do_sample=False, max_new_tokens=24, eos_token_id=EOS, pad_token_id=0)
 
 
-@pytest.fixture(params=["paged", "dense"])
+@pytest.fixture(params=["paged", "dense", "dense-slots"])
 def backend(request) -> str:
-    """Every behaviour holds for both backends: transformers' paged one and our dense one."""
+    """Every behaviour holds for both backends: transformers' paged one and our dense one, the
+    latter over either of its caches (left-padded, the CPU's; slots, CUDA's, here run eagerly)."""
     return request.param
 
 
@@ -34,7 +35,8 @@ def make_engine(model, backend: str, *, max_batch: int = 8) -> BatchingEngine:
         max_batch=max_batch,
         max_new_tokens=24,
         generation_config=GREEDY,
-        backend=backend,
+        backend=backend.removesuffix("-slots"),
+        dense_cache="slots" if backend.endswith("-slots") else "auto",
     ).start()
 
 

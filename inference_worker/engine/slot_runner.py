@@ -1,0 +1,275 @@
+"""The dense backend's tensor side for CUDA: a KV cache of fixed slots, and decode steps replayed
+from CUDA graphs.
+
+On an H200 the left-padded runner (`dense_runner.py`) spent 5.4 ms of GPU time in a 78.7 ms
+decode step at batch 256: the rest was the CPU launching ~870 kernels one by one (and cuDNN
+attention planning; docs/benchmarks.md). A CUDA graph launches a whole step at once, but it
+replays fixed shapes on fixed memory, which the left-padded cache does not have (its slabs are
+copied when they fill, and its shared write column moves). So here every request owns one slot
+(one row of a [slots, kv heads, columns, head_dim] tensor per layer, allocated once) for its
+whole life: its prompt fills columns 0.., each decode step writes its token's key and value at
+its own length, and attention masks each slot's columns beyond its length. A decode step then
+has the same shapes every time for a given (slot count, column bucket): it is captured once per
+pair and replayed with the step's tokens and positions copied into static inputs.
+
+Steps with arrivals run eagerly (the same packed pass as `dense_runner.py`: the decode rows and
+the prompts through the linear layers together). Without CUDA (and with `graphs=False`) decode
+steps run the same function eagerly: that is what the CPU tests check against `generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import accumulate
+from typing import Any
+
+import torch
+
+from inference_worker.engine.dense_runner import (
+    _call,
+    _group_mask,
+    _grouped_attention,
+    _rms_norm,
+    _rotate_half,
+    packs_prefill_with_decode,
+)
+
+# Slot counts a decode graph is captured for (a step uses the smallest that covers its highest
+# slot in use), and the column granularity of its attention: fewer graphs against less padding.
+SLOT_BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 224, 256)
+COLUMN_BUCKET = 256
+
+
+def _bucket(value: int, buckets: Sequence[int], limit: int) -> int:
+    for bucket in buckets:
+        if bucket >= value:
+            return min(bucket, limit)
+    step = buckets[-1] - buckets[-2] if len(buckets) > 1 else buckets[-1]
+    return min(-(-value // step) * step, limit)
+
+
+class SlotModelRunner:
+    """Implements `dense.Runner` (`step`, `keep`, `bind_thread`) over a slot cache."""
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        generation_config: Any,
+        pad_token_id: int,
+        slots: int,
+        columns: int,
+        graphs: bool | None = None,
+    ) -> None:
+        if not packs_prefill_with_decode(model):
+            raise ValueError(f"the slot runner needs a Qwen2 or Llama model, not {model.config.model_type!r}")
+        from inference_worker.engine.dense_runner import DenseModelRunner
+
+        # The sampling settings, the fused projections and `_pick` are the dense runner's own.
+        self._dense = DenseModelRunner(
+            model=model, generation_config=generation_config, pad_token_id=pad_token_id, packed=True
+        )
+        self.model = model
+        self.device = model.device
+        self.slots = slots
+        self.columns = columns
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        body = model.model
+        config = body.config
+        attention = body.layers[0].self_attn
+        self.head_dim = attention.head_dim
+        self.kv_heads = config.num_key_value_heads
+        self.group = config.num_attention_heads // config.num_key_value_heads
+        dtype = body.embed_tokens.weight.dtype
+        shape = (slots, self.kv_heads, columns, self.head_dim)
+        # Zeros, not empty memory: a masked column still enters attention's sum times zero,
+        # and garbage bits there could be NaN.
+        self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in body.layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in body.layers]
+        self.lengths = [0] * slots  # tokens cached in each slot
+        self.row_slots: list[int] = []  # the manager's row index -> its slot
+        self._free = list(range(slots))
+        # The decode step's static inputs (tokens and positions by slot) and its graphs.
+        self._inputs = torch.zeros((2, slots), dtype=torch.long, device=self.device)
+        self._columns = torch.arange(columns, device=self.device)
+        self._graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
+        self._pool = None
+        self.graphs_captured = 0
+
+    def bind_thread(self) -> None:
+        self._dense.bind_thread()
+
+    # -- the manager's interface -------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, last_tokens: Sequence[int], prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        if not last_tokens and not prompts:
+            return [], []
+        decoding = self.row_slots[: len(last_tokens)]
+        for slot in decoding:
+            if self.lengths[slot] >= self.columns:
+                raise RuntimeError(f"a request outgrew its cache slot ({self.columns} tokens)")
+        new_slots = self._allocate([len(p) for p in prompts])
+        width = max((self.lengths[s] + 1 for s in decoding), default=1)
+        count = _bucket(max(decoding, default=-1) + 1, SLOT_BUCKETS, self.slots) if decoding else 0
+        span = _bucket(width, (COLUMN_BUCKET,), self.columns)
+        tokens = [0] * count
+        positions = [0] * count
+        for slot, token in zip(decoding, last_tokens, strict=True):
+            tokens[slot], positions[slot] = token, self.lengths[slot]
+        if count:
+            self._inputs[:, :count].copy_(torch.tensor([tokens, positions], dtype=torch.long))
+        if prompts:
+            logits, first = self._forward(count, span, prompts, new_slots)
+        elif self.graphs:
+            logits = self._replay(count, span)
+        else:
+            logits = self._forward(count, span)[0]
+        for slot in decoding:
+            self.lengths[slot] += 1
+        picked = (
+            self._dense._pick(logits[torch.tensor(decoding, dtype=torch.long, device=self.device)]) if decoding else []
+        )
+        for slot, prompt in zip(new_slots, prompts, strict=True):
+            self.lengths[slot] = len(prompt)
+        self.row_slots += new_slots
+        return picked, (self._dense._pick(first) if prompts else [])
+
+    def keep(self, indices: Sequence[int]) -> list[int]:
+        kept = set(indices)
+        for row, slot in enumerate(self.row_slots):
+            if row not in kept:
+                self.lengths[slot] = 0
+                self._free.append(slot)
+        self._free.sort()
+        self.row_slots = [self.row_slots[i] for i in indices]
+        return list(indices)
+
+    def _allocate(self, lengths: Sequence[int]) -> list[int]:
+        if len(lengths) > len(self._free):
+            raise RuntimeError(f"{len(lengths)} arrivals but {len(self._free)} free cache slots")
+        for length in lengths:
+            if length >= self.columns:
+                raise RuntimeError(f"a prompt of {length} tokens does not fit a cache slot of {self.columns}")
+        taken, self._free = self._free[: len(lengths)], self._free[len(lengths) :]
+        return taken
+
+    # -- CUDA graphs ---------------------------------------------------------------------------
+    def _replay(self, count: int, span: int) -> torch.Tensor:
+        key = (count, span)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._graphs[key] = self._capture(count, span)
+        graph, logits = entry
+        graph.replay()
+        return logits
+
+    def _capture(self, count: int, span: int):
+        """Capture one decode step. The warm-up runs before it write the same keys and values
+        (those of this step's inputs) that the replay writes again, so they change nothing."""
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._forward(count, span)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits = self._forward(count, span)[0]
+        self.graphs_captured += 1
+        return graph, logits
+
+    # -- one pass ------------------------------------------------------------------------------
+    def _forward(
+        self, count: int, span: int, prompts: Sequence[Sequence[int]] = (), new_slots: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Slots 0..count-1 decode one token each (static inputs `_inputs`; slots not in use
+        compute numbers nobody reads), attending over their first `span` columns; prompts, if
+        any, go through the linear layers in the same matrix, attend causally over themselves,
+        and their keys and values are written into their new slots. Returns the decode logits
+        by slot and each prompt's last-token logits."""
+        dense = self._dense
+        body = self.model.model
+        lengths = [len(p) for p in prompts]
+        tokens, positions = self._inputs[0, :count], self._inputs[1, :count]
+        if prompts:
+            flat_prompts = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=self.device)
+            prompt_positions = torch.tensor(
+                [i for n in lengths for i in range(n)], dtype=torch.long, device=self.device
+            )
+            prompt_slots = torch.tensor(
+                [slot for slot, n in zip(new_slots, lengths, strict=True) for _ in range(n)],
+                dtype=torch.long,
+                device=self.device,
+            )
+            flat = torch.cat([tokens, flat_prompts])
+            all_positions = torch.cat([positions, prompt_positions])
+            width = max(lengths)
+            gather_host = [[0] * width for _ in prompts]
+            real_host = [[False] * width for _ in prompts]
+            offset = count
+            for row, n in enumerate(lengths):
+                gather_host[row][:n] = range(offset, offset + n)
+                real_host[row][:n] = [True] * n
+                offset += n
+            gather = torch.tensor(gather_host, dtype=torch.long, device=self.device)
+            real = torch.tensor(real_host, dtype=torch.bool, device=self.device)
+            causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
+            eye = torch.eye(width, dtype=torch.bool, device=self.device)
+            # Right-padded: a padding query sees only itself (its output is dropped).
+            prompt_mask = _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], self.group)
+        else:
+            flat, all_positions = tokens, positions
+        total = flat.shape[0]
+        if count:
+            rows = torch.arange(count, device=self.device)
+            decode_mask = _group_mask((self._columns[None, :span] <= positions[:, None])[:, None, None, :], self.group)
+        hidden = body.embed_tokens(flat)[None]
+        cos, sin = body.rotary_emb(hidden, all_positions[None])
+        cos, sin = cos[0][:, None, :], sin[0][:, None, :]
+        dim = self.head_dim
+        for index, layer in enumerate(body.layers):
+            attention = layer.self_attn
+            residual = hidden
+            x = _rms_norm(layer.input_layernorm, hidden)[0]
+            qkv = dense.fused_qkv[index]
+            if qkv is not None:
+                heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
+                projected = qkv.matmul(x).view(total, -1, dim)
+                qk = projected[:, : heads + kv_heads]
+                qk = qk * cos + _rotate_half(qk) * sin
+                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
+            else:
+                q, k, v = (
+                    t.view(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
+                )
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
+            keys, values = self.keys[index], self.values[index]
+            out = torch.empty_like(q) if prompts else None
+            if count:
+                keys[rows, :, positions] = k[:count]
+                values[rows, :, positions] = v[:count]
+                decoded = _grouped_attention(
+                    q[:count, :, None], keys[:count, :, :span], values[:count, :, :span], decode_mask, attention.scaling
+                )[:, :, 0]
+                if out is None:
+                    out = decoded
+                else:
+                    out[:count] = decoded
+            if prompts:
+                keys[prompt_slots, :, prompt_positions] = k[count:]
+                values[prompt_slots, :, prompt_positions] = v[count:]
+                pk = (k[gather] * real[:, :, None, None]).transpose(1, 2)
+                pv = (v[gather] * real[:, :, None, None]).transpose(1, 2)
+                po = _grouped_attention(q[gather].transpose(1, 2), pk, pv, prompt_mask, attention.scaling)
+                out[count:] = po.transpose(1, 2)[real]
+            hidden = residual + _call(dense.direct_o[index], attention.o_proj, out.reshape(total, -1))[None]
+            hidden = hidden + dense._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
+        hidden = _rms_norm(body.norm, hidden)[0]
+        if prompts:
+            ends = [count - 1 + end for end in accumulate(lengths)]  # each prompt's last token
+            hidden = hidden[[*range(count), *ends]]
+        logits = self.model.lm_head(hidden)
+        return logits[:count], (logits[count:] if prompts else None)

@@ -1,0 +1,81 @@
+"""The slot runner (CUDA's dense cache) on a real Qwen2 and Llama, run eagerly on the CPU: the
+same decode function that CUDA graphs capture gives `generate`'s greedy tokens as requests join,
+leave, and reuse the slots of those that left."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from inference_worker.engine.slot_runner import COLUMN_BUCKET, SLOT_BUCKETS, SlotModelRunner, _bucket
+from tests.inference_worker.test_dense_runner import PROMPTS, batched, model, one_at_a_time  # noqa: F401
+
+GREEDY = GenerationConfig(do_sample=False)
+
+
+def slot_runner(model, *, slots: int, columns: int = 64) -> SlotModelRunner:  # noqa: F811
+    return SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=slots, columns=columns)
+
+
+def test_greedy_tokens_equal_generate_as_requests_join_and_leave(model):  # noqa: F811
+    expected = one_at_a_time(model, PROMPTS)
+    runner = slot_runner(model, slots=16)
+    assert not runner.graphs  # no CUDA here: decode steps run the captured function eagerly
+    assert batched(runner, PROMPTS) == expected
+    # Every request left: every slot is free again, and nothing is cached.
+    assert sorted(runner._free) == list(range(16)) and runner.row_slots == [] and set(runner.lengths) == {0}
+
+
+def test_a_slot_left_by_a_longer_answer_serves_a_new_request_as_generate_would(model):  # noqa: F811
+    """Three slots for eleven requests, in waves: each new request takes a slot whose columns
+    still hold an earlier request's longer prompt and answer; they are masked, and a decode step
+    covers slots that nobody uses at that moment (the slot count is bucketed)."""
+    prompts = [list(range(40 + i, 40 + i + 9 - (i % 4) * 2)) for i in range(11)]
+    expected = one_at_a_time(model, prompts)
+    runner = slot_runner(model, slots=3)
+    waves = [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+
+    def joins(step: int) -> int:
+        return min(waves[step % len(waves)], 3 - len(runner.row_slots))
+
+    assert batched(runner, prompts, joins=joins) == expected
+
+
+def test_rows_that_leave_free_their_slots_for_the_next_arrivals(model):  # noqa: F811
+    runner = slot_runner(model, slots=4)
+    _, first = runner.step([], [[5, 6, 7], [8, 9], [10, 11, 12, 13]])
+    assert runner.row_slots == [0, 1, 2] and runner.lengths[:3] == [3, 2, 4]
+    next_tokens, _ = runner.step(first, [])
+    assert runner.lengths[:3] == [4, 3, 5]
+    assert runner.keep([0, 2]) == [0, 2]
+    assert runner.row_slots == [0, 2] and runner.lengths[1] == 0
+    runner.step([next_tokens[0], next_tokens[2]], [[14, 15]])
+    assert runner.row_slots == [0, 2, 1]  # the lowest free slot
+
+
+def test_what_does_not_fit_is_refused_with_the_reason(model):  # noqa: F811
+    runner = slot_runner(model, slots=2, columns=8)
+    with pytest.raises(RuntimeError, match="does not fit a cache slot of 8"):
+        runner.step([], [list(range(10, 19))])
+    with pytest.raises(RuntimeError, match="3 arrivals but 2 free cache slots"):
+        runner.step([], [[5], [6], [7]])
+
+
+def test_buckets():
+    assert [_bucket(n, SLOT_BUCKETS, 256) for n in (1, 3, 8, 9, 33, 200, 256)] == [1, 4, 8, 16, 48, 224, 256]
+    assert _bucket(300, SLOT_BUCKETS, 512) == 320  # past the table: steps of its last gap
+    assert _bucket(20, SLOT_BUCKETS, 12) == 12  # never past the slots there are
+    assert [_bucket(n, (COLUMN_BUCKET,), 1000) for n in (1, 256, 257, 999)] == [256, 256, 512, 1000]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench/gpu.py checks them there)")
+def test_graph_replays_give_the_eager_tokens_on_cuda(model):  # noqa: F811
+    model = model.to("cuda")
+    expected = batched(
+        SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=False),
+        PROMPTS,
+    )
+    runner = SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=True)
+    assert batched(runner, PROMPTS) == expected
+    assert runner.graphs_captured > 0
