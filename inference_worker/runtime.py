@@ -74,6 +74,7 @@ class VariantSlot:
                     loop_threads=settings.ENGINE_LOOP_THREADS,
                     prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
                     paged_options=paged_options(loaded),
+                    cuda_graphs=settings.ENGINE_CUDA_GRAPHS,
                 ).start()
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)

@@ -175,7 +175,8 @@ class SlotModelRunner:
                 self._forward(count, span)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: another thread's CUDA work (a variant loading) does not break the capture.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = self._forward(count, span)[0]
         self.graphs_captured += 1
         return graph, logits
