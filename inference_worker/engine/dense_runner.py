@@ -280,21 +280,7 @@ class DenseModelRunner:
             attention = layer.self_attn
             residual = hidden
             x = _rms_norm(layer.input_layernorm, hidden)[0]
-            dim = attention.head_dim
-            qkv = self.fused_qkv[index]
-            if qkv is not None:
-                # q and k side by side in the stacked output: one rotary for both.
-                heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
-                projected = qkv.matmul(x).view(len(flat), -1, dim)
-                qk = projected[:, : heads + kv_heads]
-                qk = qk * cos + _rotate_half(qk) * sin
-                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
-            else:
-                q, k, v = (
-                    t.view(len(flat), -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
-                )
-                q = q * cos + _rotate_half(q) * sin
-                k = k * cos + _rotate_half(k) * sin
+            q, k, v = self._qkv(index, attention, x, cos, sin)
             if decoding:
                 keys, values = self.cache.layers[index].update(k[:decoding, :, None], v[:decoding, :, None])
                 decoded = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[
@@ -322,6 +308,21 @@ class DenseModelRunner:
         if prompts:
             self._merge(new_keys, new_values, real.long())
         return picked[:decoding], picked[decoding:]
+
+    def _qkv(self, index: int, attention: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Layer `index`'s queries, keys and values for the packed tokens `x` [tokens, hidden],
+        rotary embedding applied: each [tokens, heads, head_dim]."""
+        dim, total = attention.head_dim, x.shape[0]
+        qkv = self.fused_qkv[index]
+        if qkv is not None:
+            # q and k side by side in the stacked output: one rotary for both.
+            heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
+            projected = qkv.matmul(x).view(total, -1, dim)
+            qk = projected[:, : heads + kv_heads]
+            qk = qk * cos + _rotate_half(qk) * sin
+            return qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
+        q, k, v = (t.view(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
+        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
 
     def _mlp(self, index: int, mlp: Any, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.fused_gate_up[index]

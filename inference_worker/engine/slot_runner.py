@@ -30,7 +30,6 @@ from inference_worker.engine.dense_runner import (
     _group_mask,
     _grouped_attention,
     _rms_norm,
-    _rotate_half,
     packs_prefill_with_decode,
 )
 
@@ -229,24 +228,11 @@ class SlotModelRunner:
         hidden = body.embed_tokens(flat)[None]
         cos, sin = body.rotary_emb(hidden, all_positions[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
-        dim = self.head_dim
         for index, layer in enumerate(body.layers):
             attention = layer.self_attn
             residual = hidden
             x = _rms_norm(layer.input_layernorm, hidden)[0]
-            qkv = dense.fused_qkv[index]
-            if qkv is not None:
-                heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
-                projected = qkv.matmul(x).view(total, -1, dim)
-                qk = projected[:, : heads + kv_heads]
-                qk = qk * cos + _rotate_half(qk) * sin
-                q, k, v = qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
-            else:
-                q, k, v = (
-                    t.view(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x))
-                )
-                q = q * cos + _rotate_half(q) * sin
-                k = k * cos + _rotate_half(k) * sin
+            q, k, v = dense._qkv(index, attention, x, cos, sin)
             keys, values = self.keys[index], self.values[index]
             out = torch.empty_like(q) if prompts else None
             if count:
