@@ -19,8 +19,9 @@ suffix runs it with cuDNN allowed, PyTorch's default. `paged`, no longer what th
 is left out unless named. All sessions are submitted at once; a row that runs past
 --row-seconds is cut there and marked so (its tokens/s counts what it generated until then). On
 CUDA the run also checks that graph replays give the eager slot runner's greedy tokens.
-`--profile` adds torch.profiler's top operations for ten decode steps of the left-padded runner
-at the largest session count. `--tiny` shrinks the model to run on a CPU (a smoke test of the
+`--profile` adds the time of a decode step at the largest session count for the left-padded
+runner and the slot runner (eager, and with graphs on CUDA), and torch.profiler's top operations
+for ten left-padded steps. `--tiny` shrinks the model to run on a CPU (a smoke test of the
 script, not a measurement).
 
 Needs only torch and transformers (no Django, no database): the engine is imported directly.
@@ -310,29 +311,46 @@ def graphs_equal_eager(model, generation, prompts) -> bool:
 
 
 def profile_dense(model, generation, prompts) -> str:
-    """Ten decode steps of the dense runner with every prompt in the batch, under torch.profiler
-    (cuDNN attention off): where a step's time goes (CPU-side launches against device kernels)."""
+    """Decode steps of the runners with every prompt in the batch (cuDNN attention off): the
+    wall time of a step for the left-padded runner, the slot runner eager and the slot runner
+    replaying CUDA graphs (on CUDA), then torch.profiler over ten left-padded steps: where its
+    time goes (CPU-side launches against device kernels)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from inference_worker.engine.dense_runner import DenseModelRunner
+    from inference_worker.engine.slot_runner import SlotModelRunner
 
+    def timed(runner) -> tuple[float, list[int]]:
+        _, last = runner.step([], prompts)
+        for _ in range(5):  # on CUDA with graphs: the captures happen here
+            last, _ = runner.step(last, [])
+        t0 = time.perf_counter()
+        for _ in range(10):
+            last, _ = runner.step(last, [])
+        return (time.perf_counter() - t0) / 10, last
+
+    lines = []
+    cuda = torch.cuda.is_available()
+    for name, graphs in [("slot runner, eager", False)] + ([("slot runner, CUDA graphs", True)] if cuda else []):
+        slots = SlotModelRunner(
+            model=model, generation_config=generation, pad_token_id=0, slots=len(prompts), columns=512, graphs=graphs
+        )
+        wall, _ = timed(slots)
+        lines.append(f"{name}: decode step at batch {len(prompts)}: {wall * 1000:.1f} ms wall (mean of 10)")
+        del slots
     runner = DenseModelRunner(model=model, generation_config=generation, pad_token_id=0)
-    _, last = runner.step([], prompts)
-    for _ in range(5):
-        last, _ = runner.step(last, [])
-    t0 = time.perf_counter()
-    for _ in range(10):
-        last, _ = runner.step(last, [])
-    wall = (time.perf_counter() - t0) / 10
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    wall, last = timed(runner)
+    lines.append(f"left-padded runner: decode step at batch {len(prompts)}: {wall * 1000:.1f} ms wall (mean of 10)")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(10):
             last, _ = runner.step(last, [])
-    device_sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    device_sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     averages = prof.key_averages()
     return (
-        f"dense decode step at batch {len(prompts)}: {wall * 1000:.1f} ms wall (mean of 10)\n"
+        "\n".join(lines)
+        + "\nleft-padded runner, ten decode steps under torch.profiler:\n"
         + averages.table(sort_by="self_cpu_time_total", row_limit=18)
         + "\n"
         + averages.table(sort_by=device_sort, row_limit=12)
