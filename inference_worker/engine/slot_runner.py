@@ -19,6 +19,7 @@ steps run the same function eagerly: that is what the CPU tests check against `g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
@@ -32,6 +33,8 @@ from inference_worker.engine.dense_runner import (
     _rms_norm,
     packs_prefill_with_decode,
 )
+
+logger = logging.getLogger(__name__)
 
 # Slot counts a decode graph is captured for (a step uses the smallest that covers its highest
 # slot in use), and the column granularity of its attention: fewer graphs against less padding.
@@ -157,7 +160,15 @@ class SlotModelRunner:
         key = (count, span)
         entry = self._graphs.get(key)
         if entry is None:
-            entry = self._graphs[key] = self._capture(count, span)
+            try:
+                entry = self._graphs[key] = self._capture(count, span)
+            except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs
+                # An op that cannot be captured (a quantized kernel that syncs, say), or no CUDA:
+                # every later step runs eagerly, as fast as the left-padded runner or faster.
+                logger.warning("CUDA graph capture failed (%s: %s); decode steps run eagerly", type(exc).__name__, exc)
+                self.graphs = False
+                self._graphs.clear()
+                return self._forward(count, span)[0]
         graph, logits = entry
         graph.replay()
         return logits

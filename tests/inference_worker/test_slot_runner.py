@@ -69,6 +69,19 @@ def test_buckets():
     assert [_bucket(n, (COLUMN_BUCKET,), 1000) for n in (1, 256, 257, 999)] == [256, 256, 512, 1000]
 
 
+def test_a_decode_step_that_cannot_be_captured_runs_eagerly(model, caplog):  # noqa: F811
+    """Asked for graphs where none can be captured (here: no CUDA at all), the runner says so
+    once and decodes eagerly; the tokens are still `generate`'s."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the capture succeeds")
+    runner = SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=True)
+    with caplog.at_level("WARNING", logger="inference_worker.engine.slot_runner"):
+        assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
+    assert not runner.graphs and runner.graphs_captured == 0
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "CUDA graph capture failed" in caplog.records[0].message
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench/gpu.py checks them there)")
 def test_graph_replays_give_the_eager_tokens_on_cuda(model):  # noqa: F811
     model = model.to("cuda")
