@@ -17,8 +17,10 @@ Variants:
 Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
 suffix runs it with cuDNN allowed, PyTorch's default. `paged`, no longer what the worker runs,
 is left out unless named. All sessions are submitted at once; a row that runs past
---row-seconds is cut there and marked so (its tokens/s counts what it generated until then). On
-CUDA the run also checks that graph replays give the eager slot runner's greedy tokens.
+--row-seconds is cut there and marked so (its tokens/s counts what it generated until then), and
+rows that would start past --budget-seconds (240) are skipped, so the whole run stays under five
+minutes. On CUDA the run first checks that graph replays give the eager slot runner's greedy
+tokens.
 `--profile` adds the time of a decode step at the largest session count for the left-padded
 runner and the slot runner (eager, and with graphs on CUDA), and torch.profiler's top operations
 for ten left-padded steps. `--tiny` shrinks the model to run on a CPU (a smoke test of the
@@ -91,11 +93,15 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=2)
     parser.add_argument("--row-seconds", type=float, default=25.0, help="cut a row that runs longer than this")
+    parser.add_argument(
+        "--budget-seconds", type=float, default=240.0, help="rows (and --profile) that would start later are skipped"
+    )
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
     parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", help="also write the report here as JSON, after every row")
     args = parser.parse_args()
+    begun = time.perf_counter()
 
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -131,6 +137,10 @@ def main() -> None:
     # cuDNN switch says: `generate` runs once, as the worker would (cuDNN off).
     cudnn_attention(False)
     add(sequential(model, generation, prompts[: args.sequential_requests], device))
+    if device == "cuda":  # correctness first: the graphs' tokens against the eager ones
+        report["graphs_equal_eager"] = graphs_equal_eager(model, generation, prompts[:16])
+        if not args.json:
+            print(json.dumps({"graphs_equal_eager": report["graphs_equal_eager"]}), flush=True)
     for name in args.variants.split(","):
         base = name.removesuffix("-cudnn")
         if base in ("paged-graphs", "dense-eager") and device != "cuda":
@@ -139,13 +149,22 @@ def main() -> None:
             continue
         cudnn_attention(name.endswith("-cudnn"))
         for sessions in sessions_list:
+            if time.perf_counter() - begun > args.budget_seconds:
+                add(
+                    {
+                        "mode": f"engine ({name}), {sessions} sessions",
+                        "sessions": sessions,
+                        "tokens": 0,
+                        "tokens_per_s": float("nan"),
+                        "ttft_p50_ms": float("nan"),
+                        "ttft_p95_ms": float("nan"),
+                        "note": f"skipped: past {args.budget_seconds:.0f} s",
+                    }
+                )
+                continue
             add(engine_row(model, generation, prompts[:sessions], name, args))
     cudnn_attention(False)
-    if device == "cuda":
-        report["graphs_equal_eager"] = graphs_equal_eager(model, generation, prompts[:16])
-        if not args.json:
-            print(json.dumps({"graphs_equal_eager": report["graphs_equal_eager"]}), flush=True)
-    if args.profile:
+    if args.profile and time.perf_counter() - begun <= args.budget_seconds:
         report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
 
     if args.json:
