@@ -30,6 +30,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def throughput_row(mode: str, sessions: int, tokens: int, elapsed: float | None, ttfts: Sequence[float]) -> dict:
+    """The fields every benchmark row has: tokens, tokens/s (nan without a time: a row that did
+    not run) and time to first token p50/p95 in ms (nan without any)."""
+    return {
+        "mode": mode,
+        "sessions": sessions,
+        "tokens": tokens,
+        "tokens_per_s": tokens / elapsed if elapsed else float("nan"),
+        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
+        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+    }
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     def cell(value: object) -> str:
         if isinstance(value, float):

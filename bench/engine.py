@@ -29,7 +29,7 @@ import threading
 import time
 from functools import partial
 
-from common import percentile, print_table, setup_django
+from common import percentile, print_table, setup_django, throughput_row
 
 
 def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
@@ -235,14 +235,9 @@ def print_rounds(rows: list[dict]) -> None:
 
 def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request) -> dict:
     return {
-        "mode": name,
-        "sessions": sessions,
+        **throughput_row(name, sessions, tokens, elapsed, ttfts),
         "requests": requests,
-        "tokens": tokens,
         "seconds": elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
-        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
         "session_tokens_per_s": percentile(per_request, 50),
     }
 

@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile, print_table  # noqa: E402
+from common import print_table, throughput_row  # noqa: E402
 
 R1_DISTILL_QWEN_1_5B = dict(
     vocab_size=151936,
@@ -150,17 +150,8 @@ def main() -> None:
         cudnn_attention(name.endswith("-cudnn"))
         for sessions in sessions_list:
             if time.perf_counter() - begun > args.budget_seconds:
-                add(
-                    {
-                        "mode": f"engine ({name}), {sessions} sessions",
-                        "sessions": sessions,
-                        "tokens": 0,
-                        "tokens_per_s": float("nan"),
-                        "ttft_p50_ms": float("nan"),
-                        "ttft_p95_ms": float("nan"),
-                        "note": f"skipped: past {args.budget_seconds:.0f} s",
-                    }
-                )
+                skipped = f"skipped: past {args.budget_seconds:.0f} s"
+                add({**throughput_row(f"engine ({name}), {sessions} sessions", sessions, 0, None, []), "note": skipped})
                 continue
             add(engine_row(model, generation, prompts[:sessions], name, args))
     cudnn_attention(False)
@@ -217,12 +208,7 @@ def sequential(model, generation, prompts, device) -> dict:
             elapsed += time.perf_counter() - t0
             tokens += out.shape[1] - len(prompt)
     return {
-        "mode": "generate, one at a time",
-        "sessions": 1,
-        "tokens": tokens,
-        "tokens_per_s": tokens / elapsed,
-        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
-        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+        **throughput_row("generate, one at a time", 1, tokens, elapsed, ttfts),
         "step_p50_ms": elapsed / tokens * 1000,
     }
 
@@ -271,15 +257,7 @@ def engine_row(model, generation, prompts, name, args) -> dict:
         steps = [s.at for s in list(engine.steps)[warm_steps:]]
         engine.stop()
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
-        return {
-            "mode": mode,
-            "sessions": sessions,
-            "tokens": 0,
-            "tokens_per_s": float("nan"),
-            "ttft_p50_ms": float("nan"),
-            "ttft_p95_ms": float("nan"),
-            "note": f"failed: {type(exc).__name__}: {exc}"[:300],
-        }
+        return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
     ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
     rates = [
         len(h.generated) / (h.finished_at - h.first_token_at)
@@ -288,12 +266,7 @@ def engine_row(model, generation, prompts, name, args) -> dict:
     ]
     gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     return {
-        "mode": mode,
-        "sessions": sessions,
-        "tokens": tokens,
-        "tokens_per_s": tokens / elapsed,
-        "ttft_p50_ms": percentile(ttfts, 50) * 1000,
-        "ttft_p95_ms": percentile(ttfts, 95) * 1000,
+        **throughput_row(mode, sessions, tokens, elapsed, ttfts),
         "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
         "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
         "note": f"cut at {args.row_seconds:.0f} s" if cut else "",

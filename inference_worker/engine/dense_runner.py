@@ -259,19 +259,9 @@ class DenseModelRunner:
             positions.append(self._extend_mask())
             decode_mask = _group_mask(self.mask.bool()[:, None, None, :], group)
         if prompts:
-            width = max(lengths)
-            real = torch.zeros((len(prompts), width), dtype=torch.bool, device=self.device)
-            gather = torch.zeros((len(prompts), width), dtype=torch.long, device=self.device)
-            offset = decoding
-            for row, length in enumerate(lengths):
-                real[row, width - length :] = True
-                gather[row, width - length :] = torch.arange(offset, offset + length, device=self.device)
-                positions.append(torch.arange(length, device=self.device))
-                offset += length
-            causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
-            eye = torch.eye(width, dtype=torch.bool, device=self.device)
-            # A padding query sees only itself (its output is dropped), so no row is all masked.
-            prompt_mask = _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], group)
+            positions.append(torch.tensor([i for n in lengths for i in range(n)], dtype=torch.long, device=self.device))
+            # Left-padded, as their cache rows are kept.
+            gather, real, prompt_mask = _prompt_layout(lengths, decoding, group, self.device, left_padded=True)
         hidden = body.embed_tokens(flat)[None]
         cos, sin = body.rotary_emb(hidden, torch.cat(positions)[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
@@ -292,18 +282,14 @@ class DenseModelRunner:
                 out = torch.empty_like(q)
                 if decoding:
                     out[:decoding] = decoded
-                pk = (k[gather] * real[:, :, None, None]).transpose(1, 2)
-                pv = (v[gather] * real[:, :, None, None]).transpose(1, 2)
-                po = _grouped_attention(q[gather].transpose(1, 2), pk, pv, prompt_mask, attention.scaling)
-                out[decoding:] = po.transpose(1, 2)[real]
+                out[decoding:], pk, pv = _prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)
                 new_keys.append(pk)
                 new_values.append(pv)
             hidden = residual + _call(self.direct_o[index], attention.o_proj, out.reshape(len(flat), -1))[None]
             hidden = hidden + self._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
         hidden = _rms_norm(body.norm, hidden)[0]
         if prompts:
-            ends = [decoding - 1 + end for end in accumulate(lengths)]  # each prompt's last token
-            hidden = hidden[[*range(decoding), *ends]]
+            hidden = hidden[_decode_rows_and_prompt_ends(decoding, lengths)]
         picked = self._pick(self.model.lm_head(hidden))
         if prompts:
             self._merge(new_keys, new_values, real.long())
@@ -486,6 +472,44 @@ def _grouped_attention(
         q.reshape(rows, kv_heads, heads // kv_heads * n, dim), k, v, attn_mask=mask, scale=scale
     )
     return out.view(rows, heads, n, dim)
+
+
+def _prompt_layout(
+    lengths: Sequence[int], offset: int, group: int, device: Any, *, left_padded: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the prompts' packed tokens (from index `offset` of the step's tokens, one prompt
+    after another) go in a [prompts, longest] batch for attention: `gather` (token index by
+    batch cell), `real` (cell holds a token, not padding) and the causal mask for
+    `_grouped_attention`. Built on the host: one copy each, not a few small ops per prompt."""
+    width = max(lengths)
+    gather_host = [[0] * width for _ in lengths]
+    real_host = [[False] * width for _ in lengths]
+    for row, length in enumerate(lengths):
+        start = width - length if left_padded else 0
+        gather_host[row][start : start + length] = range(offset, offset + length)
+        real_host[row][start : start + length] = [True] * length
+        offset += length
+    gather = torch.tensor(gather_host, dtype=torch.long, device=device)
+    real = torch.tensor(real_host, dtype=torch.bool, device=device)
+    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+    eye = torch.eye(width, dtype=torch.bool, device=device)
+    # A padding query sees only itself (its output is dropped), so no row is all masked.
+    return gather, real, _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], group)
+
+
+def _prompt_attention(q, k, v, gather, real, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each prompt's tokens attend causally over that prompt (layout from `_prompt_layout`).
+    Returns the outputs of the real tokens in packed order, and the prompts' keys and values as
+    [prompts, kv heads, longest, head_dim] with zeros in the padding."""
+    keys = (k[gather] * real[:, :, None, None]).transpose(1, 2)
+    values = (v[gather] * real[:, :, None, None]).transpose(1, 2)
+    out = _grouped_attention(q[gather].transpose(1, 2), keys, values, mask, scale)
+    return out.transpose(1, 2)[real], keys, values
+
+
+def _decode_rows_and_prompt_ends(decoding: int, lengths: Sequence[int]) -> list[int]:
+    """The packed rows whose logits a step needs: every decode row, and each prompt's last token."""
+    return [*range(decoding), *(decoding - 1 + end for end in accumulate(lengths))]
 
 
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

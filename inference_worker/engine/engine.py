@@ -205,27 +205,20 @@ class BatchingEngine:
         eos = self.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
         pad = self.generation_config.pad_token_id
-        slots = self.dense_cache == "slots" or (
-            self.dense_cache == "auto" and self.model.device.type == "cuda" and packs_prefill_with_decode(self.model)
+        model_args = dict(
+            model=self.model, generation_config=self.generation_config, pad_token_id=pad if pad is not None else 0
         )
-        if slots:
+        on_cuda = self.model.device.type == "cuda"
+        if self.dense_cache == "slots" or (
+            self.dense_cache == "auto" and on_cuda and packs_prefill_with_decode(self.model)
+        ):
             from inference_worker.engine.slot_runner import SlotModelRunner
 
             runner = SlotModelRunner(
-                model=self.model,
-                generation_config=self.generation_config,
-                pad_token_id=pad if pad is not None else 0,
-                slots=self.max_batch,
-                columns=self.context_tokens,
-                graphs=self.cuda_graphs and self.model.device.type == "cuda",
+                **model_args, slots=self.max_batch, columns=self.context_tokens, graphs=self.cuda_graphs and on_cuda
             )
         else:
-            runner = DenseModelRunner(
-                model=self.model,
-                generation_config=self.generation_config,
-                pad_token_id=pad if pad is not None else 0,
-                threads=self.loop_threads,
-            )
+            runner = DenseModelRunner(**model_args, threads=self.loop_threads)
         return DenseBatchManager(
             runner=runner,
             max_batch=self.max_batch,

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
 import torch
 
 from inference_worker.engine.dense_runner import (
     _call,
+    _decode_rows_and_prompt_ends,
     _group_mask,
     _grouped_attention,
+    _prompt_attention,
+    _prompt_layout,
     _rms_norm,
     packs_prefill_with_decode,
 )
@@ -78,12 +80,9 @@ class SlotModelRunner:
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         body = model.model
         config = body.config
-        attention = body.layers[0].self_attn
-        self.head_dim = attention.head_dim
-        self.kv_heads = config.num_key_value_heads
         self.group = config.num_attention_heads // config.num_key_value_heads
         dtype = body.embed_tokens.weight.dtype
-        shape = (slots, self.kv_heads, columns, self.head_dim)
+        shape = (slots, config.num_key_value_heads, columns, body.layers[0].self_attn.head_dim)
         # Zeros, not empty memory: a masked column still enters attention's sum times zero,
         # and garbage bits there could be NaN.
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in body.layers]
@@ -216,20 +215,8 @@ class SlotModelRunner:
             )
             flat = torch.cat([tokens, flat_prompts])
             all_positions = torch.cat([positions, prompt_positions])
-            width = max(lengths)
-            gather_host = [[0] * width for _ in prompts]
-            real_host = [[False] * width for _ in prompts]
-            offset = count
-            for row, n in enumerate(lengths):
-                gather_host[row][:n] = range(offset, offset + n)
-                real_host[row][:n] = [True] * n
-                offset += n
-            gather = torch.tensor(gather_host, dtype=torch.long, device=self.device)
-            real = torch.tensor(real_host, dtype=torch.bool, device=self.device)
-            causal = torch.ones((width, width), dtype=torch.bool, device=self.device).tril()
-            eye = torch.eye(width, dtype=torch.bool, device=self.device)
-            # Right-padded: a padding query sees only itself (its output is dropped).
-            prompt_mask = _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], self.group)
+            # Right-padded: a prompt's cache columns start at 0 in its slot.
+            gather, real, prompt_mask = _prompt_layout(lengths, count, self.group, self.device, left_padded=False)
         else:
             flat, all_positions = tokens, positions
         total = flat.shape[0]
@@ -259,15 +246,11 @@ class SlotModelRunner:
             if prompts:
                 keys[prompt_slots, :, prompt_positions] = k[count:]
                 values[prompt_slots, :, prompt_positions] = v[count:]
-                pk = (k[gather] * real[:, :, None, None]).transpose(1, 2)
-                pv = (v[gather] * real[:, :, None, None]).transpose(1, 2)
-                po = _grouped_attention(q[gather].transpose(1, 2), pk, pv, prompt_mask, attention.scaling)
-                out[count:] = po.transpose(1, 2)[real]
+                out[count:] = _prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)[0]
             hidden = residual + _call(dense.direct_o[index], attention.o_proj, out.reshape(total, -1))[None]
             hidden = hidden + dense._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
         hidden = _rms_norm(body.norm, hidden)[0]
         if prompts:
-            ends = [count - 1 + end for end in accumulate(lengths)]  # each prompt's last token
-            hidden = hidden[[*range(count), *ends]]
+            hidden = hidden[_decode_rows_and_prompt_ends(count, lengths)]
         logits = self.model.lm_head(hidden)
         return logits[:count], (logits[count:] if prompts else None)
