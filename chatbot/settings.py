@@ -231,6 +231,9 @@ ENGINE_CUDA_GRAPHS = env_bool("ENGINE_CUDA_GRAPHS", True)
 # which spent 1.47 ms of CPU per call on an H200 (its plans are built per shape, and a decode
 # step's key length is new every step) against 45 us of GPU; the other kernels take over.
 CUDA_SDPA_CUDNN = env_bool("CUDA_SDPA_CUDNN", False)
+# Run each variant's engine in a process of its own (inference_worker/engine_host.py): the batch
+# loop's Python then no longer takes turns with the worker's Celery, task and streaming threads.
+ENGINE_PROCESS = env_bool("ENGINE_PROCESS", True)
 # CPU threads for the batch loop's torch ops (0: one per CPU). The loops are the only threads of
 # a worker that run torch on several cores (inference_worker/torch_threads.py); 1 suits a worker
 # that shares its cores with the web, Redis and PostgreSQL, as on the 2-core machine.

@@ -17,9 +17,10 @@ from inference_worker import metrics
 from inference_worker.cancellations import CancelWatcher
 from inference_worker.engine.engine import BatchingEngine
 from inference_worker.engine.pump import StreamPump
-from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local, load_variant
+from inference_worker.engine_host import EngineSpec, RemoteEngine, build_engine
+from inference_worker.model_loading import ModelLoadError, check_model_folder, is_local
 from inference_worker.publisher import EventPublisher
-from inference_worker.torch_threads import on_own_thread, torch_work_threads
+from inference_worker.torch_threads import torch_work_threads
 
 # How often the worker reads its running generations' cancellation flags (one MGET for all).
 CANCEL_CHECK_S = 0.25
@@ -35,83 +36,55 @@ class VariantSlot:
         self.config = settings.MODEL_VARIANTS[variant]
         self.state = "standby"  # standby (checked, loads on first use) | loading | ready | failed
         self.detail = ""
-        self.loaded: LoadedModel | None = None
-        self.engine: BatchingEngine | None = None
+        self.engine: BatchingEngine | RemoteEngine | None = None
         self.lock = threading.Lock()
 
     def check(self) -> None:
         if is_local(self.config["path"]):
             check_model_folder(self.config["path"], quantized=self.config["quantized"])
 
-    def load(self) -> BatchingEngine:
-        """Load and start the engine once; later calls return it. Raises ModelLoadError."""
+    def load(self) -> BatchingEngine | RemoteEngine:
+        """Load and start the engine once; later calls return it (a new one if the engine's
+        process has died). Raises ModelLoadError."""
         with self.lock:
-            if self.engine is not None:
+            if self.engine is not None and not getattr(self.engine, "exited", False):
                 return self.engine
             self.state, self.detail = "loading", ""
+            spec = engine_spec(self.variant)
             try:
-                loaded = on_own_thread(
-                    lambda: load_variant(
-                        variant=self.variant,
-                        path=self.config["path"],
-                        quantized=self.config["quantized"],
-                        device=settings.MODEL_DEVICE,
-                        gptq_cpu_dtype_setting=settings.GPTQ_CPU_DTYPE,
-                        cudnn_attention=settings.CUDA_SDPA_CUDNN,
-                    ),
-                    threads=torch_work_threads(),
-                    name=f"load-{self.variant}",
-                )
-                engine = BatchingEngine(
-                    model=loaded.model,
-                    tokenizer=loaded.tokenizer,
-                    variant=self.variant,
-                    max_batch=settings.ENGINE_MAX_BATCH,
-                    max_new_tokens=settings.MAX_NEW_TOKENS,
-                    context_tokens=settings.CONTEXT_BUDGET_TOKENS + settings.MAX_NEW_TOKENS,
-                    generation_config=generation_config_for(loaded),
-                    backend=engine_backend(loaded),
-                    loop_threads=settings.ENGINE_LOOP_THREADS,
-                    prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
-                    paged_options=paged_options(loaded),
-                    cuda_graphs=settings.ENGINE_CUDA_GRAPHS,
-                ).start()
+                if settings.ENGINE_PROCESS:
+                    engine = RemoteEngine(spec).start()
+                else:
+                    _, engine = build_engine(spec)
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)
                 raise
-            self.loaded, self.engine = loaded, engine
+            self.engine = engine
             self.state = "ready"
             return engine
 
 
-def engine_backend(loaded: LoadedModel) -> str:
-    if settings.ENGINE_BACKEND != "auto":
-        return settings.ENGINE_BACKEND
-    return "paged" if loaded.model.device.type == "cuda" else "dense"
-
-
-def paged_options(loaded: LoadedModel) -> dict:
-    """transformers' CUDA graphs and async batching for the paged backend on CUDA (settings'
-    ENGINE_CUDA_GRAPHS); nothing elsewhere, where transformers has no graph backend."""
-    if loaded.model.device.type == "cuda" and settings.ENGINE_CUDA_GRAPHS:
-        return {"use_cuda_graph": True, "use_async_batching": True}
-    return {}
-
-
-def generation_config_for(loaded: LoadedModel):
-    """The R1 sampling defaults from settings, over the checkpoint's own generation config."""
-    config = loaded.model.generation_config
-    config = config.__class__.from_dict(config.to_dict())
-    temperature = settings.GENERATION_TEMPERATURE
-    config.do_sample = temperature > 0
-    config.temperature = temperature if temperature > 0 else None
-    config.top_p = settings.GENERATION_TOP_P if temperature > 0 else None
-    config.top_k = None
-    config.max_new_tokens = settings.MAX_NEW_TOKENS
-    config.eos_token_id = loaded.eos_token_ids
-    if config.pad_token_id is None:
-        config.pad_token_id = loaded.tokenizer.pad_token_id
-    return config
+def engine_spec(variant: str) -> EngineSpec:
+    """A variant's engine as the settings describe it."""
+    config = settings.MODEL_VARIANTS[variant]
+    return EngineSpec(
+        variant=variant,
+        path=config["path"],
+        quantized=config["quantized"],
+        device=settings.MODEL_DEVICE,
+        gptq_cpu_dtype=settings.GPTQ_CPU_DTYPE,
+        cudnn_attention=settings.CUDA_SDPA_CUDNN,
+        load_threads=torch_work_threads(),
+        max_batch=settings.ENGINE_MAX_BATCH,
+        max_new_tokens=settings.MAX_NEW_TOKENS,
+        context_tokens=settings.CONTEXT_BUDGET_TOKENS + settings.MAX_NEW_TOKENS,
+        backend=settings.ENGINE_BACKEND,
+        loop_threads=settings.ENGINE_LOOP_THREADS,
+        prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
+        cuda_graphs=settings.ENGINE_CUDA_GRAPHS,
+        temperature=settings.GENERATION_TEMPERATURE,
+        top_p=settings.GENERATION_TOP_P,
+    )
 
 
 class WorkerRuntime:
@@ -168,7 +141,7 @@ class WorkerRuntime:
         metrics.serve(settings.METRICS_PORT)
         return self
 
-    def engine_for(self, variant: str) -> BatchingEngine:
+    def engine_for(self, variant: str) -> BatchingEngine | RemoteEngine:
         slot = self.slots.get(variant)
         if slot is None:
             raise ModelLoadError(variant, "this worker does not serve that variant")

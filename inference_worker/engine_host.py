@@ -1,0 +1,401 @@
+"""A variant's batching engine, built from plain settings, in the worker's process or in a
+process of its own (ENGINE_PROCESS, the default). Imports no Django.
+
+Why a process of its own: a worker process runs the batch loop beside Celery's consumer, up to
+WORKER_CONCURRENCY task threads, the stream pump, the publisher and the cancellation reader, and
+Python runs one of them at a time. The batch loop's Python (a decode step is hundreds of small
+torch calls) holds the interpreter lock for much of each step, so on the 2-core CPU a message's
+hops through the worker (Celery's hand-over, the claim, the prompt) waited for it, and their
+threads slowed the loop in turn (docs/benchmarks.md). On a GPU the step is launch-bound on the
+CPU the same way. vLLM runs its engine core apart from its API server for the same reason.
+
+`RemoteEngine` looks to the worker like a `BatchingEngine` (`submit` with a listener, handles
+whose `generated` grows, `cancel`, the live counters): the engine runs in a child process
+(`python -m inference_worker.engine_host FD`), requests go to it and tokens come back over one
+pipe, one message per batch of events. A child that dies fails its requests (their generations
+end FAILED, the customer's message stays saved) and the next request starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection, Pipe
+from typing import Any
+
+from inference_worker.engine.engine import BatchingEngine, EngineEvent, RequestHandle
+from inference_worker.model_loading import LoadedModel, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+FINAL_KINDS = ("finished", "failed", "cancelled")
+# How long a child may take to load its model and report ready (a large checkpoint from disk).
+READY_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a variant's engine is built from (the worker's settings, resolved)."""
+
+    variant: str
+    path: str
+    quantized: bool
+    device: str = "auto"
+    gptq_cpu_dtype: str = "auto"
+    cudnn_attention: bool = False
+    load_threads: int = 1
+    max_batch: int = 32
+    max_new_tokens: int = 256
+    context_tokens: int = 1024
+    backend: str = "auto"  # auto | dense | paged
+    loop_threads: int = 1
+    prefill_wait_s: float = 0.0
+    cuda_graphs: bool = True
+    temperature: float = 0.6
+    top_p: float = 0.95
+
+
+def engine_backend(spec: EngineSpec, device_type: str) -> str:
+    if spec.backend != "auto":
+        return spec.backend
+    return "paged" if device_type == "cuda" else "dense"
+
+
+def paged_options(spec: EngineSpec, device_type: str) -> dict:
+    """transformers' CUDA graphs and async batching for the paged backend on CUDA
+    (ENGINE_CUDA_GRAPHS); nothing elsewhere, where transformers has no graph backend."""
+    if device_type == "cuda" and spec.cuda_graphs:
+        return {"use_cuda_graph": True, "use_async_batching": True}
+    return {}
+
+
+def generation_config_for(loaded: LoadedModel, spec: EngineSpec):
+    """The R1 sampling defaults from settings, over the checkpoint's own generation config."""
+    config = loaded.model.generation_config
+    config = config.__class__.from_dict(config.to_dict())
+    config.do_sample = spec.temperature > 0
+    config.temperature = spec.temperature if spec.temperature > 0 else None
+    config.top_p = spec.top_p if spec.temperature > 0 else None
+    config.top_k = None
+    config.max_new_tokens = spec.max_new_tokens
+    config.eos_token_id = loaded.eos_token_ids
+    if config.pad_token_id is None:
+        config.pad_token_id = loaded.tokenizer.pad_token_id
+    return config
+
+
+def build_engine(spec: EngineSpec) -> tuple[LoadedModel, BatchingEngine]:
+    """Load the variant (on a thread of its own, with `load_threads` torch threads) and start
+    its engine. Raises ModelLoadError."""
+    from inference_worker.model_loading import load_variant
+    from inference_worker.torch_threads import on_own_thread
+
+    loaded = on_own_thread(
+        lambda: load_variant(
+            variant=spec.variant,
+            path=spec.path,
+            quantized=spec.quantized,
+            device=spec.device,
+            gptq_cpu_dtype_setting=spec.gptq_cpu_dtype,
+            cudnn_attention=spec.cudnn_attention,
+        ),
+        threads=spec.load_threads,
+        name=f"load-{spec.variant}",
+    )
+    device_type = loaded.model.device.type
+    engine = BatchingEngine(
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        variant=spec.variant,
+        max_batch=spec.max_batch,
+        max_new_tokens=spec.max_new_tokens,
+        context_tokens=spec.context_tokens,
+        generation_config=generation_config_for(loaded, spec),
+        backend=engine_backend(spec, device_type),
+        loop_threads=spec.loop_threads,
+        prefill_wait_s=spec.prefill_wait_s,
+        paged_options=paged_options(spec, device_type),
+        cuda_graphs=spec.cuda_graphs,
+    ).start()
+    return loaded, engine
+
+
+# -- the worker's side ---------------------------------------------------------------------------
+class RemoteEngine:
+    """A `BatchingEngine` in a child process, driven over a pipe (see the module's docstring)."""
+
+    def __init__(self, spec: EngineSpec, *, ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+        self.spec = spec
+        self.variant = spec.variant
+        self.ready_timeout_s = ready_timeout_s
+        self.tokenizer: Any = None
+        self.info: dict[str, Any] = {}
+        self.active_count = 0
+        self.waiting_count = 0
+        self.tokens_generated = 0
+        self._handles: dict[str, RequestHandle] = {}
+        self._lock = threading.Lock()  # _handles, and one writer on the pipe at a time
+        self._ids = 0
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._ended = threading.Event()  # the child is gone (or was stopped)
+
+    def start(self) -> RemoteEngine:
+        """Start the child and wait until its model is loaded. Raises ModelLoadError."""
+        ours, theirs = Pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "inference_worker.engine_host", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = ours
+        ours.send(asdict(self.spec))
+        if not ours.poll(self.ready_timeout_s):
+            self._kill()
+            raise ModelLoadError(self.spec.path, f"engine process not ready in {self.ready_timeout_s:.0f} s")
+        try:
+            reply = ours.recv()
+        except (EOFError, OSError):
+            code = self._process.wait()
+            raise ModelLoadError(self.spec.path, f"engine process exited with code {code} while loading") from None
+        if reply[0] == "error":
+            self._process.wait(timeout=30)
+            raise ModelLoadError(reply[1], reply[2])
+        self.info = reply[1]
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
+        self._reader = threading.Thread(target=self._read, name=f"engine-{self.variant}-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._conn is not None and not self._ended.is_set()
+
+    @property
+    def exited(self) -> bool:
+        """The child is gone (died or stopped): the worker starts a new engine for the next request."""
+        return self._ended.is_set()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int | None = None,
+        request_id: str | None = None,
+        listener: Callable[[EngineEvent], None] | None = None,
+    ) -> RequestHandle:
+        if not self.running:
+            raise RuntimeError(f"engine for {self.variant} is not running")
+        with self._lock:
+            self._ids += 1
+            request_id = request_id or f"r{self._ids}"
+            handle = RequestHandle(
+                request_id=request_id,
+                prompt_ids=list(prompt_ids),
+                max_new_tokens=max_new_tokens or self.spec.max_new_tokens,
+                _engine=self,  # type: ignore[arg-type] - duck-typed: handle.cancel() comes here
+                _listener=listener,
+            )
+            self._handles[request_id] = handle
+            self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens))
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        """Ask the child to take the request out of its queue or batch; the "cancelled" event
+        comes back like any other (at once here when the child is gone)."""
+        with self._lock:
+            if request_id not in self._handles:
+                return
+            if self.running:
+                self._send(("cancel", request_id))
+                return
+        self._end_locally(request_id, "cancelled", "")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._conn is None:
+            return
+        with self._lock:
+            self._send(("stop",))
+        try:
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        self._ended.set()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        self._fail_all("engine stopped")
+
+    def _send(self, message: tuple) -> None:
+        """Under `_lock`. A child that is gone is noticed by the reader, which fails its requests."""
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):
+            pass
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    # -- the reader thread: the child's events onto the handles --------------------------------
+    def _read(self) -> None:
+        try:
+            while True:
+                _, records, counters = self._conn.recv()
+                self.active_count, self.waiting_count, self.tokens_generated = counters
+                for record in records:
+                    self._apply(*record)
+        except (EOFError, OSError):
+            pass
+        except Exception:  # noqa: BLE001 - a fault here must still fail the requests below
+            logger.exception("engine %s: reading the engine process failed", self.variant)
+        if not self._ended.is_set():
+            self._ended.set()
+            code = self._process.poll() if self._process is not None else None
+            logger.error("engine process of %s exited (code %s); its requests fail", self.variant, code)
+            self._kill()
+            self._fail_all(f"the engine process exited (code {code})")
+        self.active_count = self.waiting_count = 0
+
+    def _apply(self, request_id: str, kind: str, new_tokens: tuple, position: int | None, error: str, at: float):
+        with self._lock:
+            handle = self._handles.get(request_id)
+            if handle is None:
+                return
+            if kind in FINAL_KINDS:
+                del self._handles[request_id]
+        if new_tokens:
+            if handle.first_token_at is None:
+                handle.first_token_at = at
+            handle.generated = handle.generated + tuple(new_tokens)
+        if kind == "started":
+            handle.admitted_at, handle.status = at, "running"
+            handle._emit(EngineEvent("started"))
+        elif kind == "queued":
+            handle._emit(EngineEvent("queued", position=position))
+        elif kind == "tokens":
+            handle._emit(EngineEvent("tokens", tokens=handle.generated))
+        elif kind in FINAL_KINDS:
+            handle.status, handle.finished_at = kind, at
+            handle._emit(EngineEvent(kind, tokens=handle.generated, error=error))
+
+    def _end_locally(self, request_id: str, kind: str, error: str) -> None:
+        self._apply(request_id, kind, (), None, error, time.perf_counter())
+
+    def _fail_all(self, error: str) -> None:
+        with self._lock:
+            ids = list(self._handles)
+        for request_id in ids:
+            self._end_locally(request_id, "failed", error)
+
+
+# -- the child's side ----------------------------------------------------------------------------
+class _Outbox:
+    """The engine's events, gathered on the threads that emit them and sent by one thread, many
+    to a message, each request's tokens as what is new since the last message."""
+
+    def __init__(self, conn: Connection, engine: BatchingEngine) -> None:
+        self._conn = conn
+        self._engine = engine
+        self._events: list[tuple[str, EngineEvent, float]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._sent: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="engine-outbox", daemon=True)
+        self._thread.start()
+
+    def listener(self, request_id: str) -> Callable[[EngineEvent], None]:
+        def on_event(event: EngineEvent) -> None:
+            with self._lock:
+                self._events.append((request_id, event, time.perf_counter()))
+            self._wake.set()
+
+        return on_event
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                events, self._events = self._events, []
+            records = []
+            latest_tokens: dict[str, int] = {}  # request -> index of its last "tokens" record
+            for request_id, event, at in events:
+                sent = self._sent.get(request_id, 0)
+                new = event.tokens[sent:] if len(event.tokens) > sent else ()
+                if new:
+                    self._sent[request_id] = len(event.tokens)
+                if event.kind == "tokens" and request_id in latest_tokens:
+                    # Two steps' tokens before this message left: one record carries both.
+                    index = latest_tokens[request_id]
+                    old = records[index]
+                    records[index] = (request_id, "tokens", old[2] + tuple(new), None, "", old[5])
+                    continue
+                if event.kind == "tokens":
+                    latest_tokens[request_id] = len(records)
+                if event.kind in FINAL_KINDS:
+                    self._sent.pop(request_id, None)
+                    latest_tokens.pop(request_id, None)
+                records.append((request_id, event.kind, tuple(new), event.position, event.error, at))
+            engine = self._engine
+            try:
+                self._conn.send(("events", records, (engine.active_count, engine.waiting_count, engine.tokens_generated)))
+            except (OSError, ValueError):
+                os._exit(0)  # the worker is gone
+
+
+def serve(conn: Connection) -> None:
+    """The child: build the engine from the spec the worker sends, report ready (or the load's
+    error), then run the worker's commands until it says stop or goes away."""
+    import torch
+
+    torch.set_num_threads(1)  # the loop and the load set their own (torch_threads.py)
+    spec = EngineSpec(**conn.recv())
+    try:
+        loaded, engine = build_engine(spec)
+    except ModelLoadError as exc:
+        conn.send(("error", exc.path, exc.problem))
+        return
+    except Exception as exc:  # noqa: BLE001 - reported to the worker, which names the variant
+        conn.send(("error", spec.path, f"{type(exc).__name__}: {exc}"))
+        return
+    outbox = _Outbox(conn, engine)
+    conn.send(("ready", {"device": str(loaded.model.device), "precision": loaded.precision, "backend": engine.backend}))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break  # the worker is gone: so is this engine
+        if message[0] == "submit":
+            _, request_id, prompt_ids, max_new_tokens = message
+            engine.submit(
+                prompt_ids, max_new_tokens=max_new_tokens, request_id=request_id, listener=outbox.listener(request_id)
+            )
+        elif message[0] == "cancel":
+            engine.cancel(message[1])
+        elif message[0] == "stop":
+            break
+    engine.stop(timeout=5)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=os.environ.get("ENGINE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s engine-host[%(process)d] %(name)s: %(message)s",
+    )
+    serve(Connection(int(sys.argv[1])))
+    os._exit(0)  # daemon threads (the batch loop) do not hold the exit

@@ -1,0 +1,144 @@
+"""The engine in a process of its own (`engine_host.RemoteEngine`): a real child process running
+the real engine on the project's demo model (small preset, the FP16 variant, greedy), driven
+over its pipe as the worker drives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from inference_worker.engine_host import EngineSpec, RemoteEngine, build_engine
+from inference_worker.model_loading import ModelLoadError
+from inference_worker.runtime import VariantSlot
+
+TIMEOUT_S = 60
+
+
+def spec_for(paths: dict[str, str], **overrides) -> EngineSpec:
+    values = dict(
+        variant="fp16",
+        path=paths["fp16"],
+        quantized=False,
+        device="cpu",
+        load_threads=1,
+        max_batch=4,
+        max_new_tokens=12,
+        context_tokens=256,
+        temperature=0.0,  # greedy: the same tokens in both processes
+    )
+    values.update(overrides)
+    return EngineSpec(**values)
+
+
+class Listened:
+    """A request's events as the worker's stream pump receives them."""
+
+    def __init__(self) -> None:
+        self.events = []
+        self.first_tokens = threading.Event()
+        self.done = threading.Event()
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+        if event.kind == "tokens":
+            self.first_tokens.set()
+        if event.kind in ("finished", "failed", "cancelled"):
+            self.done.set()
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+    def final(self):
+        assert self.done.wait(TIMEOUT_S), f"no final event; got {self.kinds()}"
+        return self.events[-1]
+
+
+@pytest.fixture(scope="module")
+def remote(test_models):
+    engine = RemoteEngine(spec_for(test_models)).start()
+    yield engine
+    engine.stop()
+
+
+def prompts_of(tokenizer) -> list[list[int]]:
+    texts = ["Where is my order?", "How do I return an item?", "What are your opening hours?"]
+    return [tokenizer(text).input_ids for text in texts]
+
+
+def test_tokens_come_back_as_the_engine_made_them(remote, test_models):
+    prompts = prompts_of(remote.tokenizer)
+    listened = [Listened() for _ in prompts]
+    handles = [remote.submit(prompts[0], listener=listened[0])]
+    assert listened[0].first_tokens.wait(TIMEOUT_S)
+    # The others join while the first is decoding.
+    handles += [remote.submit(p, listener=seen) for p, seen in zip(prompts[1:], listened[1:], strict=True)]
+    for handle, seen in zip(handles, listened, strict=True):
+        final = seen.final()
+        assert final.kind == "finished" and seen.kinds()[0] == "started"
+        assert final.tokens == handle.generated and len(handle.generated) > 0
+        assert handle.status == "finished"
+        assert handle.submitted_at <= handle.admitted_at <= handle.first_token_at <= handle.finished_at
+
+    # The same spec's engine in this process, one request at a time.
+    _, local = build_engine(spec_for(test_models))
+    try:
+        for prompt, handle in zip(prompts, handles, strict=True):
+            seen = Listened()
+            local.submit(prompt, listener=seen)
+            assert seen.final().tokens == handle.generated
+    finally:
+        local.stop()
+    assert remote.tokens_generated >= sum(len(h.generated) for h in handles)
+
+
+def test_cancel_frees_the_slot_and_the_next_in_line_starts(test_models):
+    engine = RemoteEngine(spec_for(test_models, max_batch=1, max_new_tokens=200)).start()
+    try:
+        prompt = engine.tokenizer("Where is my order?").input_ids
+        first, second = Listened(), Listened()
+        running = engine.submit(prompt, listener=first)
+        assert first.first_tokens.wait(TIMEOUT_S)
+        engine.submit(prompt, max_new_tokens=3, listener=second)
+        running.cancel()
+        assert first.final().kind == "cancelled" and running.status == "cancelled"
+        assert second.final().kind == "finished"
+        assert second.kinds()[:2] == ["queued", "started"] and second.events[0].position == 1
+        assert (engine.active_count, engine.waiting_count) == (0, 0)
+    finally:
+        engine.stop()
+
+
+def test_a_dead_engine_process_fails_its_requests_and_the_slot_starts_another(test_models, settings):
+    settings.ENGINE_PROCESS = True
+    settings.MODEL_DEVICE = "cpu"
+    settings.TORCH_THREADS = 1
+    slot = VariantSlot("fp16")
+    engine = slot.load()
+    try:
+        seen = Listened()
+        handle = engine.submit(engine.tokenizer("Where is my order?").input_ids, max_new_tokens=90, listener=seen)
+        assert seen.first_tokens.wait(TIMEOUT_S)
+        os.kill(engine.pid, signal.SIGKILL)
+        final = seen.final()
+        assert final.kind == "failed" and "engine process exited" in final.error
+        assert handle.status == "failed" and engine.exited
+        with pytest.raises(RuntimeError, match="not running"):
+            engine.submit([1, 2, 3])
+
+        again = slot.load()
+        assert again is not engine and again.pid != engine.pid
+        seen = Listened()
+        again.submit(again.tokenizer("Hello").input_ids, max_new_tokens=4, listener=seen)
+        assert seen.final().kind == "finished"
+    finally:
+        slot.engine.stop()
+
+
+def test_a_model_that_cannot_load_is_refused_with_its_path(tmp_path):
+    missing = tmp_path / "no-model-here"
+    with pytest.raises(ModelLoadError) as refused:
+        RemoteEngine(spec_for({"fp16": str(missing)})).start()
+    assert str(missing) in str(refused.value)
