@@ -353,7 +353,9 @@ class _Outbox:
                 records.append((request_id, event.kind, tuple(new), event.position, event.error, at))
             engine = self._engine
             try:
-                self._conn.send(("events", records, (engine.active_count, engine.waiting_count, engine.tokens_generated)))
+                self._conn.send(
+                    ("events", records, (engine.active_count, engine.waiting_count, engine.tokens_generated))
+                )
             except (OSError, ValueError):
                 os._exit(0)  # the worker is gone
 
