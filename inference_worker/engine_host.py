@@ -305,42 +305,40 @@ class RemoteEngine:
 
 # -- the child's side ----------------------------------------------------------------------------
 class _Outbox:
-    """The engine's events, gathered on the threads that emit them and sent by one thread, many
-    to a message, each request's tokens as what is new since the last message."""
+    """The engine's events, gathered as the listeners receive them and sent by the thread that
+    produced them when it is done (`flush`: the batch loop after each step, the command loop
+    after a submit or a cancel), many to a message, each request's tokens as what is new since
+    its last message. No thread of its own: a hand-over would wait for the batch loop to let go
+    of the interpreter lock, a few milliseconds on every first token."""
 
     def __init__(self, conn: Connection, engine: BatchingEngine) -> None:
         self._conn = conn
         self._engine = engine
         self._events: list[tuple[str, EngineEvent, float]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._sent: dict[str, int] = {}
-        self._thread = threading.Thread(target=self._run, name="engine-outbox", daemon=True)
-        self._thread.start()
 
     def listener(self, request_id: str) -> Callable[[EngineEvent], None]:
         def on_event(event: EngineEvent) -> None:
             with self._lock:
                 self._events.append((request_id, event, time.perf_counter()))
-            self._wake.set()
 
         return on_event
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                events, self._events = self._events, []
+    def flush(self) -> None:
+        with self._lock:
+            if not self._events:
+                return
+            events, self._events = self._events, []
             records = []
-            latest_tokens: dict[str, int] = {}  # request -> index of its last "tokens" record
+            latest_tokens: dict[str, int] = {}  # request -> index of its "tokens" record
             for request_id, event, at in events:
                 sent = self._sent.get(request_id, 0)
                 new = event.tokens[sent:] if len(event.tokens) > sent else ()
                 if new:
                     self._sent[request_id] = len(event.tokens)
                 if event.kind == "tokens" and request_id in latest_tokens:
-                    # Two steps' tokens before this message left: one record carries both.
+                    # Two deliveries' tokens in one message: one record carries both.
                     index = latest_tokens[request_id]
                     old = records[index]
                     records[index] = (request_id, "tokens", old[2] + tuple(new), None, "", old[5])
@@ -352,10 +350,9 @@ class _Outbox:
                     latest_tokens.pop(request_id, None)
                 records.append((request_id, event.kind, tuple(new), event.position, event.error, at))
             engine = self._engine
+            counters = (engine.active_count, engine.waiting_count, engine.tokens_generated)
             try:
-                self._conn.send(
-                    ("events", records, (engine.active_count, engine.waiting_count, engine.tokens_generated))
-                )
+                self._conn.send(("events", records, counters))
             except (OSError, ValueError):
                 os._exit(0)  # the worker is gone
 
@@ -376,6 +373,9 @@ def serve(conn: Connection) -> None:
         conn.send(("error", spec.path, f"{type(exc).__name__}: {exc}"))
         return
     outbox = _Outbox(conn, engine)
+    engine.after_outputs = outbox.flush
+    # The command loop gets the interpreter from the batch loop within 1 ms, not Python's 5 ms.
+    sys.setswitchinterval(0.001)
     conn.send(("ready", {"device": str(loaded.model.device), "precision": loaded.precision, "backend": engine.backend}))
     while True:
         try:
@@ -391,6 +391,7 @@ def serve(conn: Connection) -> None:
             engine.cancel(message[1])
         elif message[0] == "stop":
             break
+        outbox.flush()
     engine.stop(timeout=5)
 
 

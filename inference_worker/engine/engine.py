@@ -169,6 +169,9 @@ class BatchingEngine:
         self.steps: deque[StepRecord] = deque(maxlen=steps_kept)
         self.tokens_generated = 0
         self._manager = None
+        # Called on the batch loop's thread after each delivery of outputs (a step's, or one
+        # request's), once every listener has had its events: `engine_host` sends them there.
+        self.after_outputs: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> BatchingEngine:
@@ -340,6 +343,8 @@ class BatchingEngine:
                 handle._emit(EngineEvent("tokens", tokens=tokens))
         if step and served:
             self.steps.append(StepRecord(index=next(self._step_index), request_ids=tuple(served), at=now))
+        if self.after_outputs is not None:
+            self.after_outputs()
 
     # -- introspection -----------------------------------------------------------------------
     @property
