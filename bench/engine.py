@@ -272,6 +272,7 @@ def main() -> None:
     logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
     from django.conf import settings
 
+    from inference_worker.engine_host import settle_gc
     from inference_worker.model_loading import load_variant
     from inference_worker.torch_threads import on_own_thread
 
@@ -307,6 +308,7 @@ def main() -> None:
             ),
             threads=baseline_threads,
         )
+        settle_gc()  # as the worker's engine process does once its model is loaded
         prompts = prompts_from_corpus(loaded.tokenizer, 256)
         arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
         baseline_prompts = prompts[: args.sequential_requests]

@@ -113,6 +113,10 @@ def main() -> None:
         model = Qwen2ForCausalLM(config).to(torch.bfloat16).eval()
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=-1, pad_token_id=0)
     model.generation_config = generation
+    # The worker's engine process tunes the garbage collector so once its model is loaded.
+    from inference_worker.engine_host import settle_gc
+
+    settle_gc()
     sessions_list = [int(s) for s in args.sessions.split(",")]
     prompts = [
         torch.randint(10, config.vocab_size - 10, (args.prompt_tokens,)).tolist() for _ in range(max(sessions_list))

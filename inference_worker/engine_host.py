@@ -18,6 +18,7 @@ end FAILED, the customer's message stays saved) and the next request starts a ne
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
 from typing import Any
 
 from inference_worker.engine.engine import BatchingEngine, EngineEvent, RequestHandle
@@ -35,6 +37,7 @@ from inference_worker.model_loading import LoadedModel, ModelLoadError
 logger = logging.getLogger(__name__)
 
 FINAL_KINDS = ("finished", "failed", "cancelled")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # How long a child may take to load its model and report ready (a large checkpoint from disk).
 READY_TIMEOUT_S = 900.0
 
@@ -126,6 +129,18 @@ def build_engine(spec: EngineSpec) -> tuple[LoadedModel, BatchingEngine]:
     return loaded, engine
 
 
+def settle_gc() -> None:
+    """Python's cyclic garbage collector, tuned for a process that serves a loaded model: what
+    exists now (the model, the libraries: a few hundred thousand objects) moves out of the
+    collector's view (`gc.freeze`), and the youngest generation is collected every 20,000
+    allocations instead of 700. With the engine's events and records at 256 requests a step,
+    collections had taken 1.2 of the 2.0 ms of the engine's per-step bookkeeping on the CPU
+    (a runner that returns at once); a step replayed from a CUDA graph is a few milliseconds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 # -- the worker's side ---------------------------------------------------------------------------
 class RemoteEngine:
     """A `BatchingEngine` in a child process, driven over a pipe (see the module's docstring)."""
@@ -146,14 +161,20 @@ class RemoteEngine:
         self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
         self._ended = threading.Event()  # the child is gone (or was stopped)
+        self._stopping = False
 
     def start(self) -> RemoteEngine:
         """Start the child and wait until its model is loaded. Raises ModelLoadError."""
         ours, theirs = Pipe()
+        # The child finds this package wherever the worker was started from; it keeps the
+        # worker's working directory, which relative model paths are relative to.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "inference_worker.engine_host", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         theirs.close()
         self._conn = ours
@@ -228,6 +249,7 @@ class RemoteEngine:
     def stop(self, timeout: float = 10.0) -> None:
         if self._conn is None:
             return
+        self._stopping = True
         with self._lock:
             self._send(("stop",))
         try:
@@ -263,11 +285,11 @@ class RemoteEngine:
             pass
         except Exception:  # noqa: BLE001 - a fault here must still fail the requests below
             logger.exception("engine %s: reading the engine process failed", self.variant)
-        if not self._ended.is_set():
+        if not self._ended.is_set() and not self._stopping:
             self._ended.set()
-            code = self._process.poll() if self._process is not None else None
-            logger.error("engine process of %s exited (code %s); its requests fail", self.variant, code)
             self._kill()
+            code = self._process.returncode
+            logger.error("engine process of %s exited (code %s); its requests fail", self.variant, code)
             self._fail_all(f"the engine process exited (code {code})")
         self.active_count = self.waiting_count = 0
 
@@ -372,6 +394,7 @@ def serve(conn: Connection) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the worker, which names the variant
         conn.send(("error", spec.path, f"{type(exc).__name__}: {exc}"))
         return
+    settle_gc()
     outbox = _Outbox(conn, engine)
     engine.after_outputs = outbox.flush
     # The command loop gets the interpreter from the batch loop within 1 ms, not Python's 5 ms.
