@@ -155,7 +155,10 @@ class RemoteEngine:
         self.waiting_count = 0
         self.tokens_generated = 0
         self._handles: dict[str, RequestHandle] = {}
-        self._lock = threading.Lock()  # _handles, and one writer on the pipe at a time
+        self._lock = threading.Lock()  # _handles
+        # One writer on the pipe at a time. Not `_lock`: a sender blocked on a full pipe must not
+        # hold up the reader, which keeps the child's side flowing (else each could wait on the other).
+        self._send_lock = threading.Lock()
         self._ids = 0
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
@@ -219,9 +222,11 @@ class RemoteEngine:
         request_id: str | None = None,
         listener: Callable[[EngineEvent], None] | None = None,
     ) -> RequestHandle:
-        if not self.running:
-            raise RuntimeError(f"engine for {self.variant} is not running")
         with self._lock:
+            # Checked under the lock that `_fail_all` takes after the child is found gone: a
+            # request is either refused here or failed there, never left waiting.
+            if not self.running:
+                raise RuntimeError(f"engine for {self.variant} is not running")
             self._ids += 1
             request_id = request_id or f"r{self._ids}"
             handle = RequestHandle(
@@ -232,7 +237,7 @@ class RemoteEngine:
                 _listener=listener,
             )
             self._handles[request_id] = handle
-            self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens))
+        self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens))
         return handle
 
     def cancel(self, request_id: str) -> None:
@@ -241,17 +246,16 @@ class RemoteEngine:
         with self._lock:
             if request_id not in self._handles:
                 return
-            if self.running:
-                self._send(("cancel", request_id))
-                return
-        self._end_locally(request_id, "cancelled", "")
+        if self.running:
+            self._send(("cancel", request_id))
+        else:
+            self._end_locally(request_id, "cancelled", "")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._conn is None:
             return
         self._stopping = True
-        with self._lock:
-            self._send(("stop",))
+        self._send(("stop",))
         try:
             self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -262,11 +266,12 @@ class RemoteEngine:
         self._fail_all("engine stopped")
 
     def _send(self, message: tuple) -> None:
-        """Under `_lock`. A child that is gone is noticed by the reader, which fails its requests."""
-        try:
-            self._conn.send(message)
-        except (OSError, ValueError):
-            pass
+        """A child that is gone is noticed by the reader, which fails its requests."""
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):
+                pass
 
     def _kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

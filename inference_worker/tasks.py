@@ -152,7 +152,10 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         stream=stream,
         decoder=IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops),
     )
-    watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
+    try:
+        watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
+    except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
+        return fail(f"engine: {exc}")
     handle = watch.handle
     # The customer's stop, a new message or an agent taking over raise the generation's
     # cancellation flag; the runtime's one watcher reads every running generation's flag.
