@@ -13,7 +13,12 @@ Variants:
 - `dense-padded`: our batch loop over the left-padded cache (`dense_runner.py`, the CPU's);
 - `paged-graphs`: transformers' continuous batching with CUDA graphs and async batching (what
   the worker runs on CUDA by default: ENGINE_BACKEND=auto, ENGINE_CUDA_GRAPHS);
-- `paged`: the same without them (transformers' default when attention takes a mask).
+- `paged`: the same without them (transformers' default when attention takes a mask);
+- `worker`: what the worker itself runs, at the largest session count only: the model saved to
+  disk with a small tokenizer and loaded by the worker's own code in an engine process of its
+  own (`inference_worker/engine_host.py`: its `RemoteEngine`, the worker's settings' defaults,
+  fp16 on CUDA), requests and tokens crossing its pipe; `--worker-backend` picks the backend
+  (default `auto`, the worker's: paged with CUDA graphs on CUDA, dense elsewhere).
 Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
 suffix runs it with cuDNN allowed, PyTorch's default. `paged`, no longer what the worker runs,
 is left out unless named. All sessions are submitted at once; a row that runs past
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -87,8 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", default="1,64,256")
     parser.add_argument(
-        "--variants", default="dense,paged-graphs,dense-eager,dense-padded,dense-padded-cudnn,paged-graphs-cudnn"
+        "--variants",
+        default="dense,paged-graphs,worker,dense-eager,dense-padded,dense-padded-cudnn,paged-graphs-cudnn",
     )
+    parser.add_argument("--worker-backend", default="auto", choices=["auto", "dense", "paged"])
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=2)
@@ -145,7 +153,16 @@ def main() -> None:
         report["graphs_equal_eager"] = graphs_equal_eager(model, generation, prompts[:16])
         if not args.json:
             print(json.dumps({"graphs_equal_eager": report["graphs_equal_eager"]}), flush=True)
+    saved: dict[str, str] = {}
     for name in args.variants.split(","):
+        if name == "worker":
+            sessions = max(sessions_list)
+            if time.perf_counter() - begun > args.budget_seconds:
+                skipped = f"skipped: past {args.budget_seconds:.0f} s"
+                add({**throughput_row(f"worker, {sessions} sessions", sessions, 0, None, []), "note": skipped})
+            else:
+                add(worker_row(model, prompts[:sessions], args, device, saved))
+            continue
         base = name.removesuffix("-cudnn")
         if base in ("paged-graphs", "dense-eager") and device != "cuda":
             continue  # CUDA graphs and async batching need a GPU (without one, dense is eager)
@@ -158,6 +175,8 @@ def main() -> None:
                 add({**throughput_row(f"engine ({name}), {sessions} sessions", sessions, 0, None, []), "note": skipped})
                 continue
             add(engine_row(model, generation, prompts[:sessions], name, args))
+    if "path" in saved:
+        shutil.rmtree(saved["path"], ignore_errors=True)
     cudnn_attention(False)
     if args.profile and time.perf_counter() - begun <= args.budget_seconds:
         report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
@@ -275,6 +294,89 @@ def engine_row(model, generation, prompts, name, args) -> dict:
         "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
         "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
     }
+
+
+def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict:
+    """The worker's own path: `RemoteEngine` over the model saved to disk (once, into `saved`)."""
+    import tempfile
+
+    from inference_worker.engine_host import EngineSpec, RemoteEngine
+
+    sessions = len(prompts)
+    mode = f"worker ({args.worker_backend}), {sessions} sessions"
+    engine = None
+    try:
+        if "path" not in saved:
+            saved["path"] = save_with_tokenizer(model, tempfile.mkdtemp(prefix="gpu-bench-"))
+        engine = RemoteEngine(
+            EngineSpec(
+                variant="bench",
+                path=saved["path"],
+                quantized=False,
+                device=device,
+                load_threads=4,
+                max_batch=sessions,
+                max_new_tokens=args.new_tokens,
+                context_tokens=args.prompt_tokens + args.new_tokens,
+                backend=args.worker_backend,
+                temperature=0.0,
+            )
+        ).start()
+        give_up = time.perf_counter() + args.row_seconds
+        warm = _Ends()
+        engine.submit(prompts[0], max_new_tokens=4, listener=warm)
+        if not warm.done.wait(max(0.0, give_up - time.perf_counter())):
+            raise TimeoutError(f"the warm-up request did not finish in {args.row_seconds:.0f} s")
+        ends = _Ends(expected=sessions)
+        started = time.perf_counter()
+        handles = [engine.submit(prompt, listener=ends) for prompt in prompts]
+        cut = not ends.done.wait(args.row_seconds)
+        elapsed = time.perf_counter() - started
+        tokens = sum(len(h.generated) for h in handles)
+    except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
+        return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        if engine is not None:
+            engine.stop()
+    ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
+    rates = [
+        len(h.generated) / (h.finished_at - h.first_token_at)
+        for h in handles
+        if h.finished_at and h.first_token_at and h.finished_at > h.first_token_at and h.status == "finished"
+    ]
+    return {
+        **throughput_row(mode, sessions, tokens, elapsed, ttfts),
+        "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
+        "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
+    }
+
+
+class _Ends:
+    """A listener that counts requests ending; `done` is set when `expected` have ended."""
+
+    def __init__(self, expected: int = 1) -> None:
+        import threading
+
+        self.expected, self.ended = expected, 0
+        self.done = threading.Event()
+
+    def __call__(self, event) -> None:
+        if event.kind in ("finished", "failed", "cancelled"):
+            self.ended += 1  # one reader thread calls this: no lock needed
+            if self.ended >= self.expected:
+                self.done.set()
+
+
+def save_with_tokenizer(model, folder: str) -> str:
+    """The model's weights and config, and a small tokenizer built by the demo model's own code
+    (the worker's loading code wants one; the benchmark's prompts are token ids), as a model
+    folder the worker can load."""
+    from inference_worker.demo_model.tokenizer import train_tokenizer
+
+    model.save_pretrained(folder)
+    texts = ["Where is my order?", "How do I return an item?", "hello, thank you"] * 4
+    train_tokenizer(texts=texts, vocab_size=300).save_pretrained(folder)
+    return folder
 
 
 def graphs_equal_eager(model, generation, prompts) -> bool:

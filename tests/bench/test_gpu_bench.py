@@ -23,7 +23,7 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
             "--new-tokens",
             "4",
             "--variants",
-            "dense,dense-padded,paged,paged-graphs,dense-eager,dense-cudnn",
+            "dense,dense-padded,paged,paged-graphs,dense-eager,dense-cudnn,worker",
             "--sequential-requests",
             "1",
             "--json",
@@ -41,7 +41,7 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
     assert report == json.loads(out.read_text())
     modes = [row["mode"] for row in report["rows"]]
     # On a CPU there are no CUDA graphs and no cuDNN: those variants are left out, and dense
-    # runs its slot cache eagerly.
+    # runs its slot cache eagerly; `worker` saves the model and serves it from an engine process.
     assert modes == [
         "generate, one at a time",
         "engine (dense), 1 sessions",
@@ -50,6 +50,7 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
         "engine (dense-padded), 3 sessions",
         "engine (paged), 1 sessions",
         "engine (paged), 3 sessions",
+        "worker (auto), 3 sessions",  # the largest count only: the engine process, as the worker runs it
     ]
     for row in report["rows"]:
         assert row["tokens"] == row["sessions"] * 4 or row["mode"].startswith("generate"), row
