@@ -181,7 +181,11 @@ class RemoteEngine:
         )
         theirs.close()
         self._conn = ours
-        ours.send(asdict(self.spec))
+        try:
+            ours.send(asdict(self.spec))
+        except OSError:  # the child is gone already (it could not start Python, say)
+            code = self._process.wait()
+            raise ModelLoadError(self.spec.path, f"engine process exited with code {code} while starting") from None
         if not ours.poll(self.ready_timeout_s):
             self._kill()
             raise ModelLoadError(self.spec.path, f"engine process not ready in {self.ready_timeout_s:.0f} s")
