@@ -94,16 +94,14 @@ INSTALLED_APPS = [
     "chatbot.serving",
 ]
 
-# Django's stock middleware, declared sync-only (chatbot/middleware.py): under ASGI the chain
-# then runs in one hand-over to the sync thread instead of one per method of each.
 MIDDLEWARE = [
-    "chatbot.middleware.SecurityMiddleware",
-    "chatbot.middleware.SessionMiddleware",
-    "chatbot.middleware.CommonMiddleware",
-    "chatbot.middleware.CsrfViewMiddleware",
-    "chatbot.middleware.AuthenticationMiddleware",
-    "chatbot.middleware.MessageMiddleware",
-    "chatbot.middleware.XFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "chatbot.urls"
