@@ -195,7 +195,10 @@ class RemoteEngine:
             code = self._process.wait()
             raise ModelLoadError(self.spec.path, f"engine process exited with code {code} while loading") from None
         if reply[0] == "error":
-            self._process.wait(timeout=30)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._kill()
             raise ModelLoadError(reply[1], reply[2])
         self.info = reply[1]
         from transformers import AutoTokenizer
@@ -414,15 +417,21 @@ def serve(conn: Connection) -> None:
             message = conn.recv()
         except (EOFError, OSError):
             break  # the worker is gone: so is this engine
-        if message[0] == "submit":
-            _, request_id, prompt_ids, max_new_tokens = message
-            engine.submit(
-                prompt_ids, max_new_tokens=max_new_tokens, request_id=request_id, listener=outbox.listener(request_id)
-            )
-        elif message[0] == "cancel":
-            engine.cancel(message[1])
-        elif message[0] == "stop":
+        if message[0] == "stop":
             break
+        try:
+            if message[0] == "submit":
+                _, request_id, prompt_ids, max_new_tokens = message
+                listener = outbox.listener(request_id)
+                try:
+                    engine.submit(prompt_ids, max_new_tokens=max_new_tokens, request_id=request_id, listener=listener)
+                except Exception as exc:  # noqa: BLE001 - that request fails; the others go on
+                    logger.exception("engine %s: request %s refused", spec.variant, request_id)
+                    listener(EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
+            elif message[0] == "cancel":
+                engine.cancel(message[1])
+        except Exception:  # noqa: BLE001 - one command's fault must not end every answer in the batch
+            logger.exception("engine %s: command %s failed", spec.variant, message[0])
         outbox.flush()
     engine.stop(timeout=5)
 
