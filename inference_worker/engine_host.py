@@ -21,10 +21,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, Pipe
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_worker.engine.engine import BatchingEngine, EngineEvent, RequestHandle
-from inference_worker.model_loading import LoadedModel, ModelLoadError
+from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ FINAL_KINDS = ("finished", "failed", "cancelled")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # How long a child may take to load its model and report ready (a large checkpoint from disk).
 READY_TIMEOUT_S = 900.0
+# How long a cancelled request waits for the child's "cancelled" before it is ended here.
+CANCEL_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -168,9 +172,20 @@ class RemoteEngine:
 
     def start(self) -> RemoteEngine:
         """Start the child and wait until its model is loaded. Raises ModelLoadError."""
+        from transformers import AutoTokenizer
+
+        if is_local(self.spec.path):  # a missing or partial folder is named before anything starts
+            check_model_folder(self.spec.path, quantized=self.spec.quantized)
+        try:  # then the tokenizer: one that cannot load leaves no child behind
+            self.tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
+            raise ModelLoadError(self.spec.path, f"loading the tokenizer failed: {type(exc).__name__}: {exc}") from exc
         ours, theirs = Pipe()
         # The child finds this package wherever the worker was started from; it keeps the
-        # worker's working directory, which relative model paths are relative to.
+        # worker's working directory, which relative model paths are relative to. A session of
+        # its own: a Ctrl-C or SIGTERM meant for the worker does not reach it, so the worker's
+        # warm shutdown lets the answers finish and then stops it (and if the worker dies, the
+        # pipe closes and the child ends).
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
@@ -178,35 +193,39 @@ class RemoteEngine:
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
+            start_new_session=True,
         )
         theirs.close()
         self._conn = ours
         try:
-            ours.send(asdict(self.spec))
+            reply = self._handshake(ours)
+        except BaseException:
+            self._kill()
+            ours.close()
+            self._ended.set()
+            raise
+        self.info = reply
+        self._reader = threading.Thread(target=self._read, name=f"engine-{self.variant}-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def _handshake(self, conn: Connection) -> dict[str, Any]:
+        """Send the spec, wait for "ready" (the child's info) or the load's error."""
+        try:
+            conn.send(asdict(self.spec))
         except OSError:  # the child is gone already (it could not start Python, say)
             code = self._process.wait()
             raise ModelLoadError(self.spec.path, f"engine process exited with code {code} while starting") from None
-        if not ours.poll(self.ready_timeout_s):
-            self._kill()
+        if not conn.poll(self.ready_timeout_s):
             raise ModelLoadError(self.spec.path, f"engine process not ready in {self.ready_timeout_s:.0f} s")
         try:
-            reply = ours.recv()
+            reply = conn.recv()
         except (EOFError, OSError):
             code = self._process.wait()
             raise ModelLoadError(self.spec.path, f"engine process exited with code {code} while loading") from None
         if reply[0] == "error":
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._kill()
             raise ModelLoadError(reply[1], reply[2])
-        self.info = reply[1]
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
-        self._reader = threading.Thread(target=self._read, name=f"engine-{self.variant}-reader", daemon=True)
-        self._reader.start()
-        return self
+        return reply[1]
 
     @property
     def running(self) -> bool:
@@ -255,6 +274,11 @@ class RemoteEngine:
                 return
         if self.running:
             self._send(("cancel", request_id))
+            # If the child does not answer (wedged, say), the request ends here anyway, as an
+            # in-process cancel would at once: its task must not wait past its time limit.
+            timer = threading.Timer(CANCEL_GRACE_S, self._end_locally, (request_id, "cancelled", ""))
+            timer.daemon = True
+            timer.start()
         else:
             self._end_locally(request_id, "cancelled", "")
 
@@ -351,6 +375,10 @@ class _Outbox:
         self._events: list[tuple[str, EngineEvent, float]] = []
         self._lock = threading.Lock()
         self._sent: dict[str, int] = {}
+        # Requests that have had their final event: a late event of theirs (a step's tokens
+        # emitted as a cancel ended the request) is dropped, not counted in `_sent` again.
+        self._ended: deque[str] = deque(maxlen=4096)
+        self._ended_set: set[str] = set()
 
     def listener(self, request_id: str) -> Callable[[EngineEvent], None]:
         def on_event(event: EngineEvent) -> None:
@@ -367,6 +395,8 @@ class _Outbox:
             records = []
             latest_tokens: dict[str, int] = {}  # request -> index of its "tokens" record
             for request_id, event, at in events:
+                if request_id in self._ended_set:
+                    continue
                 sent = self._sent.get(request_id, 0)
                 new = event.tokens[sent:] if len(event.tokens) > sent else ()
                 if new:
@@ -382,6 +412,10 @@ class _Outbox:
                 if event.kind in FINAL_KINDS:
                     self._sent.pop(request_id, None)
                     latest_tokens.pop(request_id, None)
+                    if len(self._ended) == self._ended.maxlen:
+                        self._ended_set.discard(self._ended[0])
+                    self._ended.append(request_id)
+                    self._ended_set.add(request_id)
                 records.append((request_id, event.kind, tuple(new), event.position, event.error, at))
             engine = self._engine
             counters = (engine.active_count, engine.waiting_count, engine.tokens_generated)
@@ -428,6 +462,7 @@ def serve(conn: Connection) -> None:
                 except Exception as exc:  # noqa: BLE001 - that request fails; the others go on
                     logger.exception("engine %s: request %s refused", spec.variant, request_id)
                     listener(EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))
+                    engine.cancel(request_id)  # frees its place if it was admitted
             elif message[0] == "cancel":
                 engine.cancel(message[1])
         except Exception:  # noqa: BLE001 - one command's fault must not end every answer in the batch
@@ -441,5 +476,18 @@ if __name__ == "__main__":
         level=os.environ.get("ENGINE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s engine-host[%(process)d] %(name)s: %(message)s",
     )
-    serve(Connection(int(sys.argv[1])))
-    os._exit(0)  # daemon threads (the batch loop) do not hold the exit
+    # Signals meant for the worker's session do not reach this one (start_new_session), and a
+    # SIGTERM or Ctrl-C sent here anyway is ignored: the worker ends this process (its "stop",
+    # once its warm shutdown has let the answers finish, or its pipe closing if it dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    code = 1
+    try:
+        serve(Connection(int(sys.argv[1])))
+        code = 0
+    except BaseException:  # noqa: BLE001 - logged; the exit below must happen whatever it was
+        logger.exception("engine process failed")
+    finally:
+        # Whatever happened: the batch loop's thread (transformers' is not a daemon) must not
+        # keep this process, and the GPU memory it holds, alive.
+        os._exit(code)

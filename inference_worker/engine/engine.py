@@ -316,6 +316,13 @@ class BatchingEngine:
 
     # -- called on the manager's generation thread ---------------------------------------------
     def _on_outputs(self, outputs: list[GenerationOutput], *, step: bool) -> None:
+        try:
+            self._deliver(outputs, step=step)
+        finally:  # what was emitted goes out even if a later output's handling raised
+            if self.after_outputs is not None:
+                self.after_outputs()
+
+    def _deliver(self, outputs: list[GenerationOutput], *, step: bool) -> None:
         now = time.perf_counter()
         served = []
         for output in outputs:
@@ -343,8 +350,6 @@ class BatchingEngine:
                 handle._emit(EngineEvent("tokens", tokens=tokens))
         if step and served:
             self.steps.append(StepRecord(index=next(self._step_index), request_ids=tuple(served), at=now))
-        if self.after_outputs is not None:
-            self.after_outputs()
 
     # -- introspection -----------------------------------------------------------------------
     @property

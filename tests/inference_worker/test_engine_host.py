@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from inference_worker import engine_host
 from inference_worker.engine_host import EngineSpec, RemoteEngine, build_engine
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.runtime import VariantSlot
@@ -141,4 +142,28 @@ def test_a_model_that_cannot_load_is_refused_with_its_path(tmp_path):
     missing = tmp_path / "no-model-here"
     with pytest.raises(ModelLoadError) as refused:
         RemoteEngine(spec_for({"fp16": str(missing)})).start()
-    assert str(missing) in str(refused.value)
+    assert str(missing) in str(refused.value) and "does not exist" in str(refused.value)
+
+
+def test_the_engine_process_outlives_the_workers_signals_and_a_wedged_one_still_cancels(test_models, monkeypatch):
+    monkeypatch.setattr(engine_host, "CANCEL_GRACE_S", 0.5)
+    engine = RemoteEngine(spec_for(test_models, max_new_tokens=200)).start()
+    try:
+        # A session of its own, and SIGTERM ignored: Ctrl-C or a SIGTERM for the worker's
+        # process group leaves the answers to the worker's warm shutdown.
+        assert os.getsid(engine.pid) != os.getsid(0)
+        os.kill(engine.pid, signal.SIGTERM)
+        seen = Listened()
+        engine.submit(engine.tokenizer("Hello").input_ids, max_new_tokens=4, listener=seen)
+        assert seen.final().kind == "finished"
+
+        # A child that does not answer (stopped here): a cancel still ends the request.
+        seen = Listened()
+        handle = engine.submit(engine.tokenizer("Where is my order?").input_ids, listener=seen)
+        assert seen.first_tokens.wait(TIMEOUT_S)
+        os.kill(engine.pid, signal.SIGSTOP)
+        handle.cancel()
+        assert seen.final().kind == "cancelled" and handle.status == "cancelled"
+        os.kill(engine.pid, signal.SIGCONT)
+    finally:
+        engine.stop()
