@@ -276,21 +276,28 @@ def engine_row(model, generation, prompts, name, args) -> dict:
             if cut:
                 break
         elapsed = time.perf_counter() - started
-        tokens = sum(len(h.generated) for h in handles)
         steps = [s.at for s in list(engine.steps)[warm_steps:]]
         engine.stop()
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
         return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    return {
+        **handles_row(mode, handles, elapsed, cut, args),
+        "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
+    }
+
+
+def handles_row(mode: str, handles, elapsed: float, cut: bool, args) -> dict:
+    """A row from the requests' handles: tokens/s, time to first token, per-session tokens/s
+    (each finished request's tokens over its time from first token to end), and the cut note."""
     ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
     rates = [
         len(h.generated) / (h.finished_at - h.first_token_at)
         for h in handles
         if h.finished_at and h.first_token_at and h.finished_at > h.first_token_at and h.status == "finished"
     ]
-    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     return {
-        **throughput_row(mode, sessions, tokens, elapsed, ttfts),
-        "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
+        **throughput_row(mode, len(handles), sum(len(h.generated) for h in handles), elapsed, ttfts),
         "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
         "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
     }
@@ -332,23 +339,12 @@ def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict
         handles = [engine.submit(prompt, listener=ends) for prompt in prompts]
         cut = not ends.done.wait(args.row_seconds)
         elapsed = time.perf_counter() - started
-        tokens = sum(len(h.generated) for h in handles)
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
         return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
     finally:
         if engine is not None:
             engine.stop()
-    ttfts = [h.time_to_first_token_s for h in handles if h.time_to_first_token_s is not None]
-    rates = [
-        len(h.generated) / (h.finished_at - h.first_token_at)
-        for h in handles
-        if h.finished_at and h.first_token_at and h.finished_at > h.first_token_at and h.status == "finished"
-    ]
-    return {
-        **throughput_row(mode, sessions, tokens, elapsed, ttfts),
-        "per_session_tokens_per_s": statistics.median(rates) if rates else float("nan"),
-        "note": f"cut at {args.row_seconds:.0f} s" if cut else "",
-    }
+    return handles_row(mode, handles, elapsed, cut, args)
 
 
 class _Ends:
