@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, Pipe
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_worker.engine.engine import BatchingEngine, EngineEvent, RequestHandle
-from inference_worker.model_loading import LoadedModel, ModelLoadError, check_model_folder, is_local
+from inference_worker.model_loading import LoadedModel, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +43,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 900.0
 # How long a cancelled request waits for the child's "cancelled" before it is ended here.
 CANCEL_GRACE_S = 5.0
+# Ended requests the child's outbox remembers, to drop their late events.
+ENDED_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,15 @@ def settle_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
+def _load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
+        raise ModelLoadError(path, f"loading the tokenizer failed: {type(exc).__name__}: {exc}") from exc
+
+
 # -- the worker's side ---------------------------------------------------------------------------
 class RemoteEngine:
     """A `BatchingEngine` in a child process, driven over a pipe (see the module's docstring)."""
@@ -154,7 +164,6 @@ class RemoteEngine:
         self.variant = spec.variant
         self.ready_timeout_s = ready_timeout_s
         self.tokenizer: Any = None
-        self.info: dict[str, Any] = {}
         self.active_count = 0
         self.waiting_count = 0
         self.tokens_generated = 0
@@ -172,14 +181,6 @@ class RemoteEngine:
 
     def start(self) -> RemoteEngine:
         """Start the child and wait until its model is loaded. Raises ModelLoadError."""
-        from transformers import AutoTokenizer
-
-        if is_local(self.spec.path):  # a missing or partial folder is named before anything starts
-            check_model_folder(self.spec.path, quantized=self.spec.quantized)
-        try:  # then the tokenizer: one that cannot load leaves no child behind
-            self.tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
-            raise ModelLoadError(self.spec.path, f"loading the tokenizer failed: {type(exc).__name__}: {exc}") from exc
         ours, theirs = Pipe()
         # The child finds this package wherever the worker was started from; it keeps the
         # worker's working directory, which relative model paths are relative to. A session of
@@ -198,13 +199,15 @@ class RemoteEngine:
         theirs.close()
         self._conn = ours
         try:
-            reply = self._handshake(ours)
-        except BaseException:
+            info = self._handshake(ours)
+            # The child's `load_variant` has checked the folder and loaded this tokenizer too.
+            self.tokenizer = _load_tokenizer(self.spec.path)
+        except BaseException:  # a failed start leaves no child behind
             self._kill()
             ours.close()
             self._ended.set()
             raise
-        self.info = reply
+        logger.info("engine for %s ready in process %d: %s", self.variant, self._process.pid, info)
         self._reader = threading.Thread(target=self._read, name=f"engine-{self.variant}-reader", daemon=True)
         self._reader.start()
         return self
@@ -339,7 +342,7 @@ class RemoteEngine:
         if new_tokens:
             if handle.first_token_at is None:
                 handle.first_token_at = at
-            handle.generated = handle.generated + tuple(new_tokens)
+            handle.generated = handle.generated + new_tokens
         if kind == "started":
             handle.admitted_at, handle.status = at, "running"
             handle._emit(EngineEvent("started"))
@@ -375,10 +378,10 @@ class _Outbox:
         self._events: list[tuple[str, EngineEvent, float]] = []
         self._lock = threading.Lock()
         self._sent: dict[str, int] = {}
-        # Requests that have had their final event: a late event of theirs (a step's tokens
-        # emitted as a cancel ended the request) is dropped, not counted in `_sent` again.
-        self._ended: deque[str] = deque(maxlen=4096)
-        self._ended_set: set[str] = set()
+        # The latest requests to have had their final event (insertion-ordered, at most
+        # ENDED_KEPT): a late event of theirs (a step's tokens emitted as a cancel ended the
+        # request) is dropped, not counted in `_sent` again.
+        self._ended: dict[str, None] = {}
 
     def listener(self, request_id: str) -> Callable[[EngineEvent], None]:
         def on_event(event: EngineEvent) -> None:
@@ -395,7 +398,7 @@ class _Outbox:
             records = []
             latest_tokens: dict[str, int] = {}  # request -> index of its "tokens" record
             for request_id, event, at in events:
-                if request_id in self._ended_set:
+                if request_id in self._ended:
                     continue
                 sent = self._sent.get(request_id, 0)
                 new = event.tokens[sent:] if len(event.tokens) > sent else ()
@@ -412,10 +415,9 @@ class _Outbox:
                 if event.kind in FINAL_KINDS:
                     self._sent.pop(request_id, None)
                     latest_tokens.pop(request_id, None)
-                    if len(self._ended) == self._ended.maxlen:
-                        self._ended_set.discard(self._ended[0])
-                    self._ended.append(request_id)
-                    self._ended_set.add(request_id)
+                    if len(self._ended) >= ENDED_KEPT:
+                        del self._ended[next(iter(self._ended))]
+                    self._ended[request_id] = None
                 records.append((request_id, event.kind, tuple(new), event.position, event.error, at))
             engine = self._engine
             counters = (engine.active_count, engine.waiting_count, engine.tokens_generated)
