@@ -47,7 +47,7 @@ class VariantSlot:
         """Load and start the engine once; later calls return it (a new one if the engine's
         process has died). Raises ModelLoadError."""
         with self.lock:
-            if self.engine is not None and not getattr(self.engine, "exited", False):
+            if self.engine is not None and not self.engine.exited:
                 return self.engine
             self.state, self.detail = "loading", ""
             spec = engine_spec(self.variant)

@@ -243,6 +243,12 @@ class BatchingEngine:
     def running(self) -> bool:
         return self._manager is not None and self._manager.is_running()
 
+    @property
+    def exited(self) -> bool:
+        """Whether the engine is gone by itself, to be started anew (`engine_host.RemoteEngine`'s
+        process can die); one in this process never is."""
+        return False
+
     # -- requests ----------------------------------------------------------------------------
     def submit(
         self,
