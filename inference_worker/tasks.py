@@ -40,12 +40,14 @@ def generate(self, generation_id: int) -> str:
 
 @dataclass
 class _Stream:
-    """Coalesces deltas: one event per flush interval instead of one per token."""
+    """Coalesces deltas: one event per flush interval instead of one per token. Every event
+    carries the generation's attempt, so that a page drops what a lost attempt streamed."""
 
     runtime: WorkerRuntime
     group: str
     staff_group: str
     generation_id: int
+    attempt: int
     interval_s: float
     answer: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
@@ -59,7 +61,9 @@ class _Stream:
             self.answer.append(answer)
 
     def send(self, event: dict) -> None:
-        self.runtime.publisher.publish(self.group, {"generation_id": self.generation_id, **event})
+        self.runtime.publisher.publish(
+            self.group, {"generation_id": self.generation_id, "attempt": self.attempt, **event}
+        )
 
     def maybe_flush(self, *, force: bool = False) -> None:
         if not self.reasoning and not self.answer:
@@ -74,7 +78,12 @@ class _Stream:
                 self.thinking_sent = True
             self.runtime.publisher.publish(
                 self.staff_group,
-                {"type": "reasoning.delta", "generation_id": self.generation_id, "text": "".join(self.reasoning)},
+                {
+                    "type": "reasoning.delta",
+                    "generation_id": self.generation_id,
+                    "attempt": self.attempt,
+                    "text": "".join(self.reasoning),
+                },
             )
             self.reasoning.clear()
         if self.answer:
@@ -119,6 +128,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         group=conversation.group_name,
         staff_group=conversation.staff_group_name,
         generation_id=generation.pk,
+        attempt=generation.attempts,
         interval_s=settings.STREAM_FLUSH_INTERVAL_S,
     )
 
@@ -127,6 +137,19 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
             stream.send({"type": "generation.failed", "detail": services.FAILED_DETAIL})
         metrics.GENERATIONS.labels(variant, "failed").inc()
         return "failed"
+
+    def give_back(engine) -> str | None:
+        """An engine process that died took this answer with it, not because of the answer: the
+        generation goes back to the queue (the next attempt gets a new engine process, here or
+        in another worker) until it is out of attempts. None when the engine did not die."""
+        if not engine.exited:
+            return None
+        lost = f"the engine process of worker {runtime.name}"
+        outcome = services.generation_requeue(generation_id=generation.pk, worker=runtime.name, lost=lost)
+        if outcome is None:
+            return "skipped"  # ended meanwhile (a cancel, say): nothing to give back
+        metrics.GENERATIONS.labels(variant, outcome).inc()
+        return outcome
 
     try:
         engine = runtime.engine_for(variant)
@@ -155,7 +178,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     try:
         watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
     except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
-        return fail(f"engine: {exc}")
+        return give_back(engine) or fail(f"engine: {exc}")
     handle = watch.handle
     # The customer's stop, a new message or an agent taking over raise the generation's
     # cancellation flag; the runtime's one watcher reads every running generation's flag.
@@ -181,7 +204,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     if timed_out:
         return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
     if outcome.kind == "failed":
-        return fail(f"engine: {outcome.error}")
+        return give_back(engine) or fail(f"engine: {outcome.error}")
     if outcome.kind == "cancelled":
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"

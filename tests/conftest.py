@@ -162,6 +162,15 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log_path.read_text()
 
+    def engine_processes(self) -> list[int]:
+        """The worker's engine processes (`python -m inference_worker.engine_host`), by pid."""
+        children = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid), "-f", "inference_worker.engine_host"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return [int(pid) for pid in children]
+
 
 @pytest.fixture(scope="session")
 def live_worker(test_models, django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerProcess]:

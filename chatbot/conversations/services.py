@@ -380,20 +380,51 @@ def generation_requeue_orphans(*, min_age_s: float | None = None, alive: Iterabl
             )
             if generation is None or generation.worker in live:
                 continue
-            if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
-                generation_fail(generation=generation, error=f"worker {generation.worker} was lost mid-answer")
-                continue
-            generation.status = Generation.Status.PENDING
-            generation.save(update_fields=["status"])
-            transaction.on_commit(
-                lambda generation=generation: generation_enqueue(generation=generation, notify_failure=True)
-            )
-            send_event_on_commit(
-                generation.conversation.group_name,
-                {"type": "generation.queued", "generation_id": generation.pk, "position": None},
-            )
-            requeued += 1
+            requeued += _generation_requeue_locked(generation=generation, lost=f"worker {generation.worker}")
     return requeued
+
+
+def generation_requeue(*, generation_id: int, worker: str, lost: str) -> str | None:
+    """A worker gives back a generation it claimed and can no longer run (its engine process
+    died mid-answer; `lost` says what was lost): set back to PENDING and enqueued again, for
+    this worker's new engine or any other, or FAILED with a word to the customer once it has used
+    GENERATION_MAX_ATTEMPTS (an answer that kills the engine every time). Returns "requeued" or
+    "failed"; None when the generation is no longer this worker's to give back (ended,
+    cancelled, claimed again). Locks the generation row."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=generation_id, status=Generation.Status.RUNNING, worker=worker[:200])
+            .first()
+        )
+        if generation is None:
+            return None
+        return "requeued" if _generation_requeue_locked(generation=generation, lost=lost) else "failed"
+
+
+def _generation_requeue_locked(*, generation: Generation, lost: str) -> bool:
+    """Requeue a RUNNING generation whose row the caller holds locked, or FAIL it when it is out
+    of attempts. The customer is told either way: `generation.queued` with no place yet and the
+    next attempt's number (the page drops the partial text the lost attempt streamed), or
+    `generation.failed`. True when requeued."""
+    if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
+        generation_fail(generation=generation, error=f"{lost} was lost mid-answer")
+        return False
+    generation.status = Generation.Status.PENDING
+    generation.save(update_fields=["status"])
+    transaction.on_commit(lambda: generation_enqueue(generation=generation, notify_failure=True))
+    send_event_on_commit(
+        generation.conversation.group_name,
+        # The attempt that comes next: the page drops the lost attempt's partial text now.
+        {
+            "type": "generation.queued",
+            "generation_id": generation.pk,
+            "position": None,
+            "attempt": generation.attempts + 1,
+        },
+    )
+    return True
 
 
 def conversation_assign_agent(*, conversation: Conversation, agent: Any) -> Conversation:

@@ -62,6 +62,7 @@
   let helloRetried = false;
   const outbox = [];            // customer messages not yet saved: {clientId, text, el, sent}
   const generations = new Map(); // generation_id -> bot bubble while queued / thinking / streaming
+  const attempts = new Map(); // generation_id -> the latest attempt the page has seen frames of
 
   // --- storage (may be unavailable: the session cookie still finds the latest conversation) ----
   const store = {
@@ -189,6 +190,23 @@
     }
   }
 
+  // A generation whose worker (or engine) was lost mid-answer runs again: its frames carry the
+  // attempt number. A later attempt starts the bubble over; a lost attempt's late frames are dropped.
+  function followAttempt(id, attempt) {
+    const seen = attempts.get(id) ?? 0;
+    if (attempt < seen) return false;
+    if (attempt > seen) {
+      attempts.set(id, attempt);
+      const el = generations.get(id);
+      if (seen > 0 && el) {
+        el.querySelector(".message__text").textContent = "";
+        setIndicator(el, null);
+        delete el.dataset.state;
+      }
+    }
+    return true;
+  }
+
   function appendDelta(id, text) {
     const el = generationBubble(id);
     if (el.dataset.state !== "streaming") {
@@ -286,6 +304,7 @@
     if (!frame || typeof frame !== "object") return;
     // Ids may be numbers or strings: compare them as strings everywhere.
     const id = frame.generation_id == null ? null : String(frame.generation_id);
+    if (id !== null && Number.isInteger(frame.attempt) && !followAttempt(id, frame.attempt)) return;
     switch (frame.type) {
       case "history": onHistory(frame); break;
       case "message.saved": onSaved(frame); break;
@@ -324,6 +343,7 @@
 
     els.messages.replaceChildren();
     generations.clear();
+    attempts.clear();
     const messages = Array.isArray(frame.messages) ? frame.messages : [];
     if (messages.length === 0 && outbox.length === 0) {
       showNotice("Hi! How can we help you today?", "welcome");

@@ -3,6 +3,9 @@ server, Redis, the worker and the model."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -61,4 +64,62 @@ def test_an_error_is_shown_in_words_when_a_message_is_too_long(browser, live_ser
     page.fill("#composer-input", "x" * 2001)
     assert page.locator("#send-button").is_disabled()
     assert "2000" in page.locator("#composer-warning").inner_text()
+    page.close()
+
+
+# Each text the streaming answer's bubble shows, in order: [streaming?, text].
+RECORD_ANSWER_TEXTS = """() => {
+  window.answerTexts = [];
+  new MutationObserver(() => {
+    const bubble = [...document.querySelectorAll("#messages .message--bot")].at(-1);
+    if (!bubble) return;
+    const text = bubble.querySelector(".message__text").textContent;
+    const last = window.answerTexts.at(-1);
+    const streaming = bubble.classList.contains("message--streaming");
+    if (!last || last[0] !== streaming || last[1] !== text) window.answerTexts.push([streaming, text]);
+  }).observe(document.querySelector("#messages"), { subtree: true, childList: true, characterData: true });
+}"""
+STREAMING_TEXT = "() => { const b = document.querySelector('#messages .message--streaming .message__text'); return b && b.textContent.length > 0; }"
+
+
+def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, live_server_url, live_worker):
+    """The engine process dies while the answer streams in: the page drops the partial text when
+    the answer's next attempt starts, and ends with the whole answer, once, and no error."""
+    page = browser.new_page()
+    page.goto(live_server_url + "/")
+    page.wait_for_selector("#connection-status:has-text('Connected')")
+    engines = live_worker.engine_processes()
+    assert engines
+    for tries in range(1, 6):
+        answers_before = page.locator(BOT_DONE).count()
+        page.evaluate(RECORD_ANSWER_TEXTS)
+        page.fill("#composer-input", f"where is my order number {tries}?")
+        page.press("#composer-input", "Enter")
+        page.wait_for_function(STREAMING_TEXT, timeout=120_000)
+        for pid in engines:
+            os.kill(pid, signal.SIGSTOP)  # frozen mid-answer, unless it finished meanwhile
+        if page.locator(BOT_DONE).count() == answers_before and page.evaluate(STREAMING_TEXT):
+            break
+        for pid in engines:
+            os.kill(pid, signal.SIGCONT)
+        wait_for_answer(page)
+    else:
+        raise AssertionError("the answer finished before its engine could be stopped, five times")
+    partial = page.evaluate("window.answerTexts")[-1][1]
+    for pid in engines:
+        os.kill(pid, signal.SIGKILL)
+
+    page.wait_for_function(f"() => document.querySelectorAll({BOT_DONE!r}).length > {answers_before}", timeout=120_000)
+    errors = page.locator(ERROR_NOTICE).all_inner_texts()
+    assert not errors, errors
+    answer = page.locator(BOT_DONE).last.inner_text()
+    texts = page.evaluate("window.answerTexts")
+    streamed = [text for streaming, text in texts if streaming]
+    assert partial in streamed and partial.strip()
+    after = streamed[streamed.index(partial) + 1 :]
+    assert "" in after, "the page dropped the lost attempt's text when the next one started"
+    # Everything the next attempt streamed is the start of the stored answer: nothing of the lost
+    # attempt's text is left in front of it.
+    assert all(answer.startswith(text.strip()) for text in after[after.index("") :]), (texts, answer)
+    assert not set(live_worker.engine_processes()) & set(engines)
     page.close()
