@@ -107,7 +107,7 @@ async def customer(
 async def run_level(base_url: str, customers: int, messages: int, ramp: float = 0.0, together: bool = False) -> dict:
     results: list[dict] = []
     errors: list[str] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # Each customer opens the chat (page, socket, conversation) when its start comes and sends at
     # once; with `together`, every customer opens the chat first and then all the first messages
     # leave at the same instant.
@@ -119,6 +119,8 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
         )
     )
     elapsed = time.perf_counter() - started
+    # This process shares the machine with the product: its own CPU (every thread) is said.
+    client_cpu_s = time.process_time() - cpu_started
     stored = await asyncio.to_thread(stored_measures, [r["message_id"] for r in results])
     by_turn = [
         (r["turn"], r["first_ms"] - stored[r["message_id"]]["engine_ttft"])
@@ -142,6 +144,7 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
         "errors": len(errors),
         "error_samples": errors[:5],
         "seconds": elapsed,
+        "client_cpu_ms_per_answer": client_cpu_s * 1000 / len(results) if results else float("nan"),
         "first_p50_ms": percentile(first, 50),
         "first_p95_ms": percentile(first, 95),
         "first_p99_ms": percentile(first, 99),
@@ -321,6 +324,10 @@ def main() -> None:
             ]
             for name, what in HOPS.items()
         ],
+    )
+    print(
+        "\nThe load generator's own CPU (ms per answer; it shares the machine with the product): "
+        + ", ".join(f"{r['customers']} customers {r['client_cpu_ms_per_answer']:.1f}" for r in rows)
     )
     for row in rows:
         for sample in row["error_samples"]:

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
+from chatbot.celery import app
 from chatbot.conversations.models import Message
 from tests.conftest import WorkerProcess
 from tests.conversations.test_consumers import new_customer, send_message
@@ -21,6 +22,10 @@ async def test_full_worker_queues_in_order_and_answers_everyone(live_worker, tmp
     narrow = await asyncio.to_thread(WorkerProcess("narrow", tmp_path / "narrow.log", ENGINE_MAX_BATCH="2").start)
     customers = [await new_customer() for _ in range(6)]
     try:
+        # Before its first task, the worker has started every task thread (a burst of tasks
+        # does not wait for Celery's consumer to start them one by one).
+        stats = await asyncio.to_thread(app.control.inspect(destination=["gpu@narrow"], timeout=5).stats)
+        assert stats["gpu@narrow"]["pool"]["threads"] == stats["gpu@narrow"]["pool"]["max-concurrency"] == 16
         # A first answer warms the worker up (its first task's set-up would hold the first
         # customer back behind later ones, and that is not the order under test).
         warm, _ = await new_customer()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
+from celery import signals
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -55,8 +57,26 @@ class Command(BaseCommand):
             without_mingle=True,
             without_heartbeat=True,
         )
+        signals.worker_ready.connect(_start_every_thread, weak=False)
         try:
             worker.start()
         finally:
             runtime.stop()
         sys.exit(worker.exitcode or 0)
+
+
+def _start_every_thread(sender, **_) -> None:
+    """Start all of the pool's task threads now, not one by one as a burst of tasks arrives.
+
+    Python's thread pool starts a thread when a task finds none idle, in the thread that hands
+    the task over: here Celery's consumer, which takes the worker's tasks one at a time. Each
+    start waits for the new thread to run, and in a busy worker that means waiting for the
+    interpreter lock, so the first burst after a start queued its tasks behind the starts.
+    Tasks that wait on one barrier make the pool start a thread for each."""
+    executor, threads = getattr(sender.pool, "executor", None), sender.pool.limit
+    if executor is None:
+        return
+    barrier = threading.Barrier(threads)
+    futures = [executor.submit(barrier.wait, 30) for _ in range(threads)]
+    for future in futures:
+        future.result()
