@@ -66,7 +66,17 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded demo's SQLite file is written by the web and the worker's threads at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Transactions take the write lock when they begin (IMMEDIATE): one that read first and
+    # wrote later failed at once with "database is locked" when another writer came between,
+    # whatever the timeout (SQLite cannot wait there without a deadlock). In WAL mode readers
+    # do not wait for the writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
 DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 20)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
     # A pool per process (psycopg_pool), as Django advises under ASGI instead of persistent

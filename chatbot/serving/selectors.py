@@ -43,7 +43,10 @@ class WorkerStatus:
     reported_at: float
 
     def can_serve(self, variant: str) -> bool:
-        return self.variants.get(variant, {}).get("state") in ("ready", "standby")
+        """Takes messages for the variant: loaded, loading (its first load, or a new engine
+        process after one died: the messages wait in its queue meanwhile) or checked and
+        loading on first use. Not when its load failed."""
+        return self.variants.get(variant, {}).get("state") in ("ready", "loading", "standby")
 
 
 def worker_status_list() -> list[WorkerStatus]:

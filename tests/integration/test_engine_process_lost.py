@@ -1,17 +1,22 @@
 """An engine process that dies mid-answer (the worker lives on) loses no answer: its generations
 go back to the queue and a new engine process, which the worker starts, answers them; the
-customers' pages are told to drop what the lost attempt streamed."""
+customers' pages are told to drop what the lost attempt streamed; messages sent while the new
+engine loads are taken and answered."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import time
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from chatbot.conversations.models import Generation, Message
+from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
 from tests.conftest import WorkerProcess
 from tests.conversations.test_consumers import new_customer, send_message
 from tests.integration.test_chat_path import collect_until
@@ -19,6 +24,17 @@ from tests.integration.test_chat_path import collect_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 ENDS = {"answer.done", "generation.failed", "error"}
+
+
+def heartbeat_says(worker: WorkerProcess, state: str, timeout: float = 20) -> bool:
+    """Whether the worker's heartbeat reports its active variant in `state` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = get_redis().get(WORKER_KEY_PREFIX + worker.name)
+        if raw and json.loads(raw)["variants"][settings.DEFAULT_MODEL_VARIANT]["state"] == state:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 async def test_a_dead_engine_process_s_answers_are_requeued_and_answered_by_a_new_one(live_worker, tmp_path):
@@ -36,8 +52,15 @@ async def test_a_dead_engine_process_s_answers_are_requeued_and_answered_by_a_ne
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for pid in engines:
             os.kill(pid, signal.SIGKILL)
+        # While the worker loads the new engine process, the web still takes messages for the
+        # variant: they wait in its queue (the worker says "loading", not "failed").
+        assert await asyncio.to_thread(heartbeat_says, worker, "loading"), "the worker reloads the engine"
+        newcomer, _ = await new_customer()
+        customers.append((newcomer, _))
+        await send_message(newcomer, "is my order on its way?", client_id="during-load")
+        tasks.append(asyncio.ensure_future(collect_until(newcomer, ENDS)))
         results = await asyncio.gather(*tasks)  # by customer
-        assert [events[-1]["type"] for events in results] == ["answer.done"] * 4, results
+        assert [events[-1]["type"] for events in results] == ["answer.done"] * 5, results
 
         @database_sync_to_async
         def stored() -> tuple[list[str], list[int], int]:
@@ -48,8 +71,8 @@ async def test_a_dead_engine_process_s_answers_are_requeued_and_answered_by_a_ne
             return statuses, attempts, customer_messages
 
         statuses, attempts, customer_messages = await stored()
-        assert customer_messages == 4, "every customer's message is kept"
-        assert statuses == [Generation.Status.DONE] * 4
+        assert customer_messages == 5, "every customer's message is kept"
+        assert statuses == [Generation.Status.DONE] * 5
         assert max(attempts) == 2, "the answers the engine lost ran again"
 
         for events in results:

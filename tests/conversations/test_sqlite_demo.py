@@ -1,0 +1,65 @@
+"""The embedded demo (`make run` without DATABASE_URL) keeps its data in SQLite, which the web
+and the worker's task threads write at once: concurrent answers must not fail with "database is
+locked"."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Eight threads, each a customer whose messages are posted, claimed and answered through the real
+# services: each transaction reads first and writes after, as the worker's and the web's do.
+WRITERS = """
+import json, threading
+from django.db import connection
+from chatbot.conversations import services
+from chatbot.conversations.models import Generation, Message
+
+errors = []
+
+def customer(index):
+    try:
+        for turn in range(6):
+            post = services.customer_message_post(
+                visitor_id=f"v{index}", conversation=None, text="where is my order?", client_id=f"c{index}-{turn}"
+            )
+            Generation.objects.filter(pk=post.generation.pk).update(status=Generation.Status.PENDING, error="")
+            claimed = services.generation_claim(generation_id=post.generation.pk, worker=f"w{index}")
+            services.generation_complete(generation_id=claimed.pk, text="It ships today.", reasoning="", measures={})
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        connection.close()
+
+threads = [threading.Thread(target=customer, args=(i,)) for i in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"errors": errors, "answers": Message.objects.filter(author=Message.Author.BOT).count()}))
+"""
+
+
+def test_concurrent_answers_on_the_demo_s_sqlite_file_do_not_lock_each_other_out(tmp_path):
+    # A Redis database of its own: no worker of the suite hears of these generations (no live
+    # worker there, so each post fails its generation; the threads set it back and answer it).
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        REDIS_URL="redis://127.0.0.1:6379/13",
+        CELERY_BROKER_URL="redis://127.0.0.1:6379/13",
+        DJANGO_SETTINGS_MODULE="chatbot.settings",
+    )
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    run = subprocess.run(
+        [*manage, "shell", "-c", WRITERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome == {"errors": [], "answers": 48}
