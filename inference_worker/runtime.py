@@ -59,6 +59,10 @@ class VariantSlot:
             except ModelLoadError as exc:
                 self.state, self.detail = "failed", str(exc)
                 raise
+            except Exception as exc:  # noqa: BLE001 - no process to start, no memory, ...: never left "loading"
+                error = ModelLoadError(self.config["path"], f"starting its engine failed: {type(exc).__name__}: {exc}")
+                self.state, self.detail = "failed", str(error)
+                raise error from exc
             self.engine = engine
             self.state = "ready"
             return engine

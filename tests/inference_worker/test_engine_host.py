@@ -167,3 +167,16 @@ def test_the_engine_process_outlives_the_workers_signals_and_a_wedged_one_still_
         os.kill(engine.pid, signal.SIGCONT)
     finally:
         engine.stop()
+
+
+def test_an_engine_that_cannot_start_leaves_its_variant_failed_not_loading(test_models, settings):
+    """Whatever stops an engine from starting, the variant is reported `failed` with the reason
+    (the web refuses its messages then); `loading` would have the web queue them forever."""
+    settings.ENGINE_PROCESS = False
+    settings.MODEL_DEVICE = "cpu"
+    settings.TORCH_THREADS = 1
+    settings.ENGINE_MAX_BATCH = 0  # the engine's admission refuses it (a ValueError), after the model loaded
+    slot = VariantSlot("fp16")
+    with pytest.raises(ModelLoadError, match="starting its engine failed: ValueError: max_active"):
+        slot.load()
+    assert slot.state == "failed" and "max_active must be at least 1" in slot.detail
