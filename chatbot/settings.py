@@ -256,6 +256,9 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 64)
 STREAM_FLUSH_INTERVAL_S = env_float("STREAM_FLUSH_INTERVAL_S", 0.05)
 WORKER_HEARTBEAT_S = env_float("WORKER_HEARTBEAT_S", 2.0)
 WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
+# How long the web keeps sending messages to a worker that is loading a variant (they wait in
+# its queue); a load that takes longer has the customers told that the assistant is unavailable.
+WORKER_LOADING_GRACE_S = env_float("WORKER_LOADING_GRACE_S", 120.0)
 METRICS_PORT = env_int("METRICS_PORT", 0)  # 0: metrics off; e.g. 9100 serves /metrics
 # CPU threads for the worker's torch work outside the batch loops: loading a model, the variant
 # comparison (each on a thread of its own that ends with it). 0: one per CPU.

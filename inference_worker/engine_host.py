@@ -250,6 +250,7 @@ class RemoteEngine:
         max_new_tokens: int | None = None,
         request_id: str | None = None,
         listener: Callable[[EngineEvent], None] | None = None,
+        arrival: float | None = None,
     ) -> RequestHandle:
         with self._lock:
             # Checked under the lock that `_fail_all` takes after the child is found gone: a
@@ -266,7 +267,8 @@ class RemoteEngine:
                 _listener=listener,
             )
             self._handles[request_id] = handle
-        self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens))
+        arrival = time.time() if arrival is None else arrival  # the worker's clock, not the child's turn
+        self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens, arrival))
         return handle
 
     def cancel(self, request_id: str) -> None:
@@ -457,10 +459,16 @@ def serve(conn: Connection) -> None:
             break
         try:
             if message[0] == "submit":
-                _, request_id, prompt_ids, max_new_tokens = message
+                _, request_id, prompt_ids, max_new_tokens, arrival = message
                 listener = outbox.listener(request_id)
                 try:
-                    engine.submit(prompt_ids, max_new_tokens=max_new_tokens, request_id=request_id, listener=listener)
+                    engine.submit(
+                        prompt_ids,
+                        max_new_tokens=max_new_tokens,
+                        request_id=request_id,
+                        listener=listener,
+                        arrival=arrival,
+                    )
                 except Exception as exc:  # noqa: BLE001 - that request fails; the others go on
                     logger.exception("engine %s: request %s refused", spec.variant, request_id)
                     listener(EngineEvent("failed", error=f"{type(exc).__name__}: {exc}"))

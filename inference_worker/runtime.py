@@ -36,6 +36,7 @@ class VariantSlot:
         self.config = settings.MODEL_VARIANTS[variant]
         self.state = "standby"  # standby (checked, loads on first use) | loading | ready | failed
         self.detail = ""
+        self.since = time.time()  # when the state last became "loading"
         self.engine: BatchingEngine | RemoteEngine | None = None
         self.lock = threading.Lock()
 
@@ -49,7 +50,7 @@ class VariantSlot:
         with self.lock:
             if self.engine is not None and not self.engine.exited:
                 return self.engine
-            self.state, self.detail = "loading", ""
+            self.state, self.detail, self.since = "loading", "", time.time()
             spec = engine_spec(self.variant)
             try:
                 if settings.ENGINE_PROCESS:
@@ -152,7 +153,7 @@ class WorkerRuntime:
         return slot.load()
 
     def status(self) -> dict:
-        variants = {v: {"state": s.state, "detail": s.detail} for v, s in self.slots.items()}
+        variants = {v: {"state": s.state, "detail": s.detail, "since": s.since} for v, s in self.slots.items()}
         engines = [s.engine for s in self.slots.values() if s.engine is not None]
         return {
             "variants": variants,

@@ -176,7 +176,11 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         decoder=IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops),
     )
     try:
-        watch = runtime.pump.submit(engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}")
+        # In the engine's queue the answer's place is by the message's arrival (`created`): task
+        # threads reach the engine in either order, and a rerun keeps its place in line.
+        watch = runtime.pump.submit(
+            engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}", arrival=created
+        )
     except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
         return give_back(engine) or fail(f"engine: {exc}")
     handle = watch.handle

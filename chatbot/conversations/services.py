@@ -413,7 +413,8 @@ def _generation_requeue_locked(*, generation: Generation, lost: str) -> bool:
         return False
     generation.status = Generation.Status.PENDING
     generation.save(update_fields=["status"])
-    transaction.on_commit(lambda: generation_enqueue(generation=generation, notify_failure=True))
+    # The event goes before the enqueue: when the enqueue fails, its `generation.failed` is the
+    # last word the page hears.
     send_event_on_commit(
         generation.conversation.group_name,
         # The attempt that comes next: the page drops the lost attempt's partial text now.
@@ -424,6 +425,7 @@ def _generation_requeue_locked(*, generation: Generation, lost: str) -> bool:
             "attempt": generation.attempts + 1,
         },
     )
+    transaction.on_commit(lambda: generation_enqueue(generation=generation, notify_failure=True))
     return True
 
 

