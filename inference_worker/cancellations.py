@@ -27,7 +27,10 @@ class CancelWatcher:
     def __init__(self, *, interval_s: float, redis_client: Callable[[], Any] = get_redis) -> None:
         self.interval_s = interval_s
         self._redis = redis_client
-        self._watched: dict[int, Cancellable] = {}
+        # Usually one request per generation; two when a run of a generation overlaps a rerun
+        # of it (a redelivered task while the first still runs): each is cancelled, and each
+        # task's unwatch leaves the other's watch in place.
+        self._watched: dict[int, list[Cancellable]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
@@ -36,11 +39,15 @@ class CancelWatcher:
     def watch(self, generation_id: int, request: Cancellable) -> None:
         """Cancel `request` once the generation's flag is raised (it may be raised already)."""
         with self._lock:
-            self._watched[generation_id] = request
+            self._watched.setdefault(generation_id, []).append(request)
 
-    def unwatch(self, generation_id: int) -> None:
+    def unwatch(self, generation_id: int, request: Cancellable) -> None:
         with self._lock:
-            self._watched.pop(generation_id, None)
+            requests = self._watched.get(generation_id, [])
+            if request in requests:
+                requests.remove(request)
+            if not requests:
+                self._watched.pop(generation_id, None)
 
     @property
     def watched(self) -> int:
@@ -55,11 +62,12 @@ class CancelWatcher:
             return []
         flags = self._redis().mget([cancel_key(generation_id) for generation_id, _ in watched])
         cancelled = []
-        for (generation_id, request), flag in zip(watched, flags, strict=True):
+        for (generation_id, requests), flag in zip(watched, flags, strict=True):
             if flag is None:
                 continue
-            request.cancel()
-            self.unwatch(generation_id)
+            for request in list(requests):
+                request.cancel()
+                self.unwatch(generation_id, request)
             cancelled.append(generation_id)
         return cancelled
 

@@ -202,7 +202,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     try:
         outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
     finally:
-        runtime.cancels.unwatch(generation.pk)
+        runtime.cancels.unwatch(generation.pk, handle)
     decoder, first_token_wall, admitted_wall = sink.decoder, sink.first_token_wall, sink.admitted_wall
 
     if timed_out:

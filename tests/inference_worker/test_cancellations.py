@@ -54,8 +54,25 @@ def test_one_read_for_all_watched_generations_cancels_only_the_flagged_ones(flag
         assert redis.commands == ["MGET", "MGET"]
         assert [i for i, r in requests.items() if r.cancelled.is_set()] == flagged
         assert watcher.watched == len(flags) - 2  # a cancelled request is watched no more
-        watcher.unwatch(flags[0])
+        watcher.unwatch(flags[0], requests[flags[0]])
         assert watcher.watched == len(flags) - 3
+    finally:
+        watcher.stop()
+
+
+def test_two_runs_of_one_generation_are_both_watched_and_each_unwatches_only_its_own(flags):
+    """A rerun of a generation can overlap its first run (a task redelivered while the first
+    still runs): the first run's end must not leave the rerun uncancellable."""
+    watcher = CancelWatcher(interval_s=3600)
+    try:
+        first, rerun = Request(), Request()
+        watcher.watch(flags[0], first)
+        watcher.watch(flags[0], rerun)
+        watcher.unwatch(flags[0], first)
+        get_redis().set(cancel_key(flags[0]), "1")
+        assert watcher.poll() == [flags[0]]
+        assert rerun.cancelled.is_set() and not first.cancelled.is_set()
+        assert watcher.watched == 0
     finally:
         watcher.stop()
 
