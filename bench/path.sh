@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole path's benchmark, as docs/benchmarks.md measures it: a fresh web server (uvicorn, as
+# The whole path's benchmark, as docs/benchmarks.md measures it: a fresh web server (`scripts/web.sh`, as
 # `make run` starts it), worker (and its engine processes), PostgreSQL database and Redis database
 # for each run, a warm-up that is not measured, then `bench/load.py` with your arguments.
 #
@@ -47,8 +47,7 @@ $PY manage.py migrate -v0
 
 $PY manage.py run_worker --name "$WORKER_NAME" >"$LOGS/worker.log" 2>&1 &
 worker=$!
-.venv/bin/uvicorn chatbot.asgi:application --host 127.0.0.1 --port "$PORT" --ws websockets-sansio \
-  --ws-per-message-deflate false --log-level warning >"$LOGS/web.log" 2>&1 &
+PORT="$PORT" scripts/web.sh >"$LOGS/web.log" 2>&1 &
 web=$!
 # Celery's own "ready" line comes once every variant's engine is loaded and the queues are consumed.
 for _ in $(seq 300); do

@@ -17,9 +17,7 @@ $PY manage.py ensure_demo_staff
 $PY manage.py run_worker >var/log/worker.log 2>&1 &
 worker=$!
 trap 'kill $worker $web 2>/dev/null || true; wait 2>/dev/null' EXIT INT TERM
-# No per-message compression: the frames are small JSON events (a zlib context per socket costs
-# memory and CPU for a few bytes; the path's p95 measured lower without, docs/benchmarks.md).
-.venv/bin/uvicorn chatbot.asgi:application --host 127.0.0.1 --port "$PORT" --ws websockets-sansio --ws-per-message-deflate false --log-level warning &
+PORT="$PORT" scripts/web.sh &
 web=$!
 echo
 echo "  Chat:  http://127.0.0.1:$PORT/"
