@@ -8,9 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 
 # Eight threads, each a customer whose messages are posted, claimed and answered through the real
 # services: each transaction reads first and writes after, as the worker's and the web's do.

@@ -6,7 +6,6 @@ engine loads are taken and answered."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.conversations.models import Generation, Message
-from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
+from chatbot.serving.selectors import worker_status_list
 from tests.conftest import WorkerProcess
 from tests.conversations.test_consumers import new_customer, send_message
 from tests.integration.test_chat_path import collect_until
@@ -30,9 +29,9 @@ def heartbeat_says(worker: WorkerProcess, state: str, timeout: float = 20) -> bo
     """Whether the worker's heartbeat reports its active variant in `state` within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raw = get_redis().get(WORKER_KEY_PREFIX + worker.name)
-        if raw and json.loads(raw)["variants"][settings.DEFAULT_MODEL_VARIANT]["state"] == state:
-            return True
+        for status in worker_status_list():
+            if status.name == worker.name and status.variants[settings.DEFAULT_MODEL_VARIANT]["state"] == state:
+                return True
         time.sleep(0.05)
     return False
 
