@@ -8,6 +8,8 @@ import signal
 
 import pytest
 
+from chatbot.conversations.models import Generation
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 BOT_DONE = "#messages .message--bot:not(.message--streaming) .message__text"
@@ -88,36 +90,30 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
     page = browser.new_page()
     page.goto(live_server_url + "/")
     page.wait_for_selector("#connection-status:has-text('Connected')")
-    engines = live_worker.engine_processes()
-    assert engines
     for tries in range(1, 6):
         answers_before = page.locator(BOT_DONE).count()
         page.evaluate(RECORD_ANSWER_TEXTS)
         page.fill("#composer-input", f"where is my order number {tries}?")
         page.press("#composer-input", "Enter")
         page.wait_for_function(STREAMING_TEXT, timeout=120_000)
+        engines = live_worker.engine_processes()
+        assert engines
         for pid in engines:
-            os.kill(pid, signal.SIGSTOP)  # frozen mid-answer, unless it finished meanwhile
+            os.kill(pid, signal.SIGSTOP)  # frozen mid-answer, unless it was done meanwhile
         try:
-            frozen_mid_answer = page.locator(BOT_DONE).count() == answers_before and page.evaluate(STREAMING_TEXT)
-        except BaseException:
+            partial = page.evaluate("window.answerTexts")[-1][1]
+        finally:
             for pid in engines:
-                os.kill(pid, signal.SIGKILL)  # never leave the suite's worker with frozen engines
-            raise
-        if frozen_mid_answer:
+                os.kill(pid, signal.SIGKILL)  # the worker starts new ones
+        page.wait_for_function(
+            f"() => document.querySelectorAll({BOT_DONE!r}).length > {answers_before}", timeout=120_000
+        )
+        # The engine can have made its last token before it was stopped while the page was still
+        # streaming: then the answer is done in one run, and the test asks again.
+        if Generation.objects.order_by("-pk").values_list("attempts", flat=True).first() == 2:
             break
-        for pid in engines:
-            os.kill(pid, signal.SIGCONT)
-        wait_for_answer(page)
     else:
-        raise AssertionError("the answer finished before its engine could be stopped, five times")
-    try:
-        partial = page.evaluate("window.answerTexts")[-1][1]
-    finally:
-        for pid in engines:
-            os.kill(pid, signal.SIGKILL)  # the worker starts new ones
-
-    page.wait_for_function(f"() => document.querySelectorAll({BOT_DONE!r}).length > {answers_before}", timeout=120_000)
+        raise AssertionError("the answer was done before its engine could be stopped, five times")
     errors = page.locator(ERROR_NOTICE).all_inner_texts()
     assert not errors, errors
     answer = page.locator(BOT_DONE).last.inner_text()
