@@ -4,21 +4,21 @@ engine at 1, 64 and 256 sessions; tokens/s and time to first token, in one run.
 
     python bench/gpu.py [--sessions 1,64,256] [--variants dense,paged-graphs,...]
                         [--prompt-tokens 128] [--new-tokens 256] [--row-seconds 25] [--json]
-                        [--profile] [--tiny]
+                        [--profile] [--tiny | --geometry attention]
 
 Variants:
 - `dense`: our batch loop over the slot cache, decode steps replayed from CUDA graphs
-  (`slot_runner.py`; what ENGINE_BACKEND=dense runs on CUDA);
+  (`slot_runner.py`; what the worker runs on CUDA, ENGINE_BACKEND=auto or dense);
 - `dense-eager`: the same without CUDA graphs;
 - `dense-padded`: our batch loop over the left-padded cache (`dense_runner.py`, the CPU's);
 - `paged-graphs`: transformers' continuous batching with CUDA graphs and async batching (what
-  the worker runs on CUDA by default: ENGINE_BACKEND=auto, ENGINE_CUDA_GRAPHS);
+  the worker runs on CUDA with ENGINE_BACKEND=paged, ENGINE_CUDA_GRAPHS);
 - `paged`: the same without them (transformers' default when attention takes a mask);
 - `worker`: what the worker itself runs, at the largest session count only: the model saved to
   disk with a small tokenizer and loaded by the worker's own code in an engine process of its
   own (`inference_worker/engine_host.py`: its `RemoteEngine`, the worker's settings' defaults,
   fp16 on CUDA), requests and tokens crossing its pipe; `--worker-backend` picks the backend
-  (default `auto`, the worker's: paged with CUDA graphs on CUDA, dense elsewhere).
+  (default `auto`, the worker's: dense, with its slot cache and CUDA graphs on CUDA).
 Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
 suffix runs it with cuDNN allowed, PyTorch's default. `paged`, no longer what the worker runs,
 is left out unless named. All sessions are submitted at once; a row that runs past
@@ -29,7 +29,10 @@ tokens.
 `--profile` adds the time of a decode step at the largest session count for the left-padded
 runner and the slot runner (eager, and with graphs on CUDA), and torch.profiler's top operations
 for ten left-padded steps. `--tiny` shrinks the model to run on a CPU (a smoke test of the
-script, not a measurement).
+script, not a measurement). `--geometry attention` keeps the 1.5B model's attention (12 heads,
+2 key-value heads of 128) in one layer with a small MLP and vocabulary, so attention is most of
+a step: on a CPU it shows how each backend's attention grows with the sessions (transformers'
+paged batching over SDPA attends every token over the whole batch's keys).
 
 Needs only torch and transformers (no Django, no database): the engine is imported directly.
 Weights are random, so EOS is disabled and every request generates --new-tokens.
@@ -69,6 +72,13 @@ TINY = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
 )
+ATTENTION = dict(R1_DISTILL_QWEN_1_5B, vocab_size=1024, intermediate_size=256, num_hidden_layers=1)
+GEOMETRIES = {"r1-1.5b": R1_DISTILL_QWEN_1_5B, "tiny": TINY, "attention": ATTENTION}
+GEOMETRY_NAMES = {
+    "r1-1.5b": "R1-Distill-Qwen-1.5B",
+    "tiny": "toy",
+    "attention": "one-layer R1-Distill-Qwen-1.5B attention",
+}
 
 GRAPHS = {"use_cuda_graph": True, "use_async_batching": True}
 # name -> (engine backend, further BatchingEngine arguments)
@@ -105,10 +115,13 @@ def main() -> None:
         "--budget-seconds", type=float, default=240.0, help="rows (and --profile) that would start later are skipped"
     )
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
+    parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default="r1-1.5b")
     parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", help="also write the report here as JSON, after every row")
     args = parser.parse_args()
+    if args.tiny:
+        args.geometry = "tiny"
     begun = time.perf_counter()
 
     import torch
@@ -116,7 +129,7 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    config = Qwen2Config(**(TINY if args.tiny else R1_DISTILL_QWEN_1_5B))
+    config = Qwen2Config(**GEOMETRIES[args.geometry])
     with torch.device(device):
         model = Qwen2ForCausalLM(config).to(torch.bfloat16).eval()
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=-1, pad_token_id=0)
@@ -133,6 +146,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
+        "geometry": args.geometry,
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "rows": [],
@@ -186,7 +200,7 @@ def main() -> None:
         return
     print(
         f"\n{report['device']}, torch {report['torch']}, transformers {report['transformers']}, "
-        f"{'toy' if args.tiny else 'R1-Distill-Qwen-1.5B'} geometry, random bf16 weights, "
+        f"{GEOMETRY_NAMES[args.geometry]} geometry, random bf16 weights, "
         f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens"
     )
     print_table(

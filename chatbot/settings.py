@@ -228,14 +228,18 @@ WORKER_VARIANTS = env_list("WORKER_VARIANTS", "gptq-int4,fp16")
 WORKER_PRELOAD = env_str("WORKER_PRELOAD", "all")  # "all" or "default"
 # Requests one worker runs in one batch; beyond it they wait in order.
 ENGINE_MAX_BATCH = env_int("ENGINE_MAX_BATCH", 32)
-# Continuous batching backend: "dense" (ours, dense KV cache; twice as fast on the CPU),
-# "paged" (transformers' paged KV cache, meant for GPUs), or "auto": paged on CUDA, dense elsewhere.
+# Continuous batching backend: "dense" (ours, dense KV cache; on CUDA a slot per request and
+# decode steps replayed from CUDA graphs), "paged" (transformers' paged KV cache; with SDPA
+# attention each step attends over the whole batch's keys, so its cost grows with the square of
+# the sessions: engine_host.engine_backend), or "auto": dense on every device.
 ENGINE_BACKEND = env_str("ENGINE_BACKEND", "auto")
 if ENGINE_BACKEND not in ("auto", "dense", "paged"):
     raise ValueError("ENGINE_BACKEND must be auto, dense or paged")
-# On CUDA: transformers' paged batching with CUDA graphs and async batching (transformers leaves
-# them off when attention takes a mask, as SDPA does). On an H200 they gave 184 tok/s for one
-# customer against 14 without, 2,172 against 862 at 64 sessions (docs/benchmarks.md).
+# On CUDA: the dense backend replays its decode steps from CUDA graphs (each graph checked
+# against the eager pass when captured), and the paged backend runs transformers' CUDA graphs and
+# async batching (transformers leaves them off when attention takes a mask, as SDPA does). On an
+# H200 the paged ones gave 184 tok/s for one customer against 14 without, 2,172 against 862 at
+# 64 sessions (docs/benchmarks.md).
 ENGINE_CUDA_GRAPHS = env_bool("ENGINE_CUDA_GRAPHS", True)
 # On CUDA: let PyTorch's attention use cuDNN. Off: with a mask PyTorch 2.11 picks cuDNN on Hopper,
 # which spent 1.47 ms of CPU per call on an H200 (its plans are built per shape, and a decode

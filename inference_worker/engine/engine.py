@@ -2,9 +2,10 @@
 
 Iteration-level ("continuous") batching: every running request takes part in each forward pass,
 a new one joins at the next step, a finished or cancelled one leaves at once. Two backends do the
-batching: transformers' `ContinuousBatchingManager` ("paged": paged KV cache, the GPU path) and
-our `DenseBatchManager` ("dense", `dense.py`: a dense left-padded cache, twice as fast per step
-on the CPU; see docs/benchmarks.md). Around either, what is ours:
+batching: transformers' `ContinuousBatchingManager` ("paged": paged KV cache) and our
+`DenseBatchManager` ("dense", `dense.py`: a dense left-padded cache, twice as fast per step on
+the CPU, or on CUDA a slot per request with decode steps replayed from CUDA graphs; the worker's
+default everywhere: engine_host.engine_backend says why; see docs/benchmarks.md). Around either, what is ours:
 
 - admission (`AdmissionQueue`): at most `max_batch` requests in the batch, the rest wait in
   order and are told their place;

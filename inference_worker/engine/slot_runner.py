@@ -10,7 +10,10 @@ copied when they fill, and its shared write column moves). So here every request
 whole life: its prompt fills columns 0.., each decode step writes its token's key and value at
 its own length, and attention masks each slot's columns beyond its length. A decode step then
 has the same shapes every time for a given (slot count, column bucket): it is captured once per
-pair and replayed with the step's tokens and positions copied into static inputs.
+pair and replayed with the step's tokens and positions copied into static inputs. Each new
+graph is checked once, when it is captured, against the same step run eagerly: a graph that
+picks another token in any slot in use (or cannot be captured) turns graphs off, with a
+warning, and decoding goes on eagerly.
 
 Steps with arrivals run eagerly (the same packed pass as `dense_runner.py`: the decode rows and
 the prompts through the linear layers together). Without CUDA (and with `graphs=False`) decode
@@ -122,7 +125,7 @@ class SlotModelRunner:
         if prompts:
             logits, first = self._forward(count, span, prompts, new_slots)
         elif self.graphs:
-            logits = self._replay(count, span)
+            logits = self._replay(count, span, decoding)
         else:
             logits = self._forward(count, span)[0]
         for slot in decoding:
@@ -155,22 +158,46 @@ class SlotModelRunner:
         return taken
 
     # -- CUDA graphs ---------------------------------------------------------------------------
-    def _replay(self, count: int, span: int) -> torch.Tensor:
+    def _replay(self, count: int, span: int, decoding: Sequence[int]) -> torch.Tensor:
         key = (count, span)
         entry = self._graphs.get(key)
         if entry is None:
-            try:
-                entry = self._graphs[key] = self._capture(count, span)
-            except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs
-                # An op that cannot be captured (a quantized kernel that syncs, say), or no CUDA:
-                # every later step runs eagerly, as fast as the left-padded runner or faster.
-                logger.warning("CUDA graph capture failed (%s: %s); decode steps run eagerly", type(exc).__name__, exc)
-                self.graphs = False
-                self._graphs.clear()
-                return self._forward(count, span)[0]
+            return self._capture_and_check(count, span, decoding)
         graph, logits = entry
         graph.replay()
         return logits
+
+    def _capture_and_check(self, count: int, span: int, decoding: Sequence[int]) -> torch.Tensor:
+        """Capture the step's graph, replay it, and run the same step eagerly: the graph is kept
+        only if it picks the eager pass's token in every slot in use (both write the same keys
+        and values, so running the step twice changes nothing). A graph that cannot be captured
+        (an op that syncs, a quantized kernel that allocates, no CUDA) or that disagrees turns
+        graphs off for good, with a warning: every later step runs eagerly, as fast as the
+        left-padded runner or faster, and right. Returns the eager pass's logits."""
+        try:
+            entry = self._capture(count, span)
+            graph, logits = entry
+            graph.replay()
+            replayed = logits[list(decoding)].argmax(-1)
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs
+            return self._eager_from_now_on(f"CUDA graph capture failed ({type(exc).__name__}: {exc})", count, span)
+        eager = self._forward(count, span)[0]
+        if not torch.equal(replayed, eager[list(decoding)].argmax(-1)):
+            return self._eager_from_now_on(
+                f"a CUDA graph's tokens differ from the eager pass's ({count} slots, {span} columns)",
+                count,
+                span,
+                eager,
+            )
+        self._graphs[(count, span)] = entry
+        self.graphs_captured += 1
+        return eager
+
+    def _eager_from_now_on(self, why: str, count: int, span: int, logits: torch.Tensor | None = None) -> torch.Tensor:
+        logger.warning("%s; decode steps run eagerly", why)
+        self.graphs = False
+        self._graphs.clear()
+        return logits if logits is not None else self._forward(count, span)[0]
 
     def _capture(self, count: int, span: int):
         """Capture one decode step. The warm-up runs before it write the same keys and values
@@ -187,7 +214,6 @@ class SlotModelRunner:
         # thread_local: another thread's CUDA work (a variant loading) does not break the capture.
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = self._forward(count, span)[0]
-        self.graphs_captured += 1
         return graph, logits
 
     # -- one pass ------------------------------------------------------------------------------

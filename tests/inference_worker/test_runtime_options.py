@@ -11,11 +11,10 @@ def test_cuda_graphs_and_async_batching_on_cuda_only():
     assert paged_options(EngineSpec(variant="v", path="p", quantized=False, cuda_graphs=False), "cuda") == {}
 
 
-def test_auto_backend_is_paged_on_cuda_and_dense_elsewhere():
+def test_auto_backend_is_dense_and_paged_only_when_asked():
     spec = EngineSpec(variant="v", path="p", quantized=False, backend="auto")
-    assert engine_backend(spec, "cuda") == "paged"
-    assert engine_backend(spec, "cpu") == "dense"
-    assert engine_backend(EngineSpec(variant="v", path="p", quantized=False, backend="dense"), "cuda") == "dense"
+    assert engine_backend(spec) == "dense"
+    assert engine_backend(EngineSpec(variant="v", path="p", quantized=False, backend="paged")) == "paged"
 
 
 def test_the_spec_carries_the_settings(settings):

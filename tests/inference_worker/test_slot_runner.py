@@ -82,6 +82,57 @@ def test_a_decode_step_that_cannot_be_captured_runs_eagerly(model, caplog):  # n
     assert "CUDA graph capture failed" in caplog.records[0].message
 
 
+class _ReplayedEagerly:
+    """Stands in for a captured CUDA graph on the CPU (no graph can be captured here): its
+    replay runs the runner's eager decode pass into the graph's output tensor, as a right
+    graph would, or writes the negated logits, as a graph that went wrong might (another
+    token in every slot). What is under test is the runner's check of each new graph."""
+
+    def __init__(self, runner: SlotModelRunner, count: int, span: int, *, wrong: bool) -> None:
+        self.runner, self.count, self.span, self.wrong = runner, count, span, wrong
+        self.logits = runner._forward(count, span)[0].clone()
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        logits = self.runner._forward(self.count, self.span)[0]
+        self.logits.copy_(-logits if self.wrong else logits)
+
+
+def graphs_on_the_cpu(model, monkeypatch, *, wrong: bool) -> tuple[SlotModelRunner, list]:  # noqa: F811
+    runner = SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=True)
+    graphs: list[_ReplayedEagerly] = []
+
+    def capture(count: int, span: int):
+        graphs.append(_ReplayedEagerly(runner, count, span, wrong=wrong))
+        return graphs[-1], graphs[-1].logits
+
+    monkeypatch.setattr(runner, "_capture", capture)
+    return runner, graphs
+
+
+def test_each_new_graph_is_checked_against_the_eager_pass_and_kept_when_it_agrees(model, monkeypatch):  # noqa: F811
+    runner, graphs = graphs_on_the_cpu(model, monkeypatch, wrong=False)
+    assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
+    assert runner.graphs and runner.graphs_captured == len(graphs) == len(runner._graphs) > 1
+    # Later decode steps of the same shape replay the kept graph instead of running eagerly.
+    assert sum(graph.replays for graph in graphs) > len(graphs)
+
+
+def test_a_graph_whose_tokens_differ_from_the_eager_pass_turns_graphs_off(model, monkeypatch, caplog):  # noqa: F811
+    runner, graphs = graphs_on_the_cpu(model, monkeypatch, wrong=True)
+    with caplog.at_level("WARNING", logger="inference_worker.engine.slot_runner"):
+        # The step that captured the wrong graph answers with the eager pass's tokens, and so
+        # does every later one.
+        assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
+    assert len(graphs) == 1 and graphs[0].replays == 1
+    assert not runner.graphs and runner.graphs_captured == 0 and runner._graphs == {}
+    assert [r.message for r in caplog.records] == [
+        f"a CUDA graph's tokens differ from the eager pass's ({graphs[0].count} slots, {graphs[0].span} columns); "
+        "decode steps run eagerly"
+    ]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench/gpu.py checks them there)")
 def test_graph_replays_give_the_eager_tokens_on_cuda(model):  # noqa: F811
     model = model.to("cuda")
