@@ -147,6 +147,13 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "geometry": args.geometry,
+        "model": {
+            **{
+                key: getattr(config, key)
+                for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+            },
+            "head_dim": config.hidden_size // config.num_attention_heads,
+        },
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "rows": [],

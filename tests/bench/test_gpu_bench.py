@@ -55,3 +55,48 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
     for row in report["rows"]:
         assert row["tokens"] == row["sessions"] * 4 or row["mode"].startswith("generate"), row
         assert row["tokens_per_s"] > 0 and not row.get("note"), row
+
+
+def test_gpu_bench_keeps_the_1_5b_attention_in_one_layer_with_geometry_attention(tmp_path):
+    """`--geometry attention`: the 1.5B model's attention (12 query and 2 key-value heads of
+    128) in one layer, for measuring on a CPU how each backend's attention grows."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu.py",
+            "--geometry",
+            "attention",
+            "--sessions",
+            "2",
+            "--prompt-tokens",
+            "8",
+            "--new-tokens",
+            "3",
+            "--variants",
+            "dense,paged",
+            "--sequential-requests",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["geometry"] == "attention"
+    assert report["model"] == {
+        "hidden_size": 1536,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "head_dim": 128,
+    }
+    assert [row["mode"] for row in report["rows"]] == [
+        "generate, one at a time",
+        "engine (dense), 2 sessions",
+        "engine (paged), 2 sessions",
+    ]
+    assert all(row["tokens"] == 6 for row in report["rows"][1:])
