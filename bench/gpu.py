@@ -25,7 +25,8 @@ is left out unless named. All sessions are submitted at once; a row that runs pa
 --row-seconds is cut there and marked so (its tokens/s counts what it generated until then), and
 rows that would start past --budget-seconds (240) are skipped, so the whole run stays under five
 minutes. On CUDA the run first checks that graph replays give the eager slot runner's greedy
-tokens.
+tokens and that the runner kept its graphs (`graph_check`); a `dense` row notes how many graphs
+it captured, or that it turned them off and ran eagerly.
 `--profile` adds the time of a decode step at the largest session count for the left-padded
 runner and the slot runner (eager, and with graphs on CUDA), and torch.profiler's top operations
 for ten left-padded steps. `--tiny` shrinks the model to run on a CPU (a smoke test of the
@@ -171,9 +172,9 @@ def main() -> None:
     cudnn_attention(False)
     add(sequential(model, generation, prompts[: args.sequential_requests], device))
     if device == "cuda":  # correctness first: the graphs' tokens against the eager ones
-        report["graphs_equal_eager"] = graphs_equal_eager(model, generation, prompts[:16])
+        report["graph_check"] = graph_check(model, generation, prompts[:16])
         if not args.json:
-            print(json.dumps({"graphs_equal_eager": report["graphs_equal_eager"]}), flush=True)
+            print(json.dumps({"graph_check": report["graph_check"]}), flush=True)
     saved: dict[str, str] = {}
     for name in args.variants.split(","):
         if name == "worker":
@@ -298,14 +299,27 @@ def engine_row(model, generation, prompts, name, args) -> dict:
                 break
         elapsed = time.perf_counter() - started
         steps = [s.at for s in list(engine.steps)[warm_steps:]]
+        graphs = graphs_note(engine, engine_args)
         engine.stop()
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
         return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
     gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
-    return {
-        **handles_row(mode, handles, elapsed, cut, args),
-        "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan"),
-    }
+    row = handles_row(mode, handles, elapsed, cut, args)
+    if graphs:
+        row["note"] = "; ".join(filter(None, [row.get("note"), graphs]))
+    return {**row, "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan")}
+
+
+def graphs_note(engine, engine_args: dict) -> str:
+    """For a slot runner asked for CUDA graphs on CUDA: how many it captured, or that it turned
+    them off (a graph that disagreed with the eager pass, or could not be captured) and the row
+    ran eagerly."""
+    runner = getattr(engine._manager, "runner", None)
+    if not engine_args.get("cuda_graphs") or not hasattr(runner, "graphs_captured"):
+        return ""
+    if runner.device.type != "cuda":
+        return ""
+    return f"{runner.graphs_captured} graphs" if runner.graphs else "graphs turned off, ran eagerly (see the log)"
 
 
 def handles_row(mode: str, handles, elapsed: float, cut: bool, args) -> dict:
@@ -396,12 +410,14 @@ def save_with_tokenizer(model, folder: str) -> str:
     return folder
 
 
-def graphs_equal_eager(model, generation, prompts) -> bool:
+def graph_check(model, generation, prompts) -> dict:
     """The slot runner's greedy tokens with decode steps replayed from CUDA graphs against the
-    same runner run eagerly, requests joining four at a time and leaving as they finish."""
+    same runner run eagerly, requests joining four at a time and leaving as they finish; and
+    whether the graphs stayed on (the runner turns them off, and decodes eagerly, when a new
+    graph's tokens differ from the eager pass's or it cannot be captured: the log says which)."""
     from inference_worker.engine.slot_runner import SlotModelRunner
 
-    def run(graphs: bool) -> list[list[int]]:
+    def run(graphs: bool) -> tuple[list[list[int]], SlotModelRunner]:
         runner = SlotModelRunner(
             model=model, generation_config=generation, pad_token_id=0, slots=len(prompts), columns=512, graphs=graphs
         )
@@ -420,9 +436,14 @@ def graphs_equal_eager(model, generation, prompts) -> bool:
             if len(kept) != len(rows):
                 rows = [rows[k] for k in runner.keep(kept)]
             step += 1
-        return [generated[i] for i in range(len(prompts))]
+        return [generated[i] for i in range(len(prompts))], runner
 
-    return run(True) == run(False)
+    replayed, runner = run(True)
+    return {
+        "tokens_equal_eager": replayed == run(False)[0],
+        "graphs_kept": runner.graphs,
+        "graphs_captured": runner.graphs_captured,
+    }
 
 
 def profile_dense(model, generation, prompts) -> str:

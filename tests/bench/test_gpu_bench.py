@@ -100,3 +100,39 @@ def test_gpu_bench_keeps_the_1_5b_attention_in_one_layer_with_geometry_attention
         "engine (paged), 2 sessions",
     ]
     assert all(row["tokens"] == 6 for row in report["rows"][1:])
+
+
+def test_a_dense_row_notes_whether_its_cuda_graphs_stayed_on():
+    """What a `dense` row says of its CUDA graphs, read from the engine's own slot runner (on
+    the CPU the runner is told it is on CUDA; nothing runs on it while it is read)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from bench import gpu
+    from inference_worker.engine.engine import BatchingEngine
+
+    model = Qwen2ForCausalLM(Qwen2Config(**gpu.TINY)).eval()
+    generation = GenerationConfig(do_sample=False, max_new_tokens=2, eos_token_id=-1, pad_token_id=0)
+    backend, engine_args = gpu.VARIANTS["dense"]
+    engine = BatchingEngine(
+        model=model,
+        tokenizer=None,
+        variant="bench",
+        max_batch=2,
+        max_new_tokens=2,
+        context_tokens=16,
+        generation_config=generation,
+        backend=backend,
+        **engine_args,
+    ).start()
+    try:
+        runner = engine._manager.runner
+        assert gpu.graphs_note(engine, engine_args) == ""  # on the CPU there are none to speak of
+        runner.device = torch.device("cuda")
+        runner.graphs, runner.graphs_captured = True, 5
+        assert gpu.graphs_note(engine, engine_args) == "5 graphs"
+        runner.graphs = False
+        assert gpu.graphs_note(engine, engine_args) == "graphs turned off, ran eagerly (see the log)"
+        assert gpu.graphs_note(engine, gpu.VARIANTS["dense-eager"][1]) == ""
+    finally:
+        engine.stop()
