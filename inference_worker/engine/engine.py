@@ -118,6 +118,29 @@ class _RecordingRouter(OutputRouter):
         self._engine._on_outputs(outputs, step=True)
 
 
+def kv_cache_bytes(model: Any, tokens: int) -> int:
+    """Bytes of keys and values that `tokens` cached tokens take, in the model's dtype."""
+    config = model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    itemsize = model.get_input_embeddings().weight.dtype.itemsize
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize * tokens
+
+
+def ensure_cache_fits(model: Any, max_batch: int, context_tokens: int, free_bytes: int) -> None:
+    """Both backends hold a cache for a full batch of full-length requests, allocated when the
+    engine starts. Where that alone cannot fit the free GPU memory, say so with the settings
+    that size it, instead of an out-of-memory error from deep in the first allocation."""
+    needed = kv_cache_bytes(model, max_batch * context_tokens)
+    if needed > free_bytes:
+        raise ValueError(
+            f"the KV cache for {max_batch} requests (ENGINE_MAX_BATCH) of {context_tokens} tokens "
+            f"(CONTEXT_BUDGET_TOKENS + MAX_NEW_TOKENS) needs {needed / 2**30:.1f} GiB, and "
+            f"{free_bytes / 2**30:.1f} GiB of GPU memory is free: lower one of those settings"
+        )
+
+
 class BatchingEngine:
     def __init__(
         self,
@@ -176,6 +199,14 @@ class BatchingEngine:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> BatchingEngine:
+        if self.model.device.type == "cuda":
+            import torch
+
+            device = self.model.device
+            free, _total = torch.cuda.mem_get_info(device)
+            # Memory PyTorch holds in its cache but no tensor uses is free for the cache too.
+            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            ensure_cache_fits(self.model, self.max_batch, self.context_tokens, free)
         manager = self._dense_manager() if self.backend == "dense" else self._paged_manager()
         # Installed before start(): the batch loop takes the router when its thread starts.
         manager.output_router = _RecordingRouter(self)

@@ -165,3 +165,26 @@ def test_a_request_after_the_idle_loop_thread_ended_is_answered_as_before(model)
         engine.stop()
     assert answers == expected
     assert manager.loop_threads_started == 2
+
+
+def test_a_cache_that_cannot_fit_the_free_gpu_memory_is_refused_naming_the_settings():
+    """R1-Distill-Qwen-1.5B's geometry (built on the meta device: no memory): 28 layers, 2
+    key-value heads of 128, bf16, so 28 KiB of keys and values a token."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from inference_worker.engine.engine import ensure_cache_fits, kv_cache_bytes
+
+    config = Qwen2Config(
+        hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2
+    )
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    assert kv_cache_bytes(model, 1) == 2 * 28 * 2 * 128 * 2
+    needed = kv_cache_bytes(model, 256 * 1024)  # 7 GiB
+    ensure_cache_fits(model, 256, 1024, free_bytes=needed)
+    with pytest.raises(ValueError) as refused:
+        ensure_cache_fits(model, 256, 1024, free_bytes=6 * 2**30)
+    assert str(refused.value) == (
+        "the KV cache for 256 requests (ENGINE_MAX_BATCH) of 1024 tokens (CONTEXT_BUDGET_TOKENS + MAX_NEW_TOKENS) "
+        "needs 7.0 GiB, and 6.0 GiB of GPU memory is free: lower one of those settings"
+    )
