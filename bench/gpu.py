@@ -116,8 +116,9 @@ def main() -> None:
         "--budget-seconds", type=float, default=240.0, help="rows (and --profile) that would start later are skipped"
     )
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
-    parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default="r1-1.5b")
-    parser.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
+    model_size = parser.add_mutually_exclusive_group()
+    model_size.add_argument("--geometry", choices=sorted(GEOMETRIES), default="r1-1.5b")
+    model_size.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", help="also write the report here as JSON, after every row")
     args = parser.parse_args()
@@ -153,7 +154,7 @@ def main() -> None:
                 key: getattr(config, key)
                 for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
             },
-            "head_dim": config.hidden_size // config.num_attention_heads,
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
         },
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
@@ -264,6 +265,7 @@ def engine_row(model, generation, prompts, name, args) -> dict:
     backend, engine_args = VARIANTS[name.removesuffix("-cudnn")]
     sessions = len(prompts)
     mode = f"engine ({name}), {sessions} sessions"
+    engine = None
     try:
         engine = BatchingEngine(
             model=model,
@@ -300,9 +302,11 @@ def engine_row(model, generation, prompts, name, args) -> dict:
         elapsed = time.perf_counter() - started
         steps = [s.at for s in list(engine.steps)[warm_steps:]]
         graphs = graphs_note(engine, engine_args)
-        engine.stop()
     except Exception as exc:  # noqa: BLE001 - one variant failing must not lose the others' rows
         return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        if engine is not None:
+            engine.stop()  # its cache goes with it, whatever happened: the next rows need the memory
     gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
     row = handles_row(mode, handles, elapsed, cut, args)
     if graphs:

@@ -74,8 +74,8 @@ def engine_backend(spec: EngineSpec) -> str:
     models run it (SDPA attention: its block-table decode path needs flash attention), attends
     every token of a step over the keys of every request in the batch, under a mask: the work
     grows with the square of the sessions. Measured on the CPU with the 1.5B model's attention
-    geometry, a decode step took 7, 35 and 255 ms at 16, 64 and 256 sessions, against 3.0, 7.7
-    and 17.5 ms for the dense backend, whose rows attend over their own keys; on an H200 at 256
+    geometry, a decode step took 7.6, 38.5 and 239.5 ms at 16, 64 and 256 sessions, against 3.1,
+    7.8 and 18.9 ms for the dense backend, whose rows attend over their own keys; on an H200 at 256
     sessions paged with CUDA graphs made 3,095 tok/s against the dense backend's 3,367 (before
     its slot cache and graphs; docs/benchmarks.md)."""
     return "dense" if spec.backend == "auto" else spec.backend

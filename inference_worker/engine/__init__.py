@@ -1,5 +1,6 @@
 """The worker's model engine: one per model variant per worker process.
 
-`engine.BatchingEngine` wraps transformers' continuous batching (paged KV cache, iteration-level
-scheduling); `admission` and `stream` hold our own logic and import no torch.
+`engine.BatchingEngine` runs iteration-level (continuous) batching over our dense-cache manager
+(`dense.py`, the default) or transformers' paged one; `admission` and `stream` hold our own
+logic and import no torch.
 """

@@ -1,4 +1,4 @@
-"""Our own continuous batching for hosts where transformers' paged path is slow (the CPU).
+"""Our own continuous batching, the worker's default on every device (engine_host.engine_backend).
 
 Measured on the 2-core CPU with the demo model (bench/engine.py): transformers' paged-attention
 continuous batching spends ~9.6 ms a step at batch 32, a dense left-padded batch ~4.6 ms. This

@@ -128,6 +128,14 @@ def kv_cache_bytes(model: Any, tokens: int) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * itemsize * tokens
 
 
+def free_gpu_bytes(device: Any) -> int:
+    """The device's free memory, counting what PyTorch holds in its cache but no tensor uses."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def ensure_cache_fits(model: Any, max_batch: int, context_tokens: int, free_bytes: int) -> None:
     """Both backends hold a cache for a full batch of full-length requests, allocated when the
     engine starts. Where that alone cannot fit the free GPU memory, say so with the settings
@@ -200,13 +208,7 @@ class BatchingEngine:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> BatchingEngine:
         if self.model.device.type == "cuda":
-            import torch
-
-            device = self.model.device
-            free, _total = torch.cuda.mem_get_info(device)
-            # Memory PyTorch holds in its cache but no tensor uses is free for the cache too.
-            free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            ensure_cache_fits(self.model, self.max_batch, self.context_tokens, free)
+            ensure_cache_fits(self.model, self.max_batch, self.context_tokens, free_gpu_bytes(self.model.device))
         manager = self._dense_manager() if self.backend == "dense" else self._paged_manager()
         # Installed before start(): the batch loop takes the router when its thread starts.
         manager.output_router = _RecordingRouter(self)
@@ -215,7 +217,7 @@ class BatchingEngine:
         return self
 
     def _paged_manager(self):
-        """transformers' continuous batching: paged KV cache (the fast path on GPUs)."""
+        """transformers' continuous batching: paged KV cache (ENGINE_BACKEND=paged)."""
         from transformers import ContinuousBatchingConfig
 
         # The cache is sized for a full batch of full-length requests, not from free memory (the

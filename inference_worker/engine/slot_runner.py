@@ -11,9 +11,9 @@ whole life: its prompt fills columns 0.., each decode step writes its token's ke
 its own length, and attention masks each slot's columns beyond its length. A decode step then
 has the same shapes every time for a given (slot count, column bucket): it is captured once per
 pair and replayed with the step's tokens and positions copied into static inputs. Each new
-graph is checked once, when it is captured, against the same step run eagerly: a graph that
-picks another token in any slot in use (or cannot be captured) turns graphs off, with a
-warning, and decoding goes on eagerly.
+graph is checked against the same step run eagerly, when it is captured and again at its next
+use: a graph whose logits differ in any slot in use (or that cannot be captured) turns graphs
+off, with a warning, and decoding goes on eagerly.
 
 Steps with arrivals run eagerly (the same packed pass as `dense_runner.py`: the decode rows and
 the prompts through the linear layers together). Without CUDA (and with `graphs=False`) decode
@@ -23,6 +23,7 @@ steps run the same function eagerly: that is what the CPU tests check against `g
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,21 @@ logger = logging.getLogger(__name__)
 # slot in use), and the column granularity of its attention: fewer graphs against less padding.
 SLOT_BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 224, 256)
 COLUMN_BUCKET = 256
+
+
+# PyTorch allows one CUDA graph capture at a time in a process; two variants' batch loops can
+# share one (ENGINE_PROCESS=false).
+_CAPTURE_LOCK = threading.Lock()
+
+
+def logits_agree(replayed: torch.Tensor, eager: torch.Tensor) -> bool:
+    """A graph's logits against the eager pass's for the same rows: finite, and within 1% of
+    the largest eager logit (the same kernels give the same bits; the margin is for a kernel
+    the capture may pick differently, not for a wrong graph, whose logits are another step's)."""
+    replayed, eager = replayed.float(), eager.float()
+    if not bool(torch.isfinite(replayed).all()):
+        return False
+    return bool((replayed - eager).abs().max() <= 0.01 * eager.abs().max() + 1e-3)
 
 
 def _bucket(value: int, buckets: Sequence[int], limit: int) -> int:
@@ -97,11 +113,15 @@ class SlotModelRunner:
         self._inputs = torch.zeros((2, slots), dtype=torch.long, device=self.device)
         self._columns = torch.arange(columns, device=self.device)
         self._graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
+        self._unconfirmed: set[tuple[int, int]] = set()  # graphs not yet checked at a second use
         self._pool = None
+        self._stream = None
         self.graphs_captured = 0
 
     def bind_thread(self) -> None:
         self._dense.bind_thread()
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # streams and captures are on the current device
 
     # -- the manager's interface -------------------------------------------------------------
     @torch.no_grad()
@@ -165,55 +185,77 @@ class SlotModelRunner:
             return self._capture_and_check(count, span, decoding)
         graph, logits = entry
         graph.replay()
+        if key in self._unconfirmed:
+            # Its first replay on other inputs than the capture's: checked once more, so that a
+            # value the capture froze instead of reading it from the static inputs shows.
+            self._unconfirmed.discard(key)
+            return self._checked(logits, count, span, decoding)
         return logits
 
     def _capture_and_check(self, count: int, span: int, decoding: Sequence[int]) -> torch.Tensor:
-        """Capture the step's graph, replay it, and run the same step eagerly: the graph is kept
-        only if it picks the eager pass's token in every slot in use (both write the same keys
-        and values, so running the step twice changes nothing). A graph that cannot be captured
-        (an op that syncs, a quantized kernel that allocates, no CUDA) or that disagrees turns
-        graphs off for good, with a warning: every later step runs eagerly, as fast as the
-        left-padded runner or faster, and right. Returns the eager pass's logits."""
+        """Capture the step's graph, replay it, and run the same step eagerly (both write the
+        same keys and values, so running the step twice changes nothing): the graph is kept if
+        its logits agree with the eager pass's in every slot in use, and checked so once more
+        at its next use. A graph that cannot be captured (an op that syncs, a quantized kernel
+        that allocates, no CUDA) or that disagrees turns graphs off for good, with a warning:
+        every later step runs eagerly, as fast as the left-padded runner or faster, and right.
+        Returns the eager pass's logits."""
         try:
-            entry = self._capture(count, span)
-            graph, logits = entry
+            graph, logits = self._capture(count, span)
+            logits.fill_(float("nan"))  # a replay that computes nothing (an empty capture) cannot pass
             graph.replay()
-            replayed = logits[list(decoding)].argmax(-1)
         except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs
             return self._eager_from_now_on(f"CUDA graph capture failed ({type(exc).__name__}: {exc})", count, span)
+        self._graphs[(count, span)] = (graph, logits)
+        self._unconfirmed.add((count, span))
+        self.graphs_captured += 1
+        return self._checked(logits, count, span, decoding)
+
+    def _checked(self, replayed: torch.Tensor, count: int, span: int, decoding: Sequence[int]) -> torch.Tensor:
+        """The step run eagerly, against a graph's replayed logits; returns the eager logits."""
+        rows = list(decoding)
+        mine = replayed[rows]  # a copy, before anything else runs
         eager = self._forward(count, span)[0]
-        if not torch.equal(replayed, eager[list(decoding)].argmax(-1)):
+        if not logits_agree(mine, eager[rows]):
             return self._eager_from_now_on(
-                f"a CUDA graph's tokens differ from the eager pass's ({count} slots, {span} columns)",
+                f"a CUDA graph's logits differ from the eager pass's ({count} slots, {span} columns)",
                 count,
                 span,
                 eager,
             )
-        self._graphs[(count, span)] = entry
-        self.graphs_captured += 1
         return eager
 
     def _eager_from_now_on(self, why: str, count: int, span: int, logits: torch.Tensor | None = None) -> torch.Tensor:
         logger.warning("%s; decode steps run eagerly", why)
         self.graphs = False
         self._graphs.clear()
+        self._unconfirmed.clear()
         return logits if logits is not None else self._forward(count, span)[0]
 
     def _capture(self, count: int, span: int):
-        """Capture one decode step. The warm-up runs before it write the same keys and values
-        (those of this step's inputs) that the replay writes again, so they change nothing."""
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._forward(count, span)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread's CUDA work (a variant loading) does not break the capture.
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            logits = self._forward(count, span)[0]
+        """Capture one decode step, on the runner's own device and stream. The warm-up runs
+        before it write the same keys and values (those of this step's inputs) that the replay
+        writes again, so they change nothing."""
+        with _CAPTURE_LOCK, torch.cuda.device(self.device):
+            current = torch.cuda.current_stream(self.device)
+            try:
+                if self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()
+                    self._stream = torch.cuda.Stream(device=self.device)
+                self._stream.wait_stream(current)
+                with torch.cuda.stream(self._stream):
+                    for _ in range(2):
+                        self._forward(count, span)
+                current.wait_stream(self._stream)
+                graph = torch.cuda.CUDAGraph()
+                # thread_local: CUDA work of another thread meanwhile (the worker loading the
+                # other variant) is no error for this capture. Two captures at once in one
+                # process are not allowed at all: hence the lock.
+                with torch.cuda.graph(graph, pool=self._pool, stream=self._stream, capture_error_mode="thread_local"):
+                    logits = self._forward(count, span)[0]
+            finally:
+                # A capture that failed can leave its stream the thread's current one.
+                torch.cuda.set_stream(current)
         return graph, logits
 
     # -- one pass ------------------------------------------------------------------------------

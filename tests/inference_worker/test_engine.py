@@ -188,3 +188,39 @@ def test_a_cache_that_cannot_fit_the_free_gpu_memory_is_refused_naming_the_setti
         "the KV cache for 256 requests (ENGINE_MAX_BATCH) of 1024 tokens (CONTEXT_BUDGET_TOKENS + MAX_NEW_TOKENS) "
         "needs 7.0 GiB, and 6.0 GiB of GPU memory is free: lower one of those settings"
     )
+
+
+def test_an_engine_on_a_gpu_checks_its_cache_against_the_free_memory_before_it_starts(model, monkeypatch):
+    """The wiring of the check above: on CUDA, `start` refuses before building a manager. (The
+    CPU model is told it is on CUDA; the refusal comes before anything runs on it.)"""
+    from inference_worker.engine import engine as engine_module
+
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(engine_module, "free_gpu_bytes", lambda device: 3 * 2**30 // 10)
+    engine = BatchingEngine(
+        model=model,
+        tokenizer=None,
+        variant="test",
+        max_batch=1000,
+        max_new_tokens=24,
+        context_tokens=1024,
+        backend="dense",
+    )
+    needed = engine_module.kv_cache_bytes(model, 1000 * 1024)
+    assert needed > 3 * 2**30 // 10
+    with pytest.raises(ValueError) as refused:
+        engine.start()
+    assert str(refused.value) == (
+        "the KV cache for 1000 requests (ENGINE_MAX_BATCH) of 1024 tokens (CONTEXT_BUDGET_TOKENS + MAX_NEW_TOKENS) "
+        f"needs {needed / 2**30:.1f} GiB, and 0.3 GiB of GPU memory is free: lower one of those settings"
+    )
+    assert engine._manager is None
+
+
+def test_free_gpu_memory_counts_what_pytorch_holds_unused(monkeypatch):
+    from inference_worker.engine.engine import free_gpu_bytes
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 10**9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 500)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 300)
+    assert free_gpu_bytes("cuda:0") == 1200

@@ -82,53 +82,77 @@ def test_a_decode_step_that_cannot_be_captured_runs_eagerly(model, caplog):  # n
     assert "CUDA graph capture failed" in caplog.records[0].message
 
 
-class _ReplayedEagerly:
+class _StandInGraph:
     """Stands in for a captured CUDA graph on the CPU (no graph can be captured here): its
-    replay runs the runner's eager decode pass into the graph's output tensor, as a right
-    graph would, or writes the negated logits, as a graph that went wrong might (another
-    token in every slot). What is under test is the runner's check of each new graph."""
+    replay runs the runner's eager decode pass into the graph's output tensor, as a right graph
+    would, or goes wrong in one of the ways a graph can:
+    - "negated": other logits in every slot;
+    - "one used slot": other logits in one slot in use only;
+    - "unused slots": other logits only in slots nobody uses at that step (the step's slot
+      count is bucketed), which no one reads: harmless;
+    - "empty": computes nothing, as an empty capture would;
+    - "frozen": right at its first replay, then always those logits again, as a graph that
+      froze its capture's inputs would.
+    What is under test is the runner's check of each new graph."""
 
-    def __init__(self, runner: SlotModelRunner, count: int, span: int, *, wrong: bool) -> None:
-        self.runner, self.count, self.span, self.wrong = runner, count, span, wrong
+    def __init__(self, runner: SlotModelRunner, count: int, span: int, mode: str) -> None:
+        self.runner, self.count, self.span, self.mode = runner, count, span, mode
         self.logits = runner._forward(count, span)[0].clone()
         self.replays = 0
+        self.harmless_changes = 0
 
     def replay(self) -> None:
         self.replays += 1
-        logits = self.runner._forward(self.count, self.span)[0]
-        self.logits.copy_(-logits if self.wrong else logits)
+        if self.mode == "empty" or (self.mode == "frozen" and self.replays > 1):
+            return
+        logits = self.runner._forward(self.count, self.span)[0].clone()
+        used = self.runner.row_slots  # every row decodes at each step of `batched`
+        if self.mode == "negated":
+            logits = -logits
+        elif self.mode == "one used slot":
+            logits[used[0]] = -logits[used[0]]
+        elif self.mode == "unused slots":
+            unused = [slot for slot in range(self.count) if slot not in used]
+            logits[unused] = -logits[unused] + 100
+            self.harmless_changes += len(unused)
+        self.logits.copy_(logits)
 
 
-def graphs_on_the_cpu(model, monkeypatch, *, wrong: bool) -> tuple[SlotModelRunner, list]:  # noqa: F811
+def graphs_on_the_cpu(model, monkeypatch, mode: str) -> tuple[SlotModelRunner, list]:  # noqa: F811
     runner = SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=True)
-    graphs: list[_ReplayedEagerly] = []
+    graphs: list[_StandInGraph] = []
 
     def capture(count: int, span: int):
-        graphs.append(_ReplayedEagerly(runner, count, span, wrong=wrong))
+        graphs.append(_StandInGraph(runner, count, span, mode))
         return graphs[-1], graphs[-1].logits
 
     monkeypatch.setattr(runner, "_capture", capture)
     return runner, graphs
 
 
-def test_each_new_graph_is_checked_against_the_eager_pass_and_kept_when_it_agrees(model, monkeypatch):  # noqa: F811
-    runner, graphs = graphs_on_the_cpu(model, monkeypatch, wrong=False)
+@pytest.mark.parametrize("mode", ["right", "unused slots"])
+def test_each_new_graph_is_checked_against_the_eager_pass_and_kept_when_it_agrees(model, monkeypatch, mode):  # noqa: F811
+    runner, graphs = graphs_on_the_cpu(model, monkeypatch, mode)
     assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
     assert runner.graphs and runner.graphs_captured == len(graphs) == len(runner._graphs) > 1
     # Later decode steps of the same shape replay the kept graph instead of running eagerly.
-    assert sum(graph.replays for graph in graphs) > len(graphs)
+    assert sum(graph.replays for graph in graphs) > 2 * len(graphs)
+    if mode == "unused slots":
+        assert sum(graph.harmless_changes for graph in graphs) > 0
 
 
-def test_a_graph_whose_tokens_differ_from_the_eager_pass_turns_graphs_off(model, monkeypatch, caplog):  # noqa: F811
-    runner, graphs = graphs_on_the_cpu(model, monkeypatch, wrong=True)
+@pytest.mark.parametrize("mode", ["negated", "one used slot", "empty", "frozen"])
+def test_a_graph_whose_logits_differ_from_the_eager_pass_turns_graphs_off(model, monkeypatch, caplog, mode):  # noqa: F811
+    runner, graphs = graphs_on_the_cpu(model, monkeypatch, mode)
     with caplog.at_level("WARNING", logger="inference_worker.engine.slot_runner"):
-        # The step that captured the wrong graph answers with the eager pass's tokens, and so
-        # does every later one.
+        # The step that found the wrong graph answers with the eager pass's tokens, and so does
+        # every later one.
         assert batched(runner, PROMPTS) == one_at_a_time(model, PROMPTS)
-    assert len(graphs) == 1 and graphs[0].replays == 1
-    assert not runner.graphs and runner.graphs_captured == 0 and runner._graphs == {}
+    # A frozen graph passes its capture's check and is caught at its next use.
+    assert len(graphs) == 1 and graphs[0].replays == (2 if mode == "frozen" else 1)
+    assert not runner.graphs and runner._graphs == {}
     assert [r.message for r in caplog.records] == [
-        f"a CUDA graph's tokens differ from the eager pass's ({graphs[0].count} slots, {graphs[0].span} columns); "
+        f"a CUDA graph's logits differ from the eager pass's ({graphs[0].count} slots, {graphs[0].span} columns); "
         "decode steps run eagerly"
     ]
 
@@ -142,4 +166,4 @@ def test_graph_replays_give_the_eager_tokens_on_cuda(model):  # noqa: F811
     )
     runner = SlotModelRunner(model=model, generation_config=GREEDY, pad_token_id=0, slots=16, columns=64, graphs=True)
     assert batched(runner, PROMPTS) == expected
-    assert runner.graphs_captured > 0
+    assert runner.graphs and runner.graphs_captured == len(runner._graphs) > 0
