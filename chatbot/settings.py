@@ -236,10 +236,10 @@ ENGINE_BACKEND = env_str("ENGINE_BACKEND", "auto")
 if ENGINE_BACKEND not in ("auto", "dense", "paged"):
     raise ValueError("ENGINE_BACKEND must be auto, dense or paged")
 # On CUDA: the dense backend replays its decode steps from CUDA graphs (each graph checked
-# against the eager pass when captured and at its next use), and the paged backend runs transformers' CUDA graphs and
-# async batching (transformers leaves them off when attention takes a mask, as SDPA does). On an
-# H200 the paged ones gave 184 tok/s for one customer against 14 without, 2,172 against 862 at
-# 64 sessions (docs/benchmarks.md).
+# against the eager pass when captured and at its next use), and the paged backend runs
+# transformers' CUDA graphs and async batching (transformers leaves them off when attention
+# takes a mask, as SDPA does). On an H200 the paged ones gave 184 tok/s for one customer
+# against 14 without, 2,172 against 862 at 64 sessions (docs/benchmarks.md).
 ENGINE_CUDA_GRAPHS = env_bool("ENGINE_CUDA_GRAPHS", True)
 # On CUDA: let PyTorch's attention use cuDNN. Off: with a mask PyTorch 2.11 picks cuDNN on Hopper,
 # which spent 1.47 ms of CPU per call on an H200 (its plans are built per shape, and a decode
