@@ -9,27 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
-    out = tmp_path / "report.json"
+def run_gpu_bench(*arguments: str) -> dict:
+    """bench/gpu.py with these arguments and `--json`, in a process of its own: its report."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "bench/gpu.py",
-            "--tiny",
-            "--sessions",
-            "1,3",
-            "--prompt-tokens",
-            "8",
-            "--new-tokens",
-            "4",
-            "--variants",
-            "dense,dense-padded,paged,paged-graphs,dense-eager,dense-cudnn,worker",
-            "--sequential-requests",
-            "1",
-            "--json",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "bench/gpu.py", *arguments, "--sequential-requests", "1", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,7 +20,15 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
+    out = tmp_path / "report.json"
+    report = run_gpu_bench(
+        *("--tiny", "--sessions", "1,3", "--prompt-tokens", "8", "--new-tokens", "4"),
+        *("--variants", "dense,dense-padded,paged,paged-graphs,dense-eager,dense-cudnn,worker", "--out", str(out)),
+    )
     assert report == json.loads(out.read_text())
     modes = [row["mode"] for row in report["rows"]]
     # On a CPU there are no CUDA graphs and no cuDNN: those variants are left out, and dense
@@ -57,35 +48,13 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
         assert row["tokens_per_s"] > 0 and not row.get("note"), row
 
 
-def test_gpu_bench_keeps_the_1_5b_attention_in_one_layer_with_geometry_attention(tmp_path):
+def test_gpu_bench_keeps_the_1_5b_attention_in_one_layer_with_geometry_attention():
     """`--geometry attention`: the 1.5B model's attention (12 query and 2 key-value heads of
     128) in one layer, for measuring on a CPU how each backend's attention grows."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "bench/gpu.py",
-            "--geometry",
-            "attention",
-            "--sessions",
-            "2",
-            "--prompt-tokens",
-            "8",
-            "--new-tokens",
-            "3",
-            "--variants",
-            "dense,paged",
-            "--sequential-requests",
-            "1",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    report = run_gpu_bench(
+        *("--geometry", "attention", "--sessions", "2", "--prompt-tokens", "8", "--new-tokens", "3"),
+        *("--variants", "dense,paged"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["geometry"] == "attention"
     assert report["model"] == {
         "hidden_size": 1536,
