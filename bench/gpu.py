@@ -118,12 +118,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="torch.profiler over dense decode steps")
     model_size = parser.add_mutually_exclusive_group()
     model_size.add_argument("--geometry", choices=sorted(GEOMETRIES), default="r1-1.5b")
-    model_size.add_argument("--tiny", action="store_true", help="a toy model, to check the script on a CPU")
+    model_size.add_argument(
+        "--tiny", dest="geometry", action="store_const", const="tiny", help="a toy model, to check the script on a CPU"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", help="also write the report here as JSON, after every row")
     args = parser.parse_args()
-    if args.tiny:
-        args.geometry = "tiny"
     begun = time.perf_counter()
 
     import torch
@@ -319,9 +319,7 @@ def graphs_note(engine, engine_args: dict) -> str:
     them off (a graph that disagreed with the eager pass, or could not be captured) and the row
     ran eagerly."""
     runner = getattr(engine._manager, "runner", None)
-    if not engine_args.get("cuda_graphs") or not hasattr(runner, "graphs_captured"):
-        return ""
-    if runner.device.type != "cuda":
+    if not engine_args.get("cuda_graphs") or not hasattr(runner, "graphs_captured") or runner.device.type != "cuda":
         return ""
     return f"{runner.graphs_captured} graphs" if runner.graphs else "graphs turned off, ran eagerly (see the log)"
 

@@ -5,7 +5,8 @@ a new one joins at the next step, a finished or cancelled one leaves at once. Tw
 batching: transformers' `ContinuousBatchingManager` ("paged": paged KV cache) and our
 `DenseBatchManager` ("dense", `dense.py`: a dense left-padded cache, twice as fast per step on
 the CPU, or on CUDA a slot per request with decode steps replayed from CUDA graphs; the worker's
-default everywhere: engine_host.engine_backend says why; see docs/benchmarks.md). Around either, what is ours:
+default everywhere, engine_host.engine_backend says why; docs/benchmarks.md). Around either,
+what is ours:
 
 - admission (`AdmissionQueue`): at most `max_batch` requests in the batch, the rest wait in
   order and are told their place;

@@ -206,8 +206,9 @@ class SlotModelRunner:
             graph.replay()
         except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still runs
             return self._eager_from_now_on(f"CUDA graph capture failed ({type(exc).__name__}: {exc})", count, span)
-        self._graphs[(count, span)] = (graph, logits)
-        self._unconfirmed.add((count, span))
+        key = (count, span)
+        self._graphs[key] = (graph, logits)
+        self._unconfirmed.add(key)
         self.graphs_captured += 1
         return self._checked(logits, count, span, decoding)
 
