@@ -17,6 +17,26 @@ BOT_DONE = "#messages .message--bot:not(.message--streaming) .message__text"
 ERROR_NOTICE = "#messages .notice--error"
 
 
+def open_chat(page, live_server_url) -> list[str]:
+    """Opens the chat in `page` and waits until it is connected. Returns the list that collects
+    the console errors and uncaught exceptions the page logs from then on (a module that fails to
+    load shows there)."""
+    problems: list[str] = []
+
+    def on_console(message) -> None:
+        if message.type == "error":
+            problems.append(f"console: {message.text} ({message.location.get('url')})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+    page.goto(live_server_url + "/")
+    try:
+        page.wait_for_selector("#connection-status:has-text('Connected')")
+    except Exception as exc:
+        raise AssertionError(f"the page did not connect; its console: {problems}") from exc
+    return problems
+
+
 def wait_for_answer(page, timeout_ms: int = 120_000) -> str:
     """The finished answer's text. Fails at once, quoting the page, if the page shows an error
     instead; on a timeout the failure says what the page showed (and the report carries the
@@ -36,8 +56,7 @@ def test_customer_asks_sees_the_answer_stream_in_and_finds_the_history_after_rel
     page = browser.new_page()
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.goto(live_server_url + "/")
-    page.wait_for_selector("#connection-status:has-text('Connected')")
+    problems = open_chat(page, live_server_url)
 
     question = "<img src=x onerror=alert(1)> where is my order?"
     page.fill("#composer-input", question)
@@ -57,16 +76,51 @@ def test_customer_asks_sees_the_answer_stream_in_and_finds_the_history_after_rel
     history = page.locator("#messages .message .message__text").all_inner_texts()
     assert history == [question, answer]
     assert dialogs == []
+    assert problems == []
     page.close()
 
 
 def test_an_error_is_shown_in_words_when_a_message_is_too_long(browser, live_server_url):
     page = browser.new_page()
-    page.goto(live_server_url + "/")
-    page.wait_for_selector("#connection-status:has-text('Connected')")
+    problems = open_chat(page, live_server_url)
     page.fill("#composer-input", "x" * 2001)
     assert page.locator("#send-button").is_disabled()
     assert "2000" in page.locator("#composer-warning").inner_text()
+    assert problems == []
+    page.close()
+
+
+def test_the_shared_generation_tracker_applies_the_protocols_attempt_and_final_frame_rules(browser, live_server_url):
+    """static/js/generations.js (the chat's and the desk's): a higher attempt restarts an answer in
+    progress, a lower one is ignored, a final frame always counts and ends the generation, and a
+    redraw forgets attempts but not ended generations."""
+    frames_and_verdicts = [
+        ({"type": "history"}, "apply"),
+        ({"type": "generation.queued", "generation_id": 7, "attempt": 1}, "apply"),
+        ({"type": "answer.delta", "generation_id": "7", "attempt": 1}, "apply"),
+        ({"type": "generation.queued", "generation_id": 7, "attempt": 2}, "restart"),
+        ({"type": "answer.delta", "generation_id": 7, "attempt": 1}, "ignore"),
+        ({"type": "answer.delta", "generation_id": 7, "attempt": 2}, "apply"),
+        ({"type": "answer.done", "generation_id": 7, "attempt": 1}, "apply"),
+        ({"type": "answer.delta", "generation_id": 7, "attempt": 3}, "ignore"),
+        ({"type": "generation.cancelled", "generation_id": 7}, "apply"),
+        ({"type": "answer.delta", "generation_id": 8, "attempt": 2}, "apply"),
+        ("reset", None),
+        ({"type": "answer.delta", "generation_id": 8, "attempt": 2}, "apply"),
+        ({"type": "answer.delta", "generation_id": 7, "attempt": 4}, "ignore"),
+    ]
+    page = browser.new_page()
+    problems = open_chat(page, live_server_url)
+    verdicts = page.evaluate(
+        """async (frames) => {
+          const { GenerationTracker } = await import("/static/js/generations.js");
+          const tracker = new GenerationTracker();
+          return frames.map((frame) => frame === "reset" ? tracker.resetAttempts() ?? null : tracker.judge(frame));
+        }""",
+        [frame for frame, _ in frames_and_verdicts],
+    )
+    assert verdicts == [verdict for _, verdict in frames_and_verdicts]
+    assert problems == []
     page.close()
 
 
@@ -88,8 +142,7 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
     """The engine process dies while the answer streams in: the page drops the partial text when
     the answer's next attempt starts, and ends with the whole answer, once, and no error."""
     page = browser.new_page()
-    page.goto(live_server_url + "/")
-    page.wait_for_selector("#connection-status:has-text('Connected')")
+    problems = open_chat(page, live_server_url)
     for tries in range(1, 11):
         answers_before = page.locator(BOT_DONE).count()
         page.evaluate(RECORD_ANSWER_TEXTS)
@@ -142,4 +195,5 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
     # attempt's text is left in front of it.
     assert all(answer.startswith(text.strip()) for text in after[after.index("") :]), (texts, answer)
     assert not set(live_worker.engine_processes()) & set(engines)
+    assert problems == []
     page.close()
