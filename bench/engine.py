@@ -272,7 +272,7 @@ def main() -> None:
     logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
     from django.conf import settings
 
-    from inference_worker.engine_host import settle_gc
+    from inference_worker.engine_factory import settle_gc
     from inference_worker.model_loading import load_variant
     from inference_worker.torch_threads import on_own_thread
 

@@ -16,7 +16,7 @@ Variants:
 - `paged`: the same without them (transformers' default when attention takes a mask);
 - `worker`: what the worker itself runs, at the largest session count only: the model saved to
   disk with a small tokenizer and loaded by the worker's own code in an engine process of its
-  own (`inference_worker/engine_host.py`: its `RemoteEngine`, the worker's settings' defaults,
+  own (`inference_worker/engine_process.py`: its `RemoteEngine`, the worker's settings' defaults,
   fp16 on CUDA), requests and tokens crossing its pipe; `--worker-backend` picks the backend
   (default `auto`, the worker's: dense, with its slot cache and CUDA graphs on CUDA).
 Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
@@ -137,7 +137,7 @@ def main() -> None:
     generation = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens, eos_token_id=-1, pad_token_id=0)
     model.generation_config = generation
     # The worker's engine process tunes the garbage collector so once its model is loaded.
-    from inference_worker.engine_host import settle_gc
+    from inference_worker.engine_factory import settle_gc
 
     settle_gc()
     sessions_list = [int(s) for s in args.sessions.split(",")]
@@ -344,7 +344,8 @@ def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict
     """The worker's own path: `RemoteEngine` over the model saved to disk (once, into `saved`)."""
     import tempfile
 
-    from inference_worker.engine_host import EngineSpec, RemoteEngine
+    from inference_worker.engine_factory import EngineSpec
+    from inference_worker.engine_process import RemoteEngine
 
     sessions = len(prompts)
     mode = f"worker ({args.worker_backend}), {sessions} sessions"

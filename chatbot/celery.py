@@ -17,6 +17,8 @@ def _configure(sender: Celery, **kwargs: object) -> None:
     # Read at configure time, not import time, so tests can change settings first.
     from django.conf import settings
 
+    from chatbot.queues import generation_queue
+
     sender.conf.update(
         broker_url=settings.CELERY_BROKER_URL,
         broker_connection_timeout=2,
@@ -33,6 +35,6 @@ def _configure(sender: Celery, **kwargs: object) -> None:
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        task_default_queue=f"generate.{settings.DEFAULT_MODEL_VARIANT}",
+        task_default_queue=generation_queue(settings.DEFAULT_MODEL_VARIANT),
         result_backend=None,
     )

@@ -4,8 +4,7 @@ reading, and able to send many group messages in one round trip.
 channels-redis's pub/sub reader reads from Redis only while its process subscribes to something:
 with no subscription it sleeps 100 ms between checks. So in a web process that had no socket
 open, the events to a socket that opened then waited up to 100 ms after they were published
-(45-80 ms measured: `bench/load.py` with one customer met it on the first answer of every
-conversation). Here, the first channel made in an event loop brings one more that nothing is
+(`bench/load.py` with one customer met it on the first answer of every conversation). Here, the first channel made in an event loop brings one more that nothing is
 sent to, so the reader waits on Redis from then on. Only processes that hold sockets make
 channels; the worker only publishes.
 """
@@ -30,7 +29,7 @@ class PubSubChannelLayer(RedisPubSubChannelLayer):
     async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         """`group_send` for many (group, message) pairs, in order, as one pipeline of PUBLISHes
         per Redis shard through the layer's own connections and serializer (the worker's stream
-        pump sends a pass this way: 23-28 instead of 145 us of the worker's CPU per event).
+        pump sends a pass this way, at a fraction of the worker's CPU per event).
         Reaches into channels-redis's internals (4.x, pinned in requirements.txt); raises
         AttributeError where they differ."""
         layer = self._get_layer()

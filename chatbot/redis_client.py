@@ -1,5 +1,6 @@
 """One synchronous Redis client per process, for the small keys the web and workers share:
-worker heartbeats and generation cancellation flags. (Celery and Channels keep their own.)"""
+worker heartbeats (`chatbot.serving.heartbeats`) and generation cancellation flags. (Celery and
+Channels keep their own.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import redis
 from django.conf import settings
 
 CANCEL_KEY = "chatbot:cancel:{generation_id}"
-WORKER_KEY_PREFIX = "chatbot:worker:"
 CANCEL_TTL_S = 3600
 
 

@@ -81,7 +81,7 @@ DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 20)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE > 0:
     # A pool per process (psycopg_pool), as Django advises under ASGI instead of persistent
     # connections: without it every socket frame and every generate task opened a new PostgreSQL
-    # connection (a server process fork, about 6 ms here) on the way to the first token.
+    # connection (a server process fork) on the way to the first token.
     if DATABASES["default"]["CONN_MAX_AGE"]:
         raise ValueError("DATABASE_CONN_MAX_AGE must be 0 while DATABASE_POOL_MAX_SIZE is above 0")
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "channels",
     "chatbot.conversations",
     "chatbot.serving",
+    "inference_worker",
 ]
 
 MIDDLEWARE = [
@@ -156,8 +157,7 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The Channels layer is Redis pub/sub: a group is a Redis channel that each web process holding a
 # member subscribes to, and `group_send` is one PUBLISH that Redis pushes to those processes.
 # channels-redis's list-based layer (`core.RedisChannelLayer`) took four Redis round trips per
-# event to send and four more, one event at a time, to receive; with 32 customers its events
-# waited 50 ms at the median and 365 ms at p95 between the worker and the socket (docs/benchmarks.md).
+# event to send and four more, one event at a time, to receive (docs/architecture.md).
 # Both are at-most-once, which the protocol assumes: after a reconnect the page reloads history.
 # Redis connections one process may open for publishing (redis-py's async pool stops at 100).
 CHANNEL_LAYER_POOL_SIZE = env_int("CHANNEL_LAYER_POOL_SIZE", 1000)
@@ -228,24 +228,19 @@ WORKER_VARIANTS = env_list("WORKER_VARIANTS", "gptq-int4,fp16")
 WORKER_PRELOAD = env_str("WORKER_PRELOAD", "all")  # "all" or "default"
 # Requests one worker runs in one batch; beyond it they wait in order.
 ENGINE_MAX_BATCH = env_int("ENGINE_MAX_BATCH", 32)
-# Continuous batching backend: "dense" (ours, dense KV cache; on CUDA a slot per request and
-# decode steps replayed from CUDA graphs), "paged" (transformers' paged KV cache; with SDPA
-# attention each step attends over the whole batch's keys, so its cost grows with the square of
-# the sessions: engine_host.engine_backend), or "auto": dense on every device.
+# Continuous batching backend: "dense" (ours), "paged" (transformers' paged KV cache) or "auto";
+# the worker resolves and checks it (`inference_worker/engine/backends.py`).
 ENGINE_BACKEND = env_str("ENGINE_BACKEND", "auto")
-if ENGINE_BACKEND not in ("auto", "dense", "paged"):
-    raise ValueError("ENGINE_BACKEND must be auto, dense or paged")
 # On CUDA: the dense backend replays its decode steps from CUDA graphs (each graph checked
 # against the eager pass when captured and at its next use), and the paged backend runs
 # transformers' CUDA graphs and async batching (transformers leaves them off when attention
-# takes a mask, as SDPA does). On an H200 the paged ones gave 184 tok/s for one customer
-# against 14 without, 2,172 against 862 at 64 sessions (docs/benchmarks.md).
+# takes a mask, as SDPA does).
 ENGINE_CUDA_GRAPHS = env_bool("ENGINE_CUDA_GRAPHS", True)
-# On CUDA: let PyTorch's attention use cuDNN. Off: with a mask PyTorch 2.11 picks cuDNN on Hopper,
-# which spent 1.47 ms of CPU per call on an H200 (its plans are built per shape, and a decode
-# step's key length is new every step) against 45 us of GPU; the other kernels take over.
+# On CUDA: let PyTorch's attention use cuDNN. Off: with a mask PyTorch picks cuDNN on Hopper,
+# which builds its plans per shape, and a decode step's key length is new every step, so the
+# planning on the CPU outweighed the kernel (docs/benchmarks.md); the other kernels take over.
 CUDA_SDPA_CUDNN = env_bool("CUDA_SDPA_CUDNN", False)
-# Run each variant's engine in a process of its own (inference_worker/engine_host.py): the batch
+# Run each variant's engine in a process of its own (inference_worker/engine_process.py): the batch
 # loop's Python then no longer takes turns with the worker's Celery, task and streaming threads.
 ENGINE_PROCESS = env_bool("ENGINE_PROCESS", True)
 # CPU threads for the batch loop's torch ops (0: one per CPU). The loops are the only threads of
@@ -264,6 +259,8 @@ WORKER_HEARTBEAT_TTL_S = env_float("WORKER_HEARTBEAT_TTL_S", 10.0)
 # its queue); a load that takes longer has the customers told that the assistant is unavailable.
 WORKER_LOADING_GRACE_S = env_float("WORKER_LOADING_GRACE_S", 120.0)
 METRICS_PORT = env_int("METRICS_PORT", 0)  # 0: metrics off; e.g. 9100 serves /metrics
+# Log level of the engine processes (the worker's own follows LOG_LEVEL).
+ENGINE_LOG_LEVEL = env_str("ENGINE_LOG_LEVEL", "INFO")
 # CPU threads for the worker's torch work outside the batch loops: loading a model, the variant
 # comparison (each on a thread of its own that ends with it). 0: one per CPU.
 TORCH_THREADS = env_int("TORCH_THREADS", 0)
@@ -283,6 +280,9 @@ LOGGING = {
 WS_MAX_MESSAGES_PER_MINUTE = env_int("WS_MAX_MESSAGES_PER_MINUTE", 30)
 WS_MAX_REFUSED_FRAMES = env_int("WS_MAX_REFUSED_FRAMES", 20)
 STORE_NAME = env_str("STORE_NAME", "Northwind Goods")
+# The demo's staff account (`manage.py ensure_demo_staff`, which `make run` calls).
+DEMO_STAFF_USERNAME = env_str("DEMO_STAFF_USERNAME", "admin")
+DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "admin-demo")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
 # Recent customer questions the variant comparison runs besides the held-out set.

@@ -161,9 +161,9 @@ def _fp32_around_int4(model) -> None:
     """On the CPU the GPTQ kernel (`_weight_int4pack_mm_for_cpu`) takes bf16 input, so the model
     is loaded in bf16; but AVX2 CPUs have no bf16 arithmetic, and there every other op
     (embedding, norms, rotary embedding, attention, the output head) ran slower in bf16 than in
-    fp32 (the output head: 2.5 vs 0.45 ms a step at batch 32; attention 554 vs 329 us). So on
-    those everything but the int4 layers goes to fp32: the int4 layers cast their input to bf16
-    and their output back. (Where the CPU has bf16 arithmetic, the model stays in bf16.)"""
+    fp32 (docs/benchmarks.md). So on those everything but the int4 layers goes to fp32: the int4
+    layers cast their input to bf16 and their output back. (Where the CPU has bf16 arithmetic,
+    the model stays in bf16.)"""
     import torch
 
     for module in model.modules():
@@ -178,23 +178,15 @@ def _fp32_around_int4(model) -> None:
     model.config.dtype = torch.float32
 
 
-def int4_matmul(x, qweight, group_size: int, scales_and_zeros):
-    """`x` [..., in] times a weight packed by gptqmodel for the CPU int4 kernel, which takes bf16
-    rows; the result comes back in `x`'s dtype, shaped [..., out]."""
-    import torch
-
-    rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
-    out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, qweight, group_size, scales_and_zeros)
-    return out.to(x.dtype).view(*x.shape[:-1], out.shape[-1])
-
-
 def _skip_identity_permutation(model) -> None:
     """gptqmodel's CPU int4 layer (`TorchAtenLinear`, gptqmodel 7.6) gathers its input's columns
     by the checkpoint's act-order permutation on every call (`x[:, ret_idx]`), also when there
-    is none (desc_act=False: `ret_idx` is 0..n-1). That gather was 7-9% of a decode step at batch
-    32 (torch.profiler: aten::index). Where the permutation is the identity, the layer calls the
-    int4 kernel directly. Call after a first forward pass (the layer builds `ret_idx` in it)."""
+    is none (desc_act=False: `ret_idx` is 0..n-1), a sizeable part of a decode step
+    (docs/benchmarks.md). Where the permutation is the identity, the layer calls the int4 kernel
+    directly. Call after a first forward pass (the layer builds `ret_idx` in it)."""
     import torch
+
+    from inference_worker.engine.int4 import int4_matmul
 
     for module in model.modules():
         ret_idx = getattr(module, "ret_idx", None)
@@ -207,7 +199,7 @@ def _skip_identity_permutation(model) -> None:
             return int4_matmul(x, layer.qweight, layer.group_size, layer.scales_and_zeros)
 
         module._fused_op_forward = direct
-        module.int4_direct = True  # the dense runner may fuse such layers (`dense_runner._Fused`)
+        module.int4_direct = True  # the dense runners may fuse such layers (`qwen2.FusedProjection`)
 
 
 def load_variant(
@@ -234,7 +226,7 @@ def load_variant(
     around_int4 = ""
     if quantized and device == "cpu":
         around_int4 = gptq_cpu_dtype(gptq_cpu_dtype_setting, has_bf16=cpu_has_bf16_arithmetic())
-    # GPTQ on the CPU runs its int4 kernel with bf16 activations (fp32 was 23x slower); the
+    # GPTQ on the CPU runs its int4 kernel with bf16 activations (it is far slower in fp32); the
     # unquantized model runs in fp32 on the CPU, where fp16 matmuls are slow, and fp16 on a GPU.
     if quantized:
         dtype = torch.bfloat16 if device == "cpu" else torch.float16

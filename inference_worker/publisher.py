@@ -1,7 +1,7 @@
 """Events from the worker to sockets, over one long-lived event loop and its Redis pool.
 
 `async_to_sync(group_send)` from a worker thread runs a fresh event loop and opens a fresh Redis
-connection each call (~6 ms; it capped the whole path near 100 events/s, see FINDINGS). Here one
+connection each call, which capped the whole path at a hundred-odd events a second. Here one
 daemon thread runs one loop for the whole process; task threads hand it events without waiting.
 Events of one group are sent in order: each waits for the one before it.
 """
@@ -65,9 +65,9 @@ class EventPublisher:
             await asyncio.gather(*(self._send(*args) for args in claimed))
             return
         # The pub/sub layer: the whole batch as one pipeline of PUBLISHes per Redis shard, in
-        # order (one round trip and one lock instead of one each per event: 145 us of the
-        # worker's CPU per event measured, most of it the per-command asyncio path), once the
-        # events published before the batch to the same groups have left.
+        # order (one round trip and one lock instead of one each per event, whose per-command
+        # asyncio path was most of the worker's CPU per event), once the events published
+        # before the batch to the same groups have left.
         own = {id(done) for *_, done in claimed}
         try:
             for *_, previous, _ in claimed:

@@ -3,7 +3,6 @@ and the heartbeat that tells the web which variants this worker can serve."""
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -12,12 +11,16 @@ import time
 from django import db
 from django.conf import settings
 
-from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
+from chatbot.conversations.services.generations import generation_requeue_orphans
+from chatbot.queues import COMPARE_QUEUE, generation_queue
+from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_write
+from chatbot.serving.services import comparison_fail_orphans
 from inference_worker import metrics
 from inference_worker.cancellations import CancelWatcher
 from inference_worker.engine.engine import BatchingEngine
 from inference_worker.engine.pump import StreamPump
-from inference_worker.engine_host import EngineSpec, RemoteEngine, build_engine
+from inference_worker.engine_factory import EngineSpec, build_engine
+from inference_worker.engine_process import RemoteEngine
 from inference_worker.model_loading import ModelLoadError, check_model_folder, is_local
 from inference_worker.publisher import EventPublisher
 from inference_worker.torch_threads import torch_work_threads
@@ -89,6 +92,7 @@ def engine_spec(variant: str) -> EngineSpec:
         cuda_graphs=settings.ENGINE_CUDA_GRAPHS,
         temperature=settings.GENERATION_TEMPERATURE,
         top_p=settings.GENERATION_TOP_P,
+        log_level=settings.ENGINE_LOG_LEVEL,
     )
 
 
@@ -115,9 +119,6 @@ class WorkerRuntime:
 
     @property
     def queues(self) -> list[str]:
-        from chatbot.conversations.services import generation_queue
-        from chatbot.serving.services import COMPARE_QUEUE
-
         queues = [generation_queue(variant) for variant in self.slots]
         if set(settings.MODEL_VARIANTS) <= set(self.slots):
             queues.append(COMPARE_QUEUE)  # only a worker with both variants can compare them
@@ -152,23 +153,20 @@ class WorkerRuntime:
             raise ModelLoadError(variant, "this worker does not serve that variant")
         return slot.load()
 
-    def status(self) -> dict:
+    def status(self) -> WorkerStatus:
         variants = {v: {"state": s.state, "detail": s.detail, "since": s.since} for v, s in self.slots.items()}
         engines = [s.engine for s in self.slots.values() if s.engine is not None]
-        return {
-            "variants": variants,
-            "running": sum(e.active_count for e in engines),
-            "waiting": sum(e.waiting_count for e in engines),
-            "at": time.time(),
-        }
+        return WorkerStatus(
+            name=self.name,
+            variants=variants,
+            running=sum(e.active_count for e in engines),
+            waiting=sum(e.waiting_count for e in engines),
+            reported_at=time.time(),
+        )
 
     def beat(self) -> None:
         try:
-            get_redis().set(
-                WORKER_KEY_PREFIX + self.name,
-                json.dumps(self.status()),
-                ex=max(1, int(settings.WORKER_HEARTBEAT_TTL_S)),
-            )
+            heartbeat_write(self.status())
         except Exception:  # noqa: BLE001 - Redis away: the web will see this worker as gone
             logger.warning("heartbeat failed", exc_info=True)
         now = time.monotonic()
@@ -192,9 +190,9 @@ class WorkerRuntime:
         # never hold back the heartbeat, or the web would take this live worker for gone.
         while not self._stop.wait(settings.WORKER_HEARTBEAT_S):
             try:
-                from chatbot.conversations.services import generation_requeue_orphans
-
+                # Answers and comparisons whose worker stopped beating mid-way.
                 generation_requeue_orphans(alive=[self.name])
+                comparison_fail_orphans(alive=[self.name])
             except Exception:  # noqa: BLE001
                 logger.warning("orphan sweep failed", exc_info=True)
             finally:
@@ -205,7 +203,7 @@ class WorkerRuntime:
     def stop(self) -> None:
         self._stop.set()
         try:
-            get_redis().delete(WORKER_KEY_PREFIX + self.name)
+            heartbeat_delete(self.name)
         except Exception:  # noqa: BLE001
             pass
         for slot in self.slots.values():

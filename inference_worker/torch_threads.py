@@ -4,11 +4,9 @@ torch's CPU ops run in parallel on OpenMP (libgomp), and libgomp keeps a pool of
 for each application thread that has run a parallel region. When the helpers of all the pools
 together outnumber the CPUs, libgomp stops letting them spin between regions (its "throttled"
 spin count): each of the few hundred small parallel regions of a decode step then wakes a
-sleeping helper, and a second core makes a step slower instead of faster. Measured on the
-2-core CPU (demo model, 4-bit, decode step at batch 24): two threads in the batch loop's thread
-took 3.4-3.9 ms a step where no other thread had ever run torch in parallel, and 5.2-7.5 ms
-where the main thread had loaded the model or run `generate` with two threads first (one thread:
-5.1 ms).
+sleeping helper, and a second core makes a step slower instead of faster. On the 2-core CPU,
+two threads in the batch loop were faster than one only where no other thread of the process had
+run torch in parallel (docs/benchmarks.md, "One OpenMP pool per process").
 
 So a process that runs a batch loop keeps the other threads' torch work on one thread, and runs
 any parallel torch work of its own (a load, a plain `generate`) on a thread that ends with it:

@@ -3,7 +3,6 @@ once by the project's own build code) and a real worker process."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from chatbot.redis_client import WORKER_KEY_PREFIX, get_redis
+from chatbot.redis_client import get_redis
+from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_read
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ def make_session() -> tuple[str, str]:
     """A saved session with a visitor id, as the chat page gives it: (cookie header, visitor id)."""
     from django.contrib.sessions.backends.db import SessionStore
 
-    from chatbot.conversations.services import visitor_id_ensure
+    from chatbot.conversations.services.customer import visitor_id_ensure
 
     session = SessionStore()
     visitor_id = visitor_id_ensure(session=session)
@@ -112,12 +112,12 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_worker(name: str, *, timeout: float = 90, process: subprocess.Popen | None = None) -> dict:
+def wait_for_worker(name: str, *, timeout: float = 90, process: subprocess.Popen | None = None) -> WorkerStatus:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raw = get_redis().get(WORKER_KEY_PREFIX + name)
-        if raw:
-            return json.loads(raw)
+        status = heartbeat_read(name)
+        if status is not None:
+            return status
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"worker {name} exited with {process.returncode}")
         time.sleep(0.2)
@@ -156,16 +156,16 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.wait()
         if kill:
-            get_redis().delete(WORKER_KEY_PREFIX + self.name)
+            heartbeat_delete(self.name)
         self.log.close()
 
     def output(self) -> str:
         return self.log_path.read_text()
 
     def engine_processes(self) -> list[int]:
-        """The worker's engine processes (`python -m inference_worker.engine_host`), by pid."""
+        """The worker's engine processes (`python -m inference_worker.engine_process`), by pid."""
         children = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid), "-f", "inference_worker.engine_host"],
+            ["pgrep", "-P", str(self.process.pid), "-f", "inference_worker.engine_process"],
             capture_output=True,
             text=True,
         ).stdout.split()

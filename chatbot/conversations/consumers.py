@@ -12,8 +12,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from chatbot.conversations import selectors, services
+from chatbot.conversations import protocol, selectors
 from chatbot.conversations.models import Conversation, new_public_id
+from chatbot.conversations.protocol import InvalidInput
+from chatbot.conversations.services.customer import UNAVAILABLE_DETAIL, customer_message_post
+from chatbot.conversations.services.generations import conversation_cancel_answers
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +25,6 @@ CLOSE_TOO_MANY_ERRORS = 4429
 CLOSE_TOO_BIG = 1009
 # A normal close by the page (closed, left, or the customer ended the chat) cancels the answer.
 CLIENT_CLOSES_THAT_CANCEL = (1000, 1001)
-
-
-def _error(code: str, detail: str) -> dict[str, str]:
-    return {"type": "error", "code": code, "detail": detail}
 
 
 class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
@@ -103,7 +102,7 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             await handler(content)
-        except services.InvalidInput as exc:
+        except InvalidInput as exc:
             await self.refuse(exc.code, exc.detail, content)
 
     def _rate_limited(self) -> bool:
@@ -113,14 +112,7 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def refuse(self, code: str, detail: str, frame: Any = None) -> None:
         self.refused_frames += 1
-        error = _error(code, detail)
-        if isinstance(frame, dict):
-            # Say which frame was refused, so the page can mark the right message as not sent.
-            if isinstance(frame.get("type"), str):
-                error["frame_type"] = frame["type"][:40]
-            if isinstance(frame.get("client_id"), str) and services.CLIENT_ID_RE.match(frame["client_id"]):
-                error["client_id"] = frame["client_id"]
-        await self.send_json(error)
+        await self.send_json(protocol.error(code=code, detail=detail, frame=frame))
         if self.refused_frames > settings.WS_MAX_REFUSED_FRAMES:
             await self.close(code=CLOSE_TOO_MANY_ERRORS)
 
@@ -128,13 +120,13 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_hello(self, content: dict[str, Any]) -> None:
         public_id = content.get("conversation_id")
         if public_id is not None and not isinstance(public_id, str):
-            raise services.InvalidInput("malformed", "conversation_id must be a string or null.")
+            raise InvalidInput("malformed", "conversation_id must be a string or null.")
         conversation = await database_sync_to_async(self._find_conversation)(public_id)
         if public_id and conversation is None:
             await self._attach(None)
-            raise services.InvalidInput("conversation_not_found", "There is no such conversation.")
+            raise InvalidInput("conversation_not_found", "There is no such conversation.")
         await self._attach(conversation)
-        await self.send_json(await database_sync_to_async(selectors.history_payload)(conversation=conversation))
+        await self.send_json(await database_sync_to_async(selectors.history_frame)(conversation=conversation))
 
     async def on_message_send(self, content: dict[str, Any]) -> None:
         # Not thread-sensitive: messages from many sockets are saved in parallel threads instead
@@ -143,9 +135,9 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
         # as the message commits: join the new conversation's group before that, not after.
         new_id = new_public_id() if self.conversation is None else None
         if new_id is not None:
-            await self.channel_layer.group_add(Conversation.group_name_for(new_id), self.channel_name)
+            await self.channel_layer.group_add(protocol.conversation_group(new_id), self.channel_name)
         try:
-            result = await database_sync_to_async(services.customer_message_post, thread_sensitive=False)(
+            result = await database_sync_to_async(customer_message_post, thread_sensitive=False)(
                 visitor_id=self.visitor_id,
                 conversation=self.conversation,
                 text=content.get("text"),
@@ -154,22 +146,19 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
             )
         except BaseException:
             if new_id is not None:
-                await self.channel_layer.group_discard(Conversation.group_name_for(new_id), self.channel_name)
+                await self.channel_layer.group_discard(protocol.conversation_group(new_id), self.channel_name)
             raise
         if new_id is not None:
             self.conversation = result.conversation  # its group was joined above
         elif self.conversation.pk != result.conversation.pk:
             await self._attach(result.conversation)
         await self.send_json(
-            {
-                "type": "message.saved",
-                "client_id": result.message.client_id,
-                "message": selectors.message_payload(result.message),
-                "conversation": selectors.conversation_payload(result.conversation),
-            }
+            protocol.message_saved(
+                client_id=result.message.client_id, message=result.message, conversation=result.conversation
+            )
         )
         if result.unavailable:
-            await self.send_json(_error("assistant_unavailable", services.UNAVAILABLE_DETAIL))
+            await self.send_json(protocol.error(code="assistant_unavailable", detail=UNAVAILABLE_DETAIL))
 
     async def on_generation_cancel(self, content: dict[str, Any]) -> None:
         if self.conversation is not None:
@@ -177,10 +166,10 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_conversation_new(self, content: dict[str, Any]) -> None:
         await self._attach(None)
-        await self.send_json(selectors.history_payload(conversation=None))
+        await self.send_json(selectors.history_frame(conversation=None))
 
     async def on_ping(self, content: dict[str, Any]) -> None:
-        await self.send_json({"type": "pong"})
+        await self.send_json(protocol.pong())
 
     # -- events from the group (type chatbot.events.CLIENT_EVENT) -------------------------------
     async def client_event(self, message: dict[str, Any]) -> None:
@@ -200,4 +189,4 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(conversation.group_name, self.channel_name)
 
     def _cancel_in_progress(self, *, reason: str) -> None:
-        services.conversation_cancel_answers(conversation=self.conversation, reason=reason)
+        conversation_cancel_answers(conversation=self.conversation, reason=reason)

@@ -12,6 +12,8 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from chatbot.conversations.protocol import conversation_group, conversation_staff_group
+
 
 def new_public_id() -> str:
     # 128 bits from the OS's CSPRNG: conversation ids cannot be guessed or enumerated.
@@ -54,16 +56,12 @@ class Conversation(models.Model):
     @property
     def group_name(self) -> str:
         """Channels group of every socket showing this conversation to its customer."""
-        return self.group_name_for(self.public_id)
-
-    @staticmethod
-    def group_name_for(public_id: str) -> str:
-        return f"conv.{public_id}"
+        return conversation_group(self.public_id)
 
     @property
     def staff_group_name(self) -> str:
         """Channels group for staff views of this conversation (they may read the reasoning)."""
-        return f"staff.conv.{self.public_id}"
+        return conversation_staff_group(self.public_id)
 
 
 class Generation(models.Model):

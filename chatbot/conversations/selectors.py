@@ -7,6 +7,7 @@ import functools
 from django.conf import settings
 from django.db import connection
 
+from chatbot.conversations import protocol
 from chatbot.conversations.models import Conversation, Generation, Message
 from chatbot.sql import column, table
 
@@ -43,8 +44,7 @@ def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
     not shown to the model. Oldest first; the caller trims to the context budget.
     """
     # On the way to every answer's first token: one plain statement with two columns, not the
-    # ORM's compiled query and Message objects (0.77 ms with whole rows, 0.50 ms with two
-    # columns through the ORM on the faster host; the compiling was most of what was left).
+    # ORM's compiled query and Message objects (compiling the query was most of its cost).
     with connection.cursor() as cursor:
         cursor.execute(
             _prompt_turns_sql(),
@@ -78,45 +78,15 @@ def _prompt_turns_sql() -> str:
     )
 
 
-# -- serialisation for the socket (docs/protocol.md) ----------------------------------------------
-
-
-def conversation_payload(conversation: Conversation | None) -> dict | None:
+def history_frame(*, conversation: Conversation | None) -> dict:
+    """The `history` frame: the conversation, its latest messages and its answer in progress."""
     if conversation is None:
-        return None
-    return {
-        "id": conversation.public_id,
-        "status": conversation.status,
-        "created_at": conversation.created_at.isoformat(),
-    }
-
-
-def message_payload(message: Message) -> dict:
-    # Never the reasoning: this goes to customers.
-    return {
-        "id": message.pk,
-        "author": message.author,
-        "text": message.text,
-        "created_at": message.created_at.isoformat(),
-        "generation_id": message.generation_id,
-    }
-
-
-def generation_payload(generation: Generation | None) -> dict | None:
-    if generation is None:
-        return None
-    return {"id": generation.pk, "status": generation.status}
-
-
-def history_payload(*, conversation: Conversation | None) -> dict:
-    if conversation is None:
-        return {"type": "history", "conversation": None, "messages": [], "generation": None}
-    return {
-        "type": "history",
-        "conversation": conversation_payload(conversation),
-        "messages": [message_payload(m) for m in message_list(conversation=conversation)],
-        "generation": generation_payload(generation_in_progress(conversation=conversation)),
-    }
+        return protocol.history(conversation=None, messages=[], generation=None)
+    return protocol.history(
+        conversation=conversation,
+        messages=message_list(conversation=conversation),
+        generation=generation_in_progress(conversation=conversation),
+    )
 
 
 def recent_customer_prompts(*, limit: int) -> list[list[dict[str, str]]]:

@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from chatbot.conversations.services import visitor_id_ensure
+from chatbot.conversations.services.customer import visitor_id_ensure
 
 
 @require_GET

@@ -12,8 +12,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from chatbot.serving import services
+from chatbot.serving.heartbeats import worker_status_list
 from chatbot.serving.models import ServingState, VariantChange, VariantComparison
-from chatbot.serving.selectors import active_variant_get, worker_status_list
+from chatbot.serving.selectors import active_variant_get
 
 PERMISSION = "serving.change_model_variant"
 

@@ -56,6 +56,10 @@ class VariantComparison(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # The worker running it: a RUNNING comparison whose worker stopped beating is ended FAILED by
+    # the orphan sweep (`services.comparison_fail_orphans`).
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
 

@@ -4,19 +4,19 @@ a comparison of the variants."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chatbot.queues import COMPARE_QUEUE, COMPARE_TASK
+from chatbot.serving.heartbeats import worker_status_list
 from chatbot.serving.models import ServingState, VariantChange, VariantComparison
-from chatbot.serving.selectors import active_variant_cache_clear, worker_status_list
+from chatbot.serving.selectors import active_variant_cache_clear
 
 logger = logging.getLogger(__name__)
-
-COMPARE_TASK = "inference_worker.compare_variants"
-COMPARE_QUEUE = "compare"
 
 
 class SwitchRefused(ValueError):
@@ -78,9 +78,45 @@ def comparison_request(*, user: Any) -> VariantComparison:
         try:
             app.send_task(COMPARE_TASK, args=[comparison.pk], queue=COMPARE_QUEUE, retry=False, ignore_result=True)
         except Exception as exc:  # noqa: BLE001
-            VariantComparison.objects.filter(pk=comparison.pk).update(
-                status=VariantComparison.Status.FAILED, error=f"broker unreachable: {exc}", finished_at=timezone.now()
-            )
+            comparison_end(comparison_id=comparison.pk, error=f"broker unreachable: {exc}")
 
     transaction.on_commit(send)
     return comparison
+
+
+def comparison_start(*, comparison_id: int, worker: str) -> bool:
+    """A worker takes a pending comparison. False (and nothing changes) when it is not pending:
+    a redelivered task does not run it twice."""
+    return bool(
+        VariantComparison.objects.filter(pk=comparison_id, status=VariantComparison.Status.PENDING).update(
+            status=VariantComparison.Status.RUNNING, worker=worker[:200], started_at=timezone.now()
+        )
+    )
+
+
+def comparison_end(*, comparison_id: int, result: dict[str, Any] | None = None, error: str = "") -> None:
+    """Store a comparison's result (DONE), or its error (FAILED)."""
+    status = VariantComparison.Status.FAILED if error else VariantComparison.Status.DONE
+    VariantComparison.objects.filter(pk=comparison_id).update(
+        status=status, result=result, error=error[:2000], finished_at=timezone.now()
+    )
+
+
+def comparison_fail_orphans(*, alive: Iterable[str] = ()) -> int:
+    """End FAILED the running comparisons whose worker no longer sends heartbeats (it died while
+    running them): they would otherwise show as running forever. Part of the orphan sweep that
+    every worker runs; `alive` names workers to count as live whatever their heartbeat says (the
+    sweeping worker itself). Returns how many were ended."""
+    live = {worker.name for worker in worker_status_list()} | set(alive)
+    cutoff = timezone.now() - timezone.timedelta(seconds=settings.WORKER_HEARTBEAT_TTL_S * 2)
+    orphans = VariantComparison.objects.filter(status=VariantComparison.Status.RUNNING, started_at__lt=cutoff).exclude(
+        worker__in=live
+    )
+    ended = 0
+    for comparison in orphans:
+        ended += VariantComparison.objects.filter(pk=comparison.pk, status=VariantComparison.Status.RUNNING).update(
+            status=VariantComparison.Status.FAILED,
+            error=f"worker {comparison.worker} stopped while running it; run it again",
+            finished_at=timezone.now(),
+        )
+    return ended

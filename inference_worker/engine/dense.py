@@ -1,10 +1,9 @@
-"""Our own continuous batching, the worker's default on every device (engine_host.engine_backend).
+"""Our own continuous batching, the worker's default on every device (`backends.resolve_backend`
+says why; bench/engine.py measures it against transformers' paged batching, docs/benchmarks.md).
 
-Measured on the 2-core CPU with the demo model (bench/engine.py): transformers' paged-attention
-continuous batching spends ~9.6 ms a step at batch 32, a dense left-padded batch ~4.6 ms. This
-keeps continuous batching (a request joins at the next step, a finished or cancelled one leaves
-at once) over a dense KV cache: new requests are prefilled together and their cache rows are
-merged into the running batch (left-padded to a common length); leaving rows are dropped and
+It keeps continuous batching (a request joins at the next step, a finished or cancelled one
+leaves at once) over a dense KV cache: new requests are prefilled together and their cache rows
+are merged into the running batch (left-padded to a common length); leaving rows are dropped and
 columns that every row has as padding are trimmed.
 
 `DenseBatchManager` holds the request state and the step loop and imports no torch; the tensors

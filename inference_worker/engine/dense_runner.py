@@ -1,29 +1,28 @@
 """The tensor side of the dense continuous batching (see `dense.py`): one left-padded KV cache
-for the running batch, prefill of arrivals merged into it, one decode step for every row.
+for the running batch, prefill of arrivals merged into it, one decode step for every row. The
+layers' math of the packed pass is `qwen2.py`'s.
 
 The cache lives in preallocated slabs (`_SlabLayer`): a decode step writes its one new column in
 place instead of concatenating the whole cache into a new tensor (`DynamicCache`'s way), which
-was 16% of a step at batch 32 on the CPU (measured with torch.profiler)."""
+took a sizeable part of each step on the CPU (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from inference_worker.model_loading import int4_matmul
+from inference_worker.engine import qwen2
 from inference_worker.torch_threads import cpus
 
 # Spare columns allocated beyond the current length, so that decode steps write in place and the
 # slab is reallocated (copied) once every this many steps at most.
 SLAB_HEADROOM = 64
 # Spare rows, so that most arrivals are written into free rows of the slabs instead of copying
-# the whole cache into new ones (that copy was 10% of the engine's time at 32 sessions).
+# the whole cache into new ones (a copy at every admission; docs/benchmarks.md).
 SLAB_ROW_HEADROOM = 8
 
 
@@ -101,95 +100,6 @@ def _stack(parts: list[torch.Tensor], length: int) -> torch.Tensor:
     return slab
 
 
-class _Fused:
-    """Projections that read the same input (q/k/v; gate/up) as one matmul, split after.
-
-    On the CPU a projection of the demo model costs mostly its call, not its arithmetic: q, k
-    and v of the 4-bit model took 452 us as three int4 matmuls at batch 32 and 238 us as one
-    (each also cast its input to bf16). The fused weight is the modules' weights one under the
-    other, and the modules' own weights become views of it: no second copy, and the model's own
-    forward (`generate`, the fallback path) reads the same numbers. Built only where every
-    module is a plain `nn.Linear`, or where every one is a gptqmodel CPU int4 layer that calls
-    its kernel directly (`model_loading._skip_identity_permutation`); `fuse` checks the fused
-    matmul against the separate ones on a random input and keeps the modules as they were if
-    they differ beyond rounding (an int4 packing that cannot be stacked, say)."""
-
-    def __init__(self, modules: list[torch.nn.Module]) -> None:
-        self.sizes = [module.out_features for module in modules]
-        biases = [module.bias for module in modules]
-        present = next((bias for bias in biases if bias is not None), None)
-        self.bias = None
-        if present is not None:  # a module without one adds zeros
-            self.bias = torch.cat(
-                [b.detach() if b is not None else present.new_zeros(n) for b, n in zip(biases, self.sizes, strict=True)]
-            )
-        if all(type(module) is torch.nn.Linear for module in modules):
-            self.int4 = False
-            self.weight = torch.cat([module.weight.detach() for module in modules])
-        else:
-            self.int4 = True
-            self.group_size = modules[0].group_size
-            self.weight = torch.cat([module.qweight for module in modules])
-            self.scales_and_zeros = torch.cat([module.scales_and_zeros for module in modules], dim=1).contiguous()
-
-    @classmethod
-    def fuse(cls, modules: list[torch.nn.Module]) -> _Fused | None:
-        if not _fusable(modules):
-            return None
-        fused = cls(modules)
-        x = torch.randn(3, modules[0].in_features, device=fused.weight.device)
-        x = x.to(fused.weight.dtype) if not fused.int4 else x
-        with torch.no_grad():
-            separate = [module(x) for module in modules]
-            together = fused(x)
-        # A wrong stacking gives other numbers, not rounding: the matmul's blocking may change
-        # the last bits (it does for fp32 GEMMs of other widths), which is no fault.
-        if not all(_close(a, b) for a, b in zip(separate, together, strict=True)):
-            return None
-        fused._share_weights(modules)
-        return fused
-
-    def _share_weights(self, modules: list[torch.nn.Module]) -> None:
-        offset = 0
-        for module, size in zip(modules, self.sizes, strict=True):
-            rows = self.weight[offset : offset + size]
-            if self.int4:
-                module.qweight = rows  # a buffer
-            else:
-                module.weight = torch.nn.Parameter(rows, requires_grad=False)
-            offset += size
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.matmul(x).split(self.sizes, dim=-1))
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """The modules' outputs side by side, [..., sum of their out_features]."""
-        if self.int4:
-            out = int4_matmul(x, self.weight, self.group_size, self.scales_and_zeros)
-            if self.bias is not None:
-                out.add_(self.bias)
-            return out
-        return F.linear(x, self.weight, self.bias)
-
-
-def _call(direct: _Fused | None, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return direct.matmul(x) if direct is not None else module(x)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    scale = float(a.abs().max()) or 1.0
-    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3 * scale))
-
-
-def _fusable(modules: list[torch.nn.Module]) -> bool:
-    if all(type(module) is torch.nn.Linear for module in modules):
-        return len({(m.in_features, m.weight.dtype, m.weight.device) for m in modules}) == 1
-    return (
-        all(getattr(module, "int4_direct", False) and not getattr(module, "adapter", None) for module in modules)
-        and len({(m.in_features, m.group_size) for m in modules}) == 1
-    )
-
-
 class DenseModelRunner:
     def __init__(
         self, *, model: Any, generation_config: Any, pad_token_id: int, threads: int = 0, packed: bool | None = None
@@ -206,21 +116,9 @@ class DenseModelRunner:
         self.mask: torch.Tensor | None = None  # [batch, cached tokens]: 1 real, 0 padding
         # One packed pass for decode rows and arrivals' prompts together (see `_packed_step`);
         # other architectures take two passes through the model's own forward.
-        self.packed = packs_prefill_with_decode(model) if packed is None else packed
-        # Per layer: q/k/v as one matmul and gate/up as one (None where they cannot be fused).
-        self.fused_qkv: list[_Fused | None] = []
-        self.fused_gate_up: list[_Fused | None] = []
-        self.direct_o: list[_Fused | None] = []
-        self.direct_down: list[_Fused | None] = []
-        if self.packed:
-            for layer in model.model.layers:
-                attention, mlp = layer.self_attn, layer.mlp
-                self.fused_qkv.append(_Fused.fuse([attention.q_proj, attention.k_proj, attention.v_proj]))
-                self.fused_gate_up.append(_Fused.fuse([mlp.gate_proj, mlp.up_proj]))
-                # One module each, called straight (the module's own call costs as much as a
-                # small op, and there are two per layer).
-                self.direct_o.append(_Fused.fuse([attention.o_proj]))
-                self.direct_down.append(_Fused.fuse([mlp.down_proj]))
+        self.packed = qwen2.packs_prefill_with_decode(model) if packed is None else packed
+        # The packed pass's linear layers, fused where they can be (the slot runner's too).
+        self.projections = qwen2.LayerProjections(model.model.layers) if self.packed else None
 
     def bind_thread(self) -> None:
         # OpenMP thread teams belong to the calling thread: the loop's own count, `threads` (0:
@@ -246,10 +144,12 @@ class DenseModelRunner:
         """Every token of the step (one per decode row, then each prompt's tokens) goes through
         the linear layers as one packed matrix; only attention is split: decode rows attend over
         the dense cache, prompts causally over themselves (left-padded, as their cache rows are
-        kept). On the CPU a prefill pass cost as much as a decode pass at batch 32 (the int4
-        matmuls are bound by their per-call cost), so folding prompts into the decode pass
-        removes most of the cost of an arrival and the pause it caused for the running rows."""
+        kept). On the CPU a prefill pass of its own cost about as much as a decode pass of a full
+        batch (the int4 matmuls are bound by their per-call cost), so folding prompts into the
+        decode pass removes most of the cost of an arrival and the pause it caused for the
+        running rows (docs/benchmarks.md)."""
         body = self.model.model
+        projections = self.projections
         decoding = len(last_tokens)
         lengths = [len(p) for p in prompts]
         flat = torch.tensor([*last_tokens, *(t for p in prompts for t in p)], dtype=torch.long, device=self.device)
@@ -257,11 +157,11 @@ class DenseModelRunner:
         positions = []
         if decoding:
             positions.append(self._extend_mask())
-            decode_mask = _group_mask(self.mask.bool()[:, None, None, :], group)
+            decode_mask = qwen2.group_mask(self.mask.bool()[:, None, None, :], group)
         if prompts:
             positions.append(torch.tensor([i for n in lengths for i in range(n)], dtype=torch.long, device=self.device))
             # Left-padded, as their cache rows are kept.
-            gather, real, prompt_mask = _prompt_layout(lengths, decoding, group, self.device, left_padded=True)
+            gather, real, prompt_mask = qwen2.prompt_layout(lengths, decoding, group, self.device, left_padded=True)
         hidden = body.embed_tokens(flat)[None]
         cos, sin = body.rotary_emb(hidden, torch.cat(positions)[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
@@ -269,11 +169,11 @@ class DenseModelRunner:
         for index, layer in enumerate(body.layers):
             attention = layer.self_attn
             residual = hidden
-            x = _rms_norm(layer.input_layernorm, hidden)[0]
-            q, k, v = self._qkv(index, attention, x, cos, sin)
+            x = qwen2.rms_norm(layer.input_layernorm, hidden)[0]
+            q, k, v = projections.qkv(index, attention, x, cos, sin)
             if decoding:
                 keys, values = self.cache.layers[index].update(k[:decoding, :, None], v[:decoding, :, None])
-                decoded = _grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[
+                decoded = qwen2.grouped_attention(q[:decoding, :, None], keys, values, decode_mask, attention.scaling)[
                     :, :, 0
                 ]
             if not prompts:
@@ -282,40 +182,18 @@ class DenseModelRunner:
                 out = torch.empty_like(q)
                 if decoding:
                     out[:decoding] = decoded
-                out[decoding:], pk, pv = _prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)
+                out[decoding:], pk, pv = qwen2.prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)
                 new_keys.append(pk)
                 new_values.append(pv)
-            hidden = residual + _call(self.direct_o[index], attention.o_proj, out.reshape(len(flat), -1))[None]
-            hidden = hidden + self._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
-        hidden = _rms_norm(body.norm, hidden)[0]
+            hidden = residual + projections.o(index, attention, out.reshape(len(flat), -1))[None]
+            hidden = hidden + projections.mlp(index, layer.mlp, qwen2.rms_norm(layer.post_attention_layernorm, hidden))
+        hidden = qwen2.rms_norm(body.norm, hidden)[0]
         if prompts:
-            hidden = hidden[_decode_rows_and_prompt_ends(decoding, lengths)]
-        picked = self._pick(self.model.lm_head(hidden))
+            hidden = hidden[qwen2.decode_rows_and_prompt_ends(decoding, lengths)]
+        picked = self.pick(self.model.lm_head(hidden))
         if prompts:
             self._merge(new_keys, new_values, real.long())
         return picked[:decoding], picked[decoding:]
-
-    def _qkv(self, index: int, attention: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Layer `index`'s queries, keys and values for the packed tokens `x` [tokens, hidden],
-        rotary embedding applied: each [tokens, heads, head_dim]."""
-        dim, total = attention.head_dim, x.shape[0]
-        qkv = self.fused_qkv[index]
-        if qkv is not None:
-            # q and k side by side in the stacked output: one rotary for both.
-            heads, kv_heads = qkv.sizes[0] // dim, qkv.sizes[1] // dim
-            projected = qkv.matmul(x).view(total, -1, dim)
-            qk = projected[:, : heads + kv_heads]
-            qk = qk * cos + _rotate_half(qk) * sin
-            return qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
-        q, k, v = (t.view(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
-
-    def _mlp(self, index: int, mlp: Any, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.fused_gate_up[index]
-        if gate_up is None:
-            return mlp(x)
-        gate, up = gate_up(x)
-        return _call(self.direct_down[index], mlp.down_proj, mlp.act_fn(gate) * up)
 
     # -- the model's own forward: two passes ---------------------------------------------------
     def _hf_prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
@@ -331,7 +209,7 @@ class DenseModelRunner:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         cache = out.past_key_values
         self._merge([layer.keys for layer in cache.layers], [layer.values for layer in cache.layers], mask)
-        return self._pick(out.logits[:, -1, :])
+        return self.pick(out.logits[:, -1, :])
 
     def _hf_decode(self, last_tokens: Sequence[int]) -> list[int]:
         ids = torch.tensor(list(last_tokens), dtype=torch.long, device=self.device)[:, None]
@@ -339,7 +217,7 @@ class DenseModelRunner:
         out = self.model(
             input_ids=ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, use_cache=True
         )
-        return self._pick(out.logits[:, -1, :])
+        return self.pick(out.logits[:, -1, :])
 
     # -- the cache -----------------------------------------------------------------------------
     def _extend_mask(self) -> torch.Tensor:
@@ -416,7 +294,8 @@ class DenseModelRunner:
             for old, k, v in zip(layers, keys, values, strict=True)
         ]
 
-    def _pick(self, logits: torch.Tensor) -> list[int]:
+    def pick(self, logits: torch.Tensor) -> list[int]:
+        """The next token of each row of `logits`, by the generation config's sampling settings."""
         logits = logits.float()
         if not self.do_sample:
             return logits.argmax(dim=-1).tolist()
@@ -431,101 +310,6 @@ class DenseModelRunner:
             sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         return torch.multinomial(logits.softmax(dim=-1), 1)[:, 0].tolist()
-
-
-# Decoder-only models whose layers are exactly: RMSNorm -> attention (q/k/v/o projections, rotary
-# embedding on q and k, grouped-query attention) -> residual -> RMSNorm -> MLP -> residual. The
-# R1-Distill checkpoints are Qwen2 (1.5B, 7B, 14B, 32B) and Llama (8B, 70B).
-PACKED_MODEL_TYPES = frozenset({"qwen2", "llama"})
-
-
-def packs_prefill_with_decode(model: Any) -> bool:
-    config = model.config
-    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-    return (
-        config.model_type in PACKED_MODEL_TYPES
-        and layer_types == {"full_attention"}
-        and not getattr(config, "use_sliding_window", False)
-        and hasattr(model, "model")
-        and hasattr(model.model, "rotary_emb")
-    )
-
-
-def _group_mask(mask: torch.Tensor, group: int) -> torch.Tensor:
-    """A boolean attention mask [rows, 1, n, length] for `_grouped_attention`, whose query rows
-    are the `group` query heads of a kv head stacked: [rows, 1, group * n, length]. Built once
-    per step and shared by every layer."""
-    return mask.repeat(1, 1, group, 1)
-
-
-def _grouped_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """Grouped-query attention: q [rows, heads, n, dim] over k, v [rows, kv_heads, length, dim]
-    with a mask from `_group_mask`. The query heads that share a kv head are stacked as extra
-    query rows of that head (kv head j serves query heads j*g .. j*g+g-1, as transformers'
-    `repeat_kv` orders them): one small attention per kv head. On the CPU this was 4.5x faster
-    than `enable_gqa=True` or repeating the keys (381 vs 1,726 us at batch 32, bf16)."""
-    rows, heads, n, dim = q.shape
-    kv_heads = k.shape[1]
-    out = F.scaled_dot_product_attention(
-        q.reshape(rows, kv_heads, heads // kv_heads * n, dim), k, v, attn_mask=mask, scale=scale
-    )
-    return out.view(rows, heads, n, dim)
-
-
-def _prompt_layout(
-    lengths: Sequence[int], offset: int, group: int, device: Any, *, left_padded: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where the prompts' packed tokens (from index `offset` of the step's tokens, one prompt
-    after another) go in a [prompts, longest] batch for attention: `gather` (token index by
-    batch cell), `real` (cell holds a token, not padding) and the causal mask for
-    `_grouped_attention`. Built on the host: one copy each, not a few small ops per prompt."""
-    width = max(lengths)
-    gather_host = [[0] * width for _ in lengths]
-    real_host = [[False] * width for _ in lengths]
-    for row, length in enumerate(lengths):
-        start = width - length if left_padded else 0
-        gather_host[row][start : start + length] = range(offset, offset + length)
-        real_host[row][start : start + length] = [True] * length
-        offset += length
-    gather = torch.tensor(gather_host, dtype=torch.long, device=device)
-    real = torch.tensor(real_host, dtype=torch.bool, device=device)
-    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
-    eye = torch.eye(width, dtype=torch.bool, device=device)
-    # A padding query sees only itself (its output is dropped), so no row is all masked.
-    return gather, real, _group_mask((causal[None, None] & real[:, None, None, :]) | eye[None, None], group)
-
-
-def _prompt_attention(q, k, v, gather, real, mask, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each prompt's tokens attend causally over that prompt (layout from `_prompt_layout`).
-    Returns the outputs of the real tokens in packed order, and the prompts' keys and values as
-    [prompts, kv heads, longest, head_dim] with zeros in the padding."""
-    keys = (k[gather] * real[:, :, None, None]).transpose(1, 2)
-    values = (v[gather] * real[:, :, None, None]).transpose(1, 2)
-    out = _grouped_attention(q[gather].transpose(1, 2), keys, values, mask, scale)
-    return out.transpose(1, 2)[real], keys, values
-
-
-def _decode_rows_and_prompt_ends(decoding: int, lengths: Sequence[int]) -> list[int]:
-    """The packed rows whose logits a step needs: every decode row, and each prompt's last token."""
-    return [*range(decoding), *(decoding - 1 + end for end in accumulate(lengths))]
-
-
-def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's RMSNorm, as one op where that gives the same numbers: in fp32 (which the
-    model's own norm computes in anyway), `F.rms_norm` is bit-identical and 40% faster on the CPU
-    (20 vs 34 us for 32 rows of the demo model); other dtypes go through the module."""
-    weight = getattr(norm, "weight", None)
-    eps = getattr(norm, "variance_epsilon", None)
-    if x.dtype != torch.float32 or weight is None or weight.dtype != torch.float32 or eps is None:
-        return norm(x)
-    return F.rms_norm(x, weight.shape, weight, eps)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def _left_pad(tensor: torch.Tensor, length: int, *, dim: int) -> torch.Tensor:

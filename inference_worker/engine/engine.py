@@ -2,11 +2,10 @@
 
 Iteration-level ("continuous") batching: every running request takes part in each forward pass,
 a new one joins at the next step, a finished or cancelled one leaves at once. Two backends do the
-batching: transformers' `ContinuousBatchingManager` ("paged": paged KV cache) and our
-`DenseBatchManager` ("dense", `dense.py`: a dense left-padded cache, twice as fast per step on
-the CPU, or on CUDA a slot per request with decode steps replayed from CUDA graphs; the worker's
-default everywhere, engine_host.engine_backend says why; docs/benchmarks.md). Around either,
-what is ours:
+batching (`backends.resolve_backend` says which runs, and why dense is the default): our
+`DenseBatchManager` ("dense", `dense.py`: a dense left-padded cache on the CPU, or on CUDA a slot
+per request with decode steps replayed from CUDA graphs) and transformers'
+`ContinuousBatchingManager` ("paged": paged KV cache). Around either, what is ours:
 
 - admission (`AdmissionQueue`): at most `max_batch` requests in the batch, the rest wait in
   order and are told their place;
@@ -21,12 +20,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from transformers import GenerationConfig
@@ -34,75 +31,10 @@ from transformers.generation.continuous_batching.continuous_api import OutputRou
 from transformers.generation.continuous_batching.requests import GenerationOutput
 
 from inference_worker.engine.admission import AdmissionQueue
+from inference_worker.engine.backends import BACKENDS, DEFAULT_BACKEND
+from inference_worker.engine.types import EngineEvent, Listener, RequestHandle, StepRecord
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One forward pass: which requests received a token from it."""
-
-    index: int
-    request_ids: tuple[str, ...]
-    at: float
-
-
-@dataclass(frozen=True)
-class EngineEvent:
-    kind: str  # "queued" | "started" | "tokens" | "finished" | "failed" | "cancelled" | "idle"
-    tokens: tuple[int, ...] = ()
-    position: int | None = None
-    error: str = ""
-
-
-@dataclass
-class RequestHandle:
-    request_id: str
-    prompt_ids: list[int]
-    max_new_tokens: int
-    submitted_at: float = field(default_factory=time.perf_counter)
-    admitted_at: float | None = None
-    first_token_at: float | None = None
-    finished_at: float | None = None
-    generated: tuple[int, ...] = ()
-    status: str = "waiting"  # waiting | running | finished | failed | cancelled
-    _events: queue.Queue = field(default_factory=queue.Queue, repr=False)
-    _engine: BatchingEngine | None = field(default=None, repr=False)
-    # Where the engine's events go: this request's queue (read with `events()`), or a listener
-    # called on the batch loop's thread (the worker's `StreamPump`), which must return at once.
-    _listener: Callable[[EngineEvent], None] | None = field(default=None, repr=False)
-
-    def _emit(self, event: EngineEvent) -> None:
-        if self._listener is not None:
-            self._listener(event)
-        else:
-            self._events.put(event)
-
-    @property
-    def queue_wait_s(self) -> float | None:
-        return None if self.admitted_at is None else self.admitted_at - self.submitted_at
-
-    @property
-    def time_to_first_token_s(self) -> float | None:
-        return None if self.first_token_at is None else self.first_token_at - self.submitted_at
-
-    def events(self, *, poll_s: float = 0.1) -> Iterator[EngineEvent]:
-        """Yield events until the request ends, and an "idle" event every `poll_s` without one.
-        One event per step: for tests and benchmarks. The worker streams through its
-        `StreamPump` (`pump.py`) instead, which coalesces."""
-        while True:
-            try:
-                event = self._events.get(timeout=poll_s)
-            except queue.Empty:
-                yield EngineEvent("idle")
-                continue
-            yield event
-            if event.kind in ("finished", "failed", "cancelled"):
-                return
-
-    def cancel(self) -> None:
-        if self._engine is not None:
-            self._engine.cancel(self.request_id)
 
 
 class _RecordingRouter(OutputRouter):
@@ -163,7 +95,7 @@ class BatchingEngine:
         page_size: int = 64,
         max_batch_tokens: int = 512,
         generation_config: GenerationConfig | None = None,
-        backend: str = "paged",
+        backend: str = DEFAULT_BACKEND,
         loop_threads: int = 0,
         prefill_wait_s: float = 0.0,
         steps_kept: int = 10_000,
@@ -177,7 +109,7 @@ class BatchingEngine:
         self.max_batch = max_batch
         self.max_new_tokens = max_new_tokens
         self.generation_config = generation_config or model.generation_config
-        if backend not in ("paged", "dense"):
+        if backend not in BACKENDS:  # resolved already: "auto" is `backends.resolve_backend`'s
             raise ValueError(f"unknown engine backend {backend!r}: 'paged' or 'dense'")
         self.backend = backend
         self.loop_threads = loop_threads
@@ -203,7 +135,7 @@ class BatchingEngine:
         self.tokens_generated = 0
         self._manager = None
         # Called on the batch loop's thread after each delivery of outputs (a step's, or one
-        # request's), once every listener has had its events: `engine_host` sends them there.
+        # request's), once every listener has had its events: `engine_process` sends them there.
         self.after_outputs: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -236,9 +168,10 @@ class BatchingEngine:
         )
 
     def _dense_manager(self):
-        """Our continuous batching over a dense cache (twice as fast as paged on the CPU)."""
+        """Our continuous batching over a dense cache (ENGINE_BACKEND=dense or auto)."""
         from inference_worker.engine.dense import DenseBatchManager
-        from inference_worker.engine.dense_runner import DenseModelRunner, packs_prefill_with_decode
+        from inference_worker.engine.dense_runner import DenseModelRunner
+        from inference_worker.engine.qwen2 import packs_prefill_with_decode
 
         eos = self.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
@@ -280,8 +213,8 @@ class BatchingEngine:
 
     @property
     def exited(self) -> bool:
-        """Whether the engine is gone by itself, to be started anew (`engine_host.RemoteEngine`'s
-        process can die); one in this process never is."""
+        """Whether the engine is gone by itself, to be started anew (the process of an
+        `engine_process.RemoteEngine` can die); one in this process never is."""
         return False
 
     # -- requests ----------------------------------------------------------------------------
@@ -291,7 +224,7 @@ class BatchingEngine:
         *,
         max_new_tokens: int | None = None,
         request_id: str | None = None,
-        listener: Callable[[EngineEvent], None] | None = None,
+        listener: Listener | None = None,
         arrival: float | None = None,
     ) -> RequestHandle:
         """Queue a request; beyond `max_batch` it waits in order of `arrival` (wall-clock

@@ -1,12 +1,11 @@
 """One thread that streams every running request of a worker process. Imports no torch.
 
-Each request used to be streamed by its own task thread, woken by the engine at every step and
-again at the end of each coalescing window. With 32 requests that is thousands of thread wake-ups
-a second, and each one takes the GIL from the batch loop: 32 threads that merely woke every 20 ms
-made a decode step at batch 32 about 40% slower on the 2-core CPU (14 -> 20 ms, measured). Here one
-thread wakes once per flush interval (and at once for a request's first token or its end), reads
-the tokens each request has so far from its handle, and hands them to that request's sink; the
-task threads only wait for the end (and check for cancellation a few times a second).
+One thread wakes once per flush interval (and at once for a request's first token or its end),
+reads the tokens each request has so far from its handle, and hands them to that request's sink;
+the task threads only wait for the end (and check for cancellation a few times a second). Why not
+a thread per request, woken by the engine at every step: each wake-up takes the interpreter lock
+from the batch loop, so with a full batch those threads' wake-ups alone slowed every decode step
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from inference_worker.engine.engine import EngineEvent, RequestHandle
+from inference_worker.engine.types import FINAL_KINDS, Engine, EngineEvent, RequestHandle
 
 logger = logging.getLogger(__name__)
-
-FINAL_KINDS = ("finished", "failed", "cancelled")
 
 
 class Sink(Protocol):
@@ -64,7 +61,7 @@ class StreamPump:
         self._thread = threading.Thread(target=self._run, name="stream-pump", daemon=True)
         self._thread.start()
 
-    def submit(self, engine, prompt_ids: list[int], *, sink: Sink, **kwargs) -> Watch:
+    def submit(self, engine: Engine, prompt_ids: list[int], *, sink: Sink, **kwargs) -> Watch:
         """Submit a request to an engine and stream it to `sink`; wait on `watch.done`."""
         watch = Watch(sink=sink, pump=self)
         with self._lock:

@@ -1,9 +1,9 @@
 """The dense backend's tensor side for CUDA: a KV cache of fixed slots, and decode steps replayed
 from CUDA graphs.
 
-On an H200 the left-padded runner (`dense_runner.py`) spent 5.4 ms of GPU time in a 78.7 ms
-decode step at batch 256: the rest was the CPU launching ~870 kernels one by one (and cuDNN
-attention planning; docs/benchmarks.md). A CUDA graph launches a whole step at once, but it
+On a GPU the left-padded runner (`dense_runner.py`) spent most of a decode step at a large
+batch with the GPU idle: the CPU launched the step's hundreds of kernels one by one (and planned
+cuDNN attention; docs/benchmarks.md). A CUDA graph launches a whole step at once, but it
 replays fixed shapes on fixed memory, which the left-padded cache does not have (its slabs are
 copied when they fill, and its shared write column moves). So here every request owns one slot
 (one row of a [slots, kv heads, columns, head_dim] tensor per layer, allocated once) for its
@@ -15,9 +15,10 @@ graph is checked against the same step run eagerly, when it is captured and agai
 use: a graph whose logits differ in any slot in use (or that cannot be captured) turns graphs
 off, with a warning, and decoding goes on eagerly.
 
-Steps with arrivals run eagerly (the same packed pass as `dense_runner.py`: the decode rows and
-the prompts through the linear layers together). Without CUDA (and with `graphs=False`) decode
-steps run the same function eagerly: that is what the CPU tests check against `generate`.
+Steps with arrivals run eagerly (the same packed pass as `dense_runner.py`, with `qwen2.py`'s
+layer math: the decode rows and the prompts through the linear layers together). Without CUDA
+(and with `graphs=False`) decode steps run the same function eagerly: that is what the CPU tests
+check against `generate`.
 """
 
 from __future__ import annotations
@@ -29,16 +30,8 @@ from typing import Any
 
 import torch
 
-from inference_worker.engine.dense_runner import (
-    _call,
-    _decode_rows_and_prompt_ends,
-    _group_mask,
-    _grouped_attention,
-    _prompt_attention,
-    _prompt_layout,
-    _rms_norm,
-    packs_prefill_with_decode,
-)
+from inference_worker.engine import qwen2
+from inference_worker.engine.dense_runner import DenseModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +77,9 @@ class SlotModelRunner:
         columns: int,
         graphs: bool | None = None,
     ) -> None:
-        if not packs_prefill_with_decode(model):
+        if not qwen2.packs_prefill_with_decode(model):
             raise ValueError(f"the slot runner needs a Qwen2 or Llama model, not {model.config.model_type!r}")
-        from inference_worker.engine.dense_runner import DenseModelRunner
-
-        # The sampling settings, the fused projections and `_pick` are the dense runner's own.
+        # The sampling (`pick`), the thread binding and the fused projections are the dense runner's.
         self._dense = DenseModelRunner(
             model=model, generation_config=generation_config, pad_token_id=pad_token_id, packed=True
         )
@@ -151,12 +142,12 @@ class SlotModelRunner:
         for slot in decoding:
             self.lengths[slot] += 1
         picked = (
-            self._dense._pick(logits[torch.tensor(decoding, dtype=torch.long, device=self.device)]) if decoding else []
+            self._dense.pick(logits[torch.tensor(decoding, dtype=torch.long, device=self.device)]) if decoding else []
         )
         for slot, prompt in zip(new_slots, prompts, strict=True):
             self.lengths[slot] = len(prompt)
         self.row_slots += new_slots
-        return picked, (self._dense._pick(first) if prompts else [])
+        return picked, (self._dense.pick(first) if prompts else [])
 
     def keep(self, indices: Sequence[int]) -> list[int]:
         kept = set(indices)
@@ -268,7 +259,7 @@ class SlotModelRunner:
         any, go through the linear layers in the same matrix, attend causally over themselves,
         and their keys and values are written into their new slots. Returns the decode logits
         by slot and each prompt's last-token logits."""
-        dense = self._dense
+        projections = self._dense.projections
         body = self.model.model
         lengths = [len(p) for p in prompts]
         tokens, positions = self._inputs[0, :count], self._inputs[1, :count]
@@ -285,27 +276,29 @@ class SlotModelRunner:
             flat = torch.cat([tokens, flat_prompts])
             all_positions = torch.cat([positions, prompt_positions])
             # Right-padded: a prompt's cache columns start at 0 in its slot.
-            gather, real, prompt_mask = _prompt_layout(lengths, count, self.group, self.device, left_padded=False)
+            gather, real, prompt_mask = qwen2.prompt_layout(lengths, count, self.group, self.device, left_padded=False)
         else:
             flat, all_positions = tokens, positions
         total = flat.shape[0]
         if count:
             rows = torch.arange(count, device=self.device)
-            decode_mask = _group_mask((self._columns[None, :span] <= positions[:, None])[:, None, None, :], self.group)
+            decode_mask = qwen2.group_mask(
+                (self._columns[None, :span] <= positions[:, None])[:, None, None, :], self.group
+            )
         hidden = body.embed_tokens(flat)[None]
         cos, sin = body.rotary_emb(hidden, all_positions[None])
         cos, sin = cos[0][:, None, :], sin[0][:, None, :]
         for index, layer in enumerate(body.layers):
             attention = layer.self_attn
             residual = hidden
-            x = _rms_norm(layer.input_layernorm, hidden)[0]
-            q, k, v = dense._qkv(index, attention, x, cos, sin)
+            x = qwen2.rms_norm(layer.input_layernorm, hidden)[0]
+            q, k, v = projections.qkv(index, attention, x, cos, sin)
             keys, values = self.keys[index], self.values[index]
             out = torch.empty_like(q) if prompts else None
             if count:
                 keys[rows, :, positions] = k[:count]
                 values[rows, :, positions] = v[:count]
-                decoded = _grouped_attention(
+                decoded = qwen2.grouped_attention(
                     q[:count, :, None], keys[:count, :, :span], values[:count, :, :span], decode_mask, attention.scaling
                 )[:, :, 0]
                 if out is None:
@@ -315,11 +308,11 @@ class SlotModelRunner:
             if prompts:
                 keys[prompt_slots, :, prompt_positions] = k[count:]
                 values[prompt_slots, :, prompt_positions] = v[count:]
-                out[count:] = _prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)[0]
-            hidden = residual + _call(dense.direct_o[index], attention.o_proj, out.reshape(total, -1))[None]
-            hidden = hidden + dense._mlp(index, layer.mlp, _rms_norm(layer.post_attention_layernorm, hidden))
-        hidden = _rms_norm(body.norm, hidden)[0]
+                out[count:] = qwen2.prompt_attention(q, k, v, gather, real, prompt_mask, attention.scaling)[0]
+            hidden = residual + projections.o(index, attention, out.reshape(total, -1))[None]
+            hidden = hidden + projections.mlp(index, layer.mlp, qwen2.rms_norm(layer.post_attention_layernorm, hidden))
+        hidden = qwen2.rms_norm(body.norm, hidden)[0]
         if prompts:
-            hidden = hidden[_decode_rows_and_prompt_ends(count, lengths)]
+            hidden = hidden[qwen2.decode_rows_and_prompt_ends(count, lengths)]
         logits = self.model.lm_head(hidden)
         return logits[:count], (logits[count:] if prompts else None)

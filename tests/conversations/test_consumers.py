@@ -240,7 +240,7 @@ async def test_an_idle_socket_stays_open_past_the_layers_blocking_wait():
 
 
 async def test_the_customer_sees_live_when_an_agent_joins(django_user_model):
-    from chatbot.conversations.services import conversation_assign_agent
+    from chatbot.conversations.services.desk import conversation_assign_agent
 
     communicator, _ = await new_customer()
     saved = await send_message(communicator, "I want a person")
@@ -268,10 +268,10 @@ async def test_a_first_message_hears_its_answer_even_from_a_worker_that_answers_
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
-    from chatbot.conversations import services
+    from chatbot.conversations.services import customer
     from chatbot.events import CLIENT_EVENT
 
-    real_enqueue = services.generation_enqueue
+    real_enqueue = customer.generation_enqueue
 
     def enqueue_and_publish_at_once(*, generation, **kwargs):
         # What the quickest worker would do: publish the moment the task could be taken.
@@ -284,7 +284,7 @@ async def test_a_first_message_hears_its_answer_even_from_a_worker_that_answers_
         )
         return real_enqueue(generation=generation, **kwargs)
 
-    monkeypatch.setattr(services, "generation_enqueue", enqueue_and_publish_at_once)
+    monkeypatch.setattr(customer, "generation_enqueue", enqueue_and_publish_at_once)
     communicator, _ = await new_customer()
     await communicator.send_json_to({"type": "message.send", "text": "hi", "client_id": "c1"})
     frames = [await communicator.receive_json_from(timeout=5) for _ in range(3)]

@@ -7,15 +7,16 @@ import re
 import pytest
 from django.utils import timezone
 
-from chatbot.conversations import selectors, services
+from chatbot.conversations import protocol, selectors
 from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.conversations.services import customer, desk, generations
 from chatbot.redis_client import cancel_key, get_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def post(conversation=None, text="Where is my order?", client_id="c1", visitor_id="v1") -> services.PostResult:
-    return services.customer_message_post(
+def post(conversation=None, text="Where is my order?", client_id="c1", visitor_id="v1") -> customer.PostResult:
+    return customer.customer_message_post(
         visitor_id=visitor_id, conversation=conversation, text=text, client_id=client_id
     )
 
@@ -115,13 +116,13 @@ def test_claim_is_idempotent_and_complete_respects_a_cancel():
     result = post()
     generation = result.generation
     Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
-    claimed = services.generation_claim(generation_id=generation.pk, worker="w1")
+    claimed = generations.generation_claim(generation_id=generation.pk, worker="w1")
     assert claimed.status == Generation.Status.RUNNING and claimed.attempts == 1
-    services.generation_cancel(generation=claimed, reason="stopped")
-    assert services.generation_complete(generation_id=generation.pk, text="late", reasoning="r", measures={}) is None
+    generations.generation_cancel(generation=claimed, reason="stopped")
+    assert generations.generation_complete(generation_id=generation.pk, text="late", reasoning="r", measures={}) is None
     assert not Message.objects.filter(author=Message.Author.BOT).exists()
-    assert services.generation_claim(generation_id=generation.pk, worker="w1") is None  # ended: skipped
-    assert services.generation_claim(generation_id=999_999, worker="w1") is None
+    assert generations.generation_claim(generation_id=generation.pk, worker="w1") is None  # ended: skipped
+    assert generations.generation_claim(generation_id=999_999, worker="w1") is None
 
 
 def pending_generation() -> Generation:
@@ -139,7 +140,7 @@ def test_a_claim_on_postgresql_is_one_statement_and_returns_what_the_orm_would()
 
     generation = pending_generation()
     with CaptureQueriesContext(connection) as queries:
-        claimed = services.generation_claim(generation_id=generation.pk, worker="w1")
+        claimed = generations.generation_claim(generation_id=generation.pk, worker="w1")
         group = claimed.conversation.group_name  # loaded with the claim: no query of its own
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE"]
     stored = Generation.objects.select_related("conversation").get(pk=generation.pk)
@@ -154,9 +155,9 @@ def test_a_redelivered_claim_of_a_running_generation_counts_an_attempt_then_give
     """A worker died mid-answer and the task came back: run it again, up to the last attempt."""
     settings.GENERATION_MAX_ATTEMPTS = 2
     generation = pending_generation()
-    assert services.generation_claim(generation_id=generation.pk, worker="w1").attempts == 1
-    assert services.generation_claim(generation_id=generation.pk, worker="w2").attempts == 2
-    assert services.generation_claim(generation_id=generation.pk, worker="w3") is None
+    assert generations.generation_claim(generation_id=generation.pk, worker="w1").attempts == 1
+    assert generations.generation_claim(generation_id=generation.pk, worker="w2").attempts == 2
+    assert generations.generation_claim(generation_id=generation.pk, worker="w3") is None
     generation.refresh_from_db()
     assert generation.status == Generation.Status.FAILED and "gave up after 2 attempts" in generation.error
 
@@ -167,7 +168,7 @@ def test_a_claim_in_a_conversation_an_agent_took_over_cancels_the_generation(dja
     Conversation.objects.filter(pk=generation.conversation_id).update(
         assigned_agent=agent, status=Conversation.Status.WITH_AGENT
     )
-    assert services.generation_claim(generation_id=generation.pk, worker="w1") is None
+    assert generations.generation_claim(generation_id=generation.pk, worker="w1") is None
     generation.refresh_from_db()
     assert generation.status == Generation.Status.CANCELLED and generation.attempts == 0
     assert get_redis().get(cancel_key(generation.pk)) == "1"
@@ -176,8 +177,8 @@ def test_a_claim_in_a_conversation_an_agent_took_over_cancels_the_generation(dja
 def test_complete_stores_the_answer_with_its_reasoning_and_measures():
     result = post()
     Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.PENDING, error="")
-    services.generation_claim(generation_id=result.generation.pk, worker="w1")
-    message = services.generation_complete(
+    generations.generation_claim(generation_id=result.generation.pk, worker="w1")
+    message = generations.generation_complete(
         generation_id=result.generation.pk,
         text="It ships in 2 days.",
         reasoning="Order status question.",
@@ -189,7 +190,7 @@ def test_complete_stores_the_answer_with_its_reasoning_and_measures():
         "gptq-int4",
     )
     assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.DONE
-    assert "reasoning" not in selectors.message_payload(message)
+    assert "reasoning" not in protocol.message_payload(message)
 
 
 def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attempt():
@@ -199,15 +200,15 @@ def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attemp
         status=Generation.Status.RUNNING, worker="dead", started_at=old, attempts=1, error=""
     )
     # The sweeping worker never takes its own answers for orphans, even when its heartbeat lapsed.
-    assert services.generation_requeue_orphans(alive=["dead"]) == 0
+    assert generations.generation_requeue_orphans(alive=["dead"]) == 0
     assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.RUNNING
-    assert services.generation_requeue_orphans() == 1
+    assert generations.generation_requeue_orphans() == 1
     # No live worker serves the variant here, so the requeue itself fails it, with the customer told.
     assert Generation.objects.get(pk=result.generation.pk).status == Generation.Status.FAILED
     Generation.objects.filter(pk=result.generation.pk).update(
         status=Generation.Status.RUNNING, worker="dead", started_at=old, attempts=2
     )
-    assert services.generation_requeue_orphans() == 0
+    assert generations.generation_requeue_orphans() == 0
     generation = Generation.objects.get(pk=result.generation.pk)
     assert generation.status == Generation.Status.FAILED and "lost mid-answer" in generation.error
 
@@ -217,19 +218,19 @@ def test_a_worker_gives_back_an_answer_its_engine_lost_until_the_last_attempt(se
     counts the attempt), only by the worker that holds it, and FAILED once out of attempts."""
     settings.GENERATION_MAX_ATTEMPTS = 2
     generation = pending_generation()
-    services.generation_claim(generation_id=generation.pk, worker="w1")
-    assert services.generation_requeue(generation_id=generation.pk, worker="w2", lost="w2's engine") is None
+    generations.generation_claim(generation_id=generation.pk, worker="w1")
+    assert generations.generation_requeue(generation_id=generation.pk, worker="w2", lost="w2's engine") is None
     assert Generation.objects.get(pk=generation.pk).status == Generation.Status.RUNNING
     # No live worker serves the variant in this test, so the enqueue fails it at commit; set it
     # back to see the requeue itself.
-    assert services.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "requeued"
+    assert generations.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "requeued"
     Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
-    assert services.generation_claim(generation_id=generation.pk, worker="w1").attempts == 2
-    assert services.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "failed"
+    assert generations.generation_claim(generation_id=generation.pk, worker="w1").attempts == 2
+    assert generations.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "failed"
     generation.refresh_from_db()
     assert generation.status == Generation.Status.FAILED
     assert generation.error == "w1's engine was lost mid-answer"
-    assert services.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") is None
+    assert generations.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") is None
 
 
 def test_an_agent_owned_conversation_gets_no_bot_answer(django_user_model):
@@ -273,7 +274,7 @@ def test_an_agent_taking_over_cancels_the_answer_in_progress_and_tells_the_custo
     agent = django_user_model.objects.create_user("sam", first_name="Sam", is_staff=True)
     result = post()
     Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.RUNNING, error="")
-    conversation = services.conversation_assign_agent(conversation=result.conversation, agent=agent)
+    conversation = desk.conversation_assign_agent(conversation=result.conversation, agent=agent)
     assert conversation.status == Conversation.Status.WITH_AGENT and conversation.assigned_agent == agent
     generation = Generation.objects.get(pk=result.generation.pk)
     assert generation.status == Generation.Status.CANCELLED

@@ -16,26 +16,26 @@ from tests.conftest import ROOT
 WRITERS = """
 import json, threading
 from django.db import connection
-from chatbot.conversations import services
+from chatbot.conversations.services import customer, generations
 from chatbot.conversations.models import Generation, Message
 
 errors = []
 
-def customer(index):
+def run_customer(index):
     try:
         for turn in range(6):
-            post = services.customer_message_post(
+            post = customer.customer_message_post(
                 visitor_id=f"v{index}", conversation=None, text="where is my order?", client_id=f"c{index}-{turn}"
             )
             Generation.objects.filter(pk=post.generation.pk).update(status=Generation.Status.PENDING, error="")
-            claimed = services.generation_claim(generation_id=post.generation.pk, worker=f"w{index}")
-            services.generation_complete(generation_id=claimed.pk, text="It ships today.", reasoning="", measures={})
+            claimed = generations.generation_claim(generation_id=post.generation.pk, worker=f"w{index}")
+            generations.generation_complete(generation_id=claimed.pk, text="It ships today.", reasoning="", measures={})
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         connection.close()
 
-threads = [threading.Thread(target=customer, args=(i,)) for i in range(8)]
+threads = [threading.Thread(target=run_customer, args=(i,)) for i in range(8)]
 for thread in threads:
     thread.start()
 for thread in threads:

@@ -15,7 +15,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from inference_worker.engine.dense_runner import DenseModelRunner, packs_prefill_with_decode
+from inference_worker.engine.dense_runner import DenseModelRunner
 from tests.inference_worker.conftest import TINY_SHAPE, saved_and_loaded
 
 NEW_TOKENS = 12
@@ -83,7 +83,8 @@ def test_greedy_tokens_equal_generate_as_requests_join_and_leave(model, packed):
         model=model, generation_config=GenerationConfig(do_sample=False), pad_token_id=0, packed=packed
     )
     if packed:  # q/k/v and gate/up run as one matmul each
-        assert all(f is not None and not f.int4 for f in runner.fused_qkv + runner.fused_gate_up)
+        projections = runner.projections
+        assert all(f is not None and not f.int4 for f in projections.fused_qkv + projections.fused_gate_up)
     assert batched(runner, PROMPTS) == expected
     assert runner.cache is None  # every row left: the cache is freed
     # The modules' weights are now views of the fused ones: the model's own forward is unchanged.
@@ -150,27 +151,7 @@ def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate
 
     expected = generate_each()
     runner = DenseModelRunner(model=model, generation_config=GenerationConfig(do_sample=False), pad_token_id=0)
-    assert all(f is not None and f.int4 for f in runner.fused_qkv + runner.fused_gate_up)
+    assert all(f is not None and f.int4 for f in runner.projections.fused_qkv + runner.projections.fused_gate_up)
     assert batched(runner, prompts, eos) == expected
     again = generate_each()  # the int4 layers read their rows of the stacked weight
     assert again == expected
-
-
-def test_projections_that_read_different_inputs_are_not_fused():
-    from inference_worker.engine.dense_runner import _Fused
-
-    assert _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(6, 4)]) is None
-    assert _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(8, 4).double()]) is None
-    fused = _Fused.fuse([torch.nn.Linear(8, 4), torch.nn.Linear(8, 3, bias=False)])
-    x = torch.randn(5, 8)
-    a, b = fused(x)
-    assert a.shape == (5, 4) and b.shape == (5, 3)
-
-
-def test_the_packed_pass_is_chosen_for_the_r1_distill_architectures_only(model):
-    assert packs_prefill_with_decode(model)
-    model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
-    try:
-        assert not packs_prefill_with_decode(model)
-    finally:
-        model.config.layer_types = ["full_attention"] * model.config.num_hidden_layers

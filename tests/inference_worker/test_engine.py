@@ -224,3 +224,10 @@ def test_free_gpu_memory_counts_what_pytorch_holds_unused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 500)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 300)
     assert free_gpu_bytes("cuda:0") == 1200
+
+
+def test_an_engine_runs_the_dense_backend_unless_told_and_takes_only_a_resolved_one(model):
+    """ENGINE_BACKEND=auto is resolved before an engine is built (`backends.resolve_backend`)."""
+    assert BatchingEngine(model=model, tokenizer=None, variant="test", max_batch=1, max_new_tokens=1).backend == "dense"
+    with pytest.raises(ValueError, match="unknown engine backend 'auto'"):
+        BatchingEngine(model=model, tokenizer=None, variant="test", max_batch=1, max_new_tokens=1, backend="auto")

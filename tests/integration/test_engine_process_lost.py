@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.conversations.models import Generation, Message
-from chatbot.serving.selectors import worker_status_list
+from chatbot.serving.heartbeats import worker_status_list
 from tests.conftest import WorkerProcess
 from tests.conversations.test_consumers import new_customer, send_message
 from tests.integration.test_chat_path import collect_until

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from chatbot.redis_client import WORKER_KEY_PREFIX
+from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_key
 from chatbot.serving.models import ServingState, VariantChange
 from chatbot.serving.selectors import active_variant_get
 
@@ -34,11 +33,14 @@ def switch(client, to_variant: str, reason: str = "4-bit answers about refunds a
 def fake_heartbeat(redis_client, *, fp16: str) -> None:
     """A worker's heartbeat as `WorkerRuntime.beat` writes it; used only where these tests are about
     the toggle's refusal rules, the integration test below uses a real worker."""
-    redis_client.set(
-        WORKER_KEY_PREFIX + "hb-test",
-        json.dumps({"variants": {"gptq-int4": {"state": "ready"}, "fp16": {"state": fp16}}, "at": time.time()}),
-        ex=30,
+    status = WorkerStatus(
+        name="hb-test",
+        variants={"gptq-int4": {"state": "ready"}, "fp16": {"state": fp16}},
+        running=0,
+        waiting=0,
+        reported_at=time.time(),
     )
+    redis_client.set(heartbeat_key(status.name), status.encode(), ex=30)
 
 
 def test_staff_without_the_permission_gets_no_access(client):
@@ -62,7 +64,7 @@ def test_page_shows_the_active_variant_readiness_and_history(rollback_admin, red
     try:
         page = rollback_admin.get(URL).content.decode()
     finally:
-        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+        heartbeat_delete("hb-test")
     assert 'id="active-variant">gptq-int4<' in page
     assert "hb-test: standby" in page
     assert "No switch yet." in page
@@ -81,7 +83,7 @@ def test_toggle_is_refused_when_the_target_failed_to_load(rollback_admin, redis_
     try:
         messages = switch(rollback_admin, "fp16")
     finally:
-        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+        heartbeat_delete("hb-test")
     assert any("hb-test: failed" in m for m in messages)
     assert VariantChange.objects.count() == 0
 
@@ -100,7 +102,7 @@ def test_bad_toggles_are_refused_with_a_clear_message(rollback_admin, redis_clie
     try:
         messages = switch(rollback_admin, **{"to_variant": "fp16", **data})
     finally:
-        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+        heartbeat_delete("hb-test")
     assert any(words in m for m in messages), messages
     assert active_variant_get(fresh=True) == "gptq-int4"
     assert VariantChange.objects.count() == 0
@@ -118,7 +120,7 @@ def test_two_admins_switching_at_once_one_wins_the_other_is_told(rollback_admin,
         first = switch(rollback_admin, "fp16", expected_from="gptq-int4")
         second = switch(rollback_admin, "fp16", expected_from="gptq-int4")
     finally:
-        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+        heartbeat_delete("hb-test")
     assert any("now run on fp16" in m for m in first)
     assert any("by someone else" in m for m in second)
     assert VariantChange.objects.count() == 1
@@ -129,7 +131,7 @@ def test_audit_history_cannot_be_edited_in_the_admin(rollback_admin, redis_clien
     try:
         switch(rollback_admin, "fp16")
     finally:
-        redis_client.delete(WORKER_KEY_PREFIX + "hb-test")
+        heartbeat_delete("hb-test")
     change = VariantChange.objects.get()
     assert change.changed_by.username == "ops"
     assert (change.from_variant, change.to_variant) == ("gptq-int4", "fp16")

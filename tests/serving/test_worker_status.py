@@ -1,6 +1,6 @@
 """What the web and the rollback switch read from a worker's heartbeat (pure logic)."""
 
-from chatbot.serving.selectors import WorkerStatus
+from chatbot.serving.heartbeats import WorkerStatus
 
 
 def status(state: str, *, since: float = 1000.0, at: float = 1010.0) -> WorkerStatus:
@@ -21,3 +21,10 @@ def test_ready_and_standby_serve_and_a_failed_or_unknown_variant_does_not():
         assert status(state).can_serve("v") and status(state).takes_messages("v")
     assert not status("failed").takes_messages("v")
     assert not status("ready").takes_messages("other")
+
+
+def test_a_heartbeat_reads_back_as_it_was_written_and_a_garbled_one_reads_as_none():
+    written = status("ready")
+    assert WorkerStatus.decode("w", written.encode()) == written
+    assert WorkerStatus.decode("w", "not json") is None
+    assert WorkerStatus.decode("w", '{"running": "many"}') is None

@@ -1,166 +1,30 @@
-"""Writes about conversations: customer messages, generations and their outcomes.
-
-Consumers and tasks call these; they hold the rules. Events to sockets leave after the commit
-(`chatbot.events.send_event_on_commit`); generations are handed to Celery after the commit too.
-"""
+"""A generation's life: enqueued after the customer's message commits, claimed and completed by
+a worker, cancelled (a new message, the stop button, an agent taking over), failed, or given back
+to the queue when the worker or engine process running it died. The worker's task calls the
+claim, complete and requeue services; the web calls the others."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import re
-import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from chatbot.conversations import protocol
 from chatbot.conversations.models import Conversation, Generation, Message
-from chatbot.conversations.selectors import message_payload
 from chatbot.events import send_event_on_commit
+from chatbot.queues import GENERATE_TASK, generation_queue
 from chatbot.redis_client import CANCEL_TTL_S, cancel_key, get_redis
-from chatbot.serving.selectors import active_variant_get, variant_is_served
+from chatbot.serving.selectors import variant_is_served, worker_status_list
 from chatbot.sql import column, columns, placeholders, table
 
 logger = logging.getLogger(__name__)
 
-GENERATE_TASK = "inference_worker.generate"
-CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-UNAVAILABLE_DETAIL = "The assistant is unavailable right now. Your message is saved; please try again in a moment."
 FAILED_DETAIL = "Sorry, the assistant could not answer this message. Your message is saved; please try again."
-
-
-class InvalidInput(ValueError):
-    """A customer's input refused with a protocol error code (docs/protocol.md)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-def generation_queue(variant: str) -> str:
-    """Celery queue of a model variant: workers consume the queues of the variants they serve."""
-    return f"generate.{variant}"
-
-
-def visitor_id_ensure(*, session: Any) -> str:
-    """The visitor id kept in the customer's session, created on first visit."""
-    visitor_id = session.get("visitor_id")
-    if not visitor_id:
-        visitor_id = secrets.token_urlsafe(24)
-        session["visitor_id"] = visitor_id
-    return visitor_id
-
-
-def customer_text_validate(*, text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("empty_message", "The message is empty.")
-    if len(text) > settings.MESSAGE_MAX_CHARS:
-        raise InvalidInput(
-            "message_too_long",
-            f"The message is {len(text)} characters long; the limit is {settings.MESSAGE_MAX_CHARS}.",
-        )
-    if "\x00" in text:
-        raise InvalidInput("malformed", "The message contains a NUL character.")
-    return text.strip()
-
-
-def client_id_validate(*, client_id: Any) -> str:
-    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
-        raise InvalidInput("invalid_client_id", "client_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'.")
-    return client_id
-
-
-@dataclass
-class PostResult:
-    conversation: Conversation
-    message: Message
-    generation: Generation | None
-    created: bool
-
-    @property
-    def unavailable(self) -> bool:
-        return self.generation is not None and self.generation.status == Generation.Status.FAILED
-
-
-def customer_message_post(
-    *, visitor_id: str, conversation: Conversation | None, text: str, client_id: str, new_public_id: str | None = None
-) -> PostResult:
-    """Save a customer's message, then (after the commit) hand a generation to a worker.
-
-    The message is saved before anything else can fail. Takes a row lock on the conversation so
-    that two sockets posting at once cancel and create generations one after the other. A resent
-    `client_id` returns the stored message instead of a second copy. Any answer still in
-    progress is cancelled: the customer has moved on. While an agent owns the conversation the
-    bot does not answer. A new conversation takes `new_public_id` when given: the socket joins
-    that conversation's group before posting, so the answer's first events cannot go out before
-    anyone listens.
-    """
-    text = customer_text_validate(text=text)
-    client_id = client_id_validate(client_id=client_id)
-    with transaction.atomic():
-        starts = conversation is None
-        if starts:
-            # A new conversation has no messages and no answers yet: nothing to look up (a
-            # query less on the way to the first answer).
-            answering = False
-            conversation = Conversation.objects.create(
-                visitor_id=visitor_id, **({"public_id": new_public_id} if new_public_id else {})
-            )
-        else:
-            conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            if conversation.status == Conversation.Status.RESOLVED:
-                raise InvalidInput("conversation_closed", "This conversation is resolved; start a new one.")
-            existing_id, answering = _post_lookups(conversation_id=conversation.pk, client_id=client_id)
-            if existing_id is not None:
-                existing = Message.objects.get(pk=existing_id)
-                generation = Generation.objects.filter(prompt_message=existing).order_by("-id").first()
-                return PostResult(conversation=conversation, message=existing, generation=generation, created=False)
-
-        message = Message.objects.create(
-            conversation=conversation, author=Message.Author.CUSTOMER, text=text, client_id=client_id
-        )
-        conversation.last_message_at = message.created_at
-        conversation.save(update_fields=["last_message_at", "updated_at"])
-        if answering:
-            conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
-
-        generation = None
-        if conversation.status == Conversation.Status.BOT:
-            generation = Generation.objects.create(
-                conversation=conversation, prompt_message=message, model_variant=active_variant_get()
-            )
-            transaction.on_commit(lambda: generation_enqueue(generation=generation))
-    return PostResult(conversation=conversation, message=message, generation=generation, created=True)
-
-
-def _post_lookups(*, conversation_id: int, client_id: str) -> tuple[int | None, bool]:
-    """What a message to a locked conversation must know first, in one plain statement (on the
-    way to every first token; two ORM queries cost 1.3 ms more of CPU on the 2-core host): the
-    id of a message already stored with this `client_id` (a resend), and whether an answer is
-    still pending or running. No answer can start meanwhile: only a post creates one, and posts
-    hold the conversation's lock."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _post_lookups_sql(),
-            [conversation_id, client_id, conversation_id, *(status.value for status in Generation.OPEN_STATUSES)],
-        )
-        existing_id, answering = cursor.fetchone()
-    return existing_id, bool(answering)
-
-
-@functools.cache
-def _post_lookups_sql() -> str:
-    return (
-        f"SELECT (SELECT {column(Message, 'id')} FROM {table(Message)} "
-        f"WHERE {column(Message, 'conversation')} = %s AND {column(Message, 'client_id')} = %s LIMIT 1), "
-        f"EXISTS (SELECT 1 FROM {table(Generation)} WHERE {column(Generation, 'conversation')} = %s "
-        f"AND {column(Generation, 'status')} IN ({placeholders(Generation.OPEN_STATUSES)}))"
-    )
 
 
 def generation_enqueue(*, generation: Generation, notify_failure: bool = False) -> bool:
@@ -215,9 +79,7 @@ def generation_cancel(*, generation: Generation, reason: str) -> bool:
             logger.warning("could not flag generation %s as cancelled", generation.pk, exc_info=True)
 
     transaction.on_commit(flag)
-    send_event_on_commit(
-        generation.conversation.group_name, {"type": "generation.cancelled", "generation_id": generation.pk}
-    )
+    send_event_on_commit(generation.conversation.group_name, protocol.generation_cancelled(generation_id=generation.pk))
     return True
 
 
@@ -234,12 +96,12 @@ def generation_fail(*, generation: Generation, error: str, notify: bool = True) 
     if notify:
         send_event_on_commit(
             generation.conversation.group_name,
-            {"type": "generation.failed", "generation_id": generation.pk, "detail": FAILED_DETAIL},
+            protocol.generation_failed(generation_id=generation.pk, detail=FAILED_DETAIL),
         )
     return True
 
 
-# -- worker side ------------------------------------------------------------------------------------
+# -- the worker side: claim, complete, give back -------------------------------------------------
 
 
 def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
@@ -248,10 +110,8 @@ def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
     again until GENERATION_MAX_ATTEMPTS, then FAILED. Locks the generation row.
 
     The claim is on the way to every answer's first token. On PostgreSQL the usual case (still
-    open, attempts left, the bot owns the conversation) is one statement, `_claim_sql`: 2.0 ms of
-    wall time and 0.65 ms of CPU on the 2-core host against 6.2-6.7 and 3.6-3.9 ms for the same
-    through the ORM, whose compiling of four statements was most of it (docs/benchmarks.md). The
-    row lock it takes, and PostgreSQL's recheck of its conditions on the row's newest version
+    open, attempts left, the bot owns the conversation) is one statement, `_claim_sql`: the same
+    through the ORM cost several times more, most of it compiling four statements. The row lock it takes, and PostgreSQL's recheck of its conditions on the row's newest version
     after waiting for a concurrent writer, make racing writers agree as a SELECT ... FOR UPDATE
     does. Anything else goes the ORM's way, which also says why (ended, out of attempts, owned by
     an agent)."""
@@ -348,10 +208,6 @@ def generation_complete(*, generation_id: int, text: str, reasoning: str, measur
     return message
 
 
-def answer_done_event(*, message: Message) -> dict[str, Any]:
-    return {"type": "answer.done", "generation_id": message.generation_id, "message": message_payload(message)}
-
-
 def generation_requeue_orphans(*, min_age_s: float | None = None, alive: Iterable[str] = ()) -> int:
     """Give generations whose worker died mid-answer to another worker.
 
@@ -361,8 +217,6 @@ def generation_requeue_orphans(*, min_age_s: float | None = None, alive: Iterabl
     worker's conversations are picked up within seconds rather than at the broker's visibility
     timeout. The row lock makes two sweeping workers agree. `alive` names workers to count as live
     whatever their heartbeat says (the sweeping worker itself)."""
-    from chatbot.serving.selectors import worker_status_list
-
     min_age_s = settings.WORKER_HEARTBEAT_TTL_S * 2 if min_age_s is None else min_age_s
     live = {worker.name for worker in worker_status_list()} | set(alive)
     cutoff = timezone.now() - timezone.timedelta(seconds=min_age_s)
@@ -418,32 +272,7 @@ def _generation_requeue_locked(*, generation: Generation, lost: str) -> bool:
     send_event_on_commit(
         generation.conversation.group_name,
         # The attempt that comes next: the page drops the lost attempt's partial text now.
-        {
-            "type": "generation.queued",
-            "generation_id": generation.pk,
-            "position": None,
-            "attempt": generation.attempts + 1,
-        },
+        protocol.generation_queued(generation_id=generation.pk, position=None, attempt=generation.attempts + 1),
     )
     transaction.on_commit(lambda: generation_enqueue(generation=generation, notify_failure=True))
     return True
-
-
-def conversation_assign_agent(*, conversation: Conversation, agent: Any) -> Conversation:
-    """A staff member takes the conversation over: the bot goes silent, any answer in progress is
-    cancelled (its request leaves the worker's batch), and the customer is told who joined.
-    Locks the conversation row. (The agent dashboard of the escalation issue calls this.)"""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        conversation_cancel_answers(conversation=conversation, reason="an agent took the conversation over")
-        conversation.assigned_agent = agent
-        conversation.status = Conversation.Status.WITH_AGENT
-        conversation.save(update_fields=["assigned_agent", "status", "updated_at"])
-        name = agent.get_short_name() or agent.get_username()
-        notice = Message.objects.create(
-            conversation=conversation,
-            author=Message.Author.SYSTEM,
-            text=f"{name} from our support team joined the conversation.",
-        )
-        send_event_on_commit(conversation.group_name, {"type": "message.new", "message": message_payload(notice)})
-    return conversation

@@ -7,8 +7,7 @@ run this, anywhere that is not a demo.
 
 from __future__ import annotations
 
-import os
-
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -17,8 +16,8 @@ class Command(BaseCommand):
     help = "Create the demo staff account if it does not exist."
 
     def handle(self, *args, **options) -> None:
-        username = os.environ.get("DEMO_STAFF_USERNAME", "admin")
-        password = os.environ.get("DEMO_STAFF_PASSWORD", "admin-demo")
+        username = settings.DEMO_STAFF_USERNAME
+        password = settings.DEMO_STAFF_PASSWORD
         user_model = get_user_model()
         if user_model.objects.filter(username=username).exists():
             self.stdout.write(f"demo staff account: {username} (exists; password unchanged)")

@@ -1,5 +1,5 @@
-"""A variant's batching engine, built from plain settings, in the worker's process or in a
-process of its own (ENGINE_PROCESS, the default). Imports no Django.
+"""A variant's batching engine in a process of its own (ENGINE_PROCESS, the default), and the
+worker's side of it. Imports no Django.
 
 Why a process of its own: a worker process runs the batch loop beside Celery's consumer, up to
 WORKER_CONCURRENCY task threads, the stream pump, the publisher and the cancellation reader, and
@@ -9,16 +9,16 @@ hops through the worker (Celery's hand-over, the claim, the prompt) waited for i
 threads slowed the loop in turn (docs/benchmarks.md). On a GPU the step is launch-bound on the
 CPU the same way. vLLM runs its engine core apart from its API server for the same reason.
 
-`RemoteEngine` looks to the worker like a `BatchingEngine` (`submit` with a listener, handles
-whose `generated` grows, `cancel`, the live counters): the engine runs in a child process
-(`python -m inference_worker.engine_host FD`), requests go to it and tokens come back over one
-pipe, one message per batch of events. A child that dies fails its requests (their generations
-end FAILED, the customer's message stays saved) and the next request starts a new one.
+`RemoteEngine` is an `Engine` (`engine.types`) like `BatchingEngine` (`submit` with a listener,
+handles whose `generated` grows, `cancel`, the live counters): the engine runs in a child process
+(`python -m inference_worker.engine_process FD`, `serve`), built there by
+`engine_factory.build_engine`; requests go to it and tokens come back over one pipe, one message
+per batch of events. A child that dies fails its requests (their generations end FAILED, the
+customer's message stays saved) and the next request starts a new one.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -26,18 +26,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
-from inference_worker.engine.engine import BatchingEngine, EngineEvent, RequestHandle
-from inference_worker.model_loading import LoadedModel, ModelLoadError
+from inference_worker.engine.engine import BatchingEngine
+from inference_worker.engine.types import FINAL_KINDS, EngineEvent, Listener, RequestHandle
+from inference_worker.engine_factory import EngineSpec, build_engine, load_tokenizer, settle_gc
+from inference_worker.model_loading import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-FINAL_KINDS = ("finished", "failed", "cancelled")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # How long a child may take to load its model and report ready (a large checkpoint from disk).
 READY_TIMEOUT_S = 900.0
@@ -45,120 +45,7 @@ READY_TIMEOUT_S = 900.0
 CANCEL_GRACE_S = 5.0
 # Ended requests the child's outbox remembers, to drop their late events.
 ENDED_KEPT = 4096
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """Everything a variant's engine is built from (the worker's settings, resolved)."""
-
-    variant: str
-    path: str
-    quantized: bool
-    device: str = "auto"
-    gptq_cpu_dtype: str = "auto"
-    cudnn_attention: bool = False
-    load_threads: int = 1
-    max_batch: int = 32
-    max_new_tokens: int = 256
-    context_tokens: int = 1024
-    backend: str = "auto"  # auto | dense | paged
-    loop_threads: int = 1
-    prefill_wait_s: float = 0.0
-    cuda_graphs: bool = True
-    temperature: float = 0.6
-    top_p: float = 0.95
-
-
-def engine_backend(spec: EngineSpec) -> str:
-    """`auto` is our dense backend on every device. transformers' paged batching, as the loaded
-    models run it (SDPA attention: its block-table decode path needs flash attention), attends
-    every token of a step over the keys of every request in the batch, under a mask: the work
-    grows with the square of the sessions. Measured on the CPU with the 1.5B model's attention
-    geometry, a decode step took 7.6, 38.5 and 239.5 ms at 16, 64 and 256 sessions, against 3.1,
-    7.8 and 18.9 ms for the dense backend, whose rows attend over their own keys; on an H200 at 256
-    sessions paged with CUDA graphs made 3,095 tok/s against the dense backend's 3,367 (before
-    its slot cache and graphs; docs/benchmarks.md)."""
-    return "dense" if spec.backend == "auto" else spec.backend
-
-
-def paged_options(spec: EngineSpec, device_type: str) -> dict:
-    """transformers' CUDA graphs and async batching for the paged backend on CUDA
-    (ENGINE_CUDA_GRAPHS); nothing elsewhere, where transformers has no graph backend."""
-    if device_type == "cuda" and spec.cuda_graphs:
-        return {"use_cuda_graph": True, "use_async_batching": True}
-    return {}
-
-
-def generation_config_for(loaded: LoadedModel, spec: EngineSpec):
-    """The R1 sampling defaults from settings, over the checkpoint's own generation config."""
-    config = loaded.model.generation_config
-    config = config.__class__.from_dict(config.to_dict())
-    config.do_sample = spec.temperature > 0
-    config.temperature = spec.temperature if spec.temperature > 0 else None
-    config.top_p = spec.top_p if spec.temperature > 0 else None
-    config.top_k = None
-    config.max_new_tokens = spec.max_new_tokens
-    config.eos_token_id = loaded.eos_token_ids
-    if config.pad_token_id is None:
-        config.pad_token_id = loaded.tokenizer.pad_token_id
-    return config
-
-
-def build_engine(spec: EngineSpec) -> tuple[LoadedModel, BatchingEngine]:
-    """Load the variant (on a thread of its own, with `load_threads` torch threads) and start
-    its engine. Raises ModelLoadError."""
-    from inference_worker.model_loading import load_variant
-    from inference_worker.torch_threads import on_own_thread
-
-    loaded = on_own_thread(
-        lambda: load_variant(
-            variant=spec.variant,
-            path=spec.path,
-            quantized=spec.quantized,
-            device=spec.device,
-            gptq_cpu_dtype_setting=spec.gptq_cpu_dtype,
-            cudnn_attention=spec.cudnn_attention,
-        ),
-        threads=spec.load_threads,
-        name=f"load-{spec.variant}",
-    )
-    device_type = loaded.model.device.type
-    engine = BatchingEngine(
-        model=loaded.model,
-        tokenizer=loaded.tokenizer,
-        variant=spec.variant,
-        max_batch=spec.max_batch,
-        max_new_tokens=spec.max_new_tokens,
-        context_tokens=spec.context_tokens,
-        generation_config=generation_config_for(loaded, spec),
-        backend=engine_backend(spec),
-        loop_threads=spec.loop_threads,
-        prefill_wait_s=spec.prefill_wait_s,
-        paged_options=paged_options(spec, device_type),
-        cuda_graphs=spec.cuda_graphs,
-    ).start()
-    return loaded, engine
-
-
-def settle_gc() -> None:
-    """Python's cyclic garbage collector, tuned for a process that serves a loaded model: what
-    exists now (the model, the libraries: a few hundred thousand objects) moves out of the
-    collector's view (`gc.freeze`), and the youngest generation is collected every 20,000
-    allocations instead of 700. With the engine's events and records at 256 requests a step,
-    collections had taken 1.2 of the 2.0 ms of the engine's per-step bookkeeping on the CPU
-    (a runner that returns at once); a step replayed from a CUDA graph is a few milliseconds."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
-def _load_tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
-        raise ModelLoadError(path, f"loading the tokenizer failed: {type(exc).__name__}: {exc}") from exc
+LOG_FORMAT = "%(asctime)s %(levelname)s engine-process[%(process)d] %(name)s: %(message)s"
 
 
 # -- the worker's side ---------------------------------------------------------------------------
@@ -196,7 +83,7 @@ class RemoteEngine:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "inference_worker.engine_host", str(theirs.fileno())],
+            [sys.executable, "-m", "inference_worker.engine_process", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
@@ -207,7 +94,7 @@ class RemoteEngine:
         try:
             info = self._handshake(ours)
             # The child's `load_variant` has checked the folder and loaded this tokenizer too.
-            self.tokenizer = _load_tokenizer(self.spec.path)
+            self.tokenizer = load_tokenizer(self.spec.path)
         except BaseException:  # a failed start leaves no child behind
             self._kill()
             ours.close()
@@ -255,7 +142,7 @@ class RemoteEngine:
         *,
         max_new_tokens: int | None = None,
         request_id: str | None = None,
-        listener: Callable[[EngineEvent], None] | None = None,
+        listener: Listener | None = None,
         arrival: float | None = None,
     ) -> RequestHandle:
         with self._lock:
@@ -269,7 +156,7 @@ class RemoteEngine:
                 request_id=request_id,
                 prompt_ids=list(prompt_ids),
                 max_new_tokens=max_new_tokens or self.spec.max_new_tokens,
-                _engine=self,  # type: ignore[arg-type] - duck-typed: handle.cancel() comes here
+                _engine=self,
                 _listener=listener,
             )
             self._handles[request_id] = handle
@@ -378,7 +265,7 @@ class _Outbox:
     produced them when it is done (`flush`: the batch loop after each step, the command loop
     after a submit or a cancel), many to a message, each request's tokens as what is new since
     its last message. No thread of its own: a hand-over would wait for the batch loop to let go
-    of the interpreter lock, a few milliseconds on every first token."""
+    of the interpreter lock, a delay on every first token."""
 
     def __init__(self, conn: Connection, engine: BatchingEngine) -> None:
         self._conn = conn
@@ -391,7 +278,7 @@ class _Outbox:
         # request) is dropped, not counted in `_sent` again.
         self._ended: dict[str, None] = {}
 
-    def listener(self, request_id: str) -> Callable[[EngineEvent], None]:
+    def listener(self, request_id: str) -> Listener:
         def on_event(event: EngineEvent) -> None:
             with self._lock:
                 self._events.append((request_id, event, time.perf_counter()))
@@ -443,6 +330,7 @@ def serve(conn: Connection) -> None:
     torch.set_num_threads(1)  # the loop and the load set their own (torch_threads.py)
     spec = EngineSpec(**conn.recv())
     try:
+        logging.getLogger().setLevel(spec.log_level)  # until now `__main__`'s default
         loaded, engine = build_engine(spec)
     except ModelLoadError as exc:
         conn.send(("error", exc.path, exc.problem))
@@ -453,7 +341,8 @@ def serve(conn: Connection) -> None:
     settle_gc()
     outbox = _Outbox(conn, engine)
     engine.after_outputs = outbox.flush
-    # The command loop gets the interpreter from the batch loop within 1 ms, not Python's 5 ms.
+    # The command loop gets the interpreter from the batch loop sooner than Python's default
+    # switch interval would let it.
     sys.setswitchinterval(0.001)
     conn.send(("ready", {"device": str(loaded.model.device), "precision": loaded.precision, "backend": engine.backend}))
     while True:
@@ -488,10 +377,8 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=os.environ.get("ENGINE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s engine-host[%(process)d] %(name)s: %(message)s",
-    )
+    # INFO until the spec arrives with the worker's level (`serve`).
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     # Signals meant for the worker's session do not reach this one (start_new_session), and a
     # SIGTERM or Ctrl-C sent here anyway is ignored: the worker ends this process (its "stop",
     # once its warm shutdown has let the answers finish, or its pipe closing if it dies).

@@ -1,4 +1,4 @@
-"""The engine in a process of its own (`engine_host.RemoteEngine`): a real child process running
+"""The engine in a process of its own (`engine_process.RemoteEngine`): a real child process running
 the real engine on the project's demo model (small preset, the FP16 variant, greedy), driven
 over its pipe as the worker drives it."""
 
@@ -10,8 +10,9 @@ import threading
 
 import pytest
 
-from inference_worker import engine_host
-from inference_worker.engine_host import EngineSpec, RemoteEngine, build_engine
+from inference_worker import engine_process
+from inference_worker.engine_factory import EngineSpec, build_engine
+from inference_worker.engine_process import RemoteEngine
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.runtime import VariantSlot
 
@@ -145,8 +146,17 @@ def test_a_model_that_cannot_load_is_refused_with_its_path(tmp_path):
     assert str(missing) in str(refused.value) and "does not exist" in str(refused.value)
 
 
+def test_the_engine_process_logs_at_the_level_its_spec_names(test_models, capfd):
+    """The child's log (its stderr, the worker's) is at the spec's level (ENGINE_LOG_LEVEL): at
+    INFO it tells which model it loaded, at WARNING it does not."""
+    for level, says_loaded in (("INFO", True), ("WARNING", False)):
+        RemoteEngine(spec_for(test_models, log_level=level)).start().stop()
+        logged = capfd.readouterr().err
+        assert (f"loaded fp16 from {test_models['fp16']}" in logged) is says_loaded, (level, logged)
+
+
 def test_the_engine_process_outlives_the_workers_signals_and_a_wedged_one_still_cancels(test_models, monkeypatch):
-    monkeypatch.setattr(engine_host, "CANCEL_GRACE_S", 0.5)
+    monkeypatch.setattr(engine_process, "CANCEL_GRACE_S", 0.5)
     engine = RemoteEngine(spec_for(test_models, max_new_tokens=200)).start()
     try:
         # A session of its own, and SIGTERM ignored: Ctrl-C or a SIGTERM for the worker's

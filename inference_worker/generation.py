@@ -1,0 +1,168 @@
+"""One generation, from its claim to its stored answer: the flow behind the `generate` task.
+
+Many of these run at once in one worker process (Celery's threads pool); each submits its request
+to the engine of its variant, and the worker's one stream pump streams it (`streaming.py`). The
+flow takes only the Generation id and re-reads the world; the claim makes it idempotent, so
+`acks_late` and redelivery are safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django import db
+from django.conf import settings
+
+from chatbot.conversations import protocol, selectors
+from chatbot.conversations.services import generations
+from inference_worker import metrics
+from inference_worker.engine.pump import wait_for
+from inference_worker.engine.stream import IncrementalDecoder
+from inference_worker.engine.types import Engine
+from inference_worker.model_loading import ModelLoadError
+from inference_worker.prompting import build_prompt_ids
+from inference_worker.runtime import WorkerRuntime
+from inference_worker.streaming import AnswerStream, GenerationSink
+
+logger = logging.getLogger(__name__)
+
+# How often a task thread waiting for its answer checks the generation's time limit.
+TIME_LIMIT_CHECK_S = 1.0
+EMPTY_ANSWER_TEXT = "Sorry, I don't have an answer to that. Could you rephrase, or ask to talk to a person?"
+
+
+def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
+    generation = generations.generation_claim(generation_id=generation_id, worker=runtime.name)
+    if generation is None:
+        return "skipped"
+    conversation = generation.conversation
+    variant = generation.model_variant
+    stream = AnswerStream(
+        publisher=runtime.publisher,
+        group=conversation.group_name,
+        staff_group=conversation.staff_group_name,
+        generation_id=generation.pk,
+        attempt=generation.attempts,
+        interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+    )
+
+    def fail(error: str) -> str:
+        if generations.generation_fail(generation=generation, error=error, notify=False):
+            stream.send(
+                protocol.generation_failed(
+                    generation_id=generation.pk, detail=generations.FAILED_DETAIL, attempt=stream.attempt
+                )
+            )
+        metrics.GENERATIONS.labels(variant, "failed").inc()
+        return "failed"
+
+    def give_back(engine: Engine) -> str | None:
+        """An engine process that died took this answer with it, not because of the answer: the
+        generation goes back to the queue (the next attempt gets a new engine process, here or
+        in another worker) until it is out of attempts. None when the engine did not die."""
+        if not engine.exited:
+            return None
+        lost = f"the engine process of worker {runtime.name}"
+        outcome = generations.generation_requeue(generation_id=generation.pk, worker=runtime.name, lost=lost)
+        if outcome is None:
+            return "skipped"  # ended meanwhile (a cancel, say): nothing to give back
+        metrics.GENERATIONS.labels(variant, outcome).inc()
+        return outcome
+
+    try:
+        engine = runtime.engine_for(variant)
+    except ModelLoadError as exc:
+        logger.error("generation %s: %s", generation.pk, exc)
+        return fail(str(exc))
+
+    stream.send(protocol.generation_started(generation_id=generation.pk, model_variant=variant, attempt=stream.attempt))
+    tokenizer = engine.tokenizer
+    try:
+        prompt_ids = build_prompt_ids(
+            tokenizer=tokenizer,
+            turns=selectors.prompt_turns(generation=generation),
+            budget_tokens=settings.CONTEXT_BUDGET_TOKENS,
+            system_prompt=settings.SYSTEM_PROMPT,
+        )
+    except ValueError as exc:
+        return fail(f"prompt: {exc}")
+
+    created = generation.created_at.timestamp()
+    stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
+    sink = GenerationSink(
+        stream=stream,
+        decoder=IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops),
+    )
+    try:
+        # In the engine's queue the answer's place is by the message's arrival (`created`): task
+        # threads reach the engine in either order, and a rerun keeps its place in line.
+        watch = runtime.pump.submit(
+            engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}", arrival=created
+        )
+    except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
+        return give_back(engine) or fail(f"engine: {exc}")
+    handle = watch.handle
+    # The customer's stop, a new message or an agent taking over raise the generation's
+    # cancellation flag; the runtime's one watcher reads every running generation's flag.
+    runtime.cancels.watch(generation.pk, handle)
+    deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
+    timed_out = False
+
+    def check() -> None:
+        nonlocal timed_out
+        if time.monotonic() > deadline and not timed_out:
+            timed_out = True
+            handle.cancel()
+
+    # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
+    # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
+    db.connection.close()
+    try:
+        outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
+    finally:
+        runtime.cancels.unwatch(generation.pk, handle)
+
+    if timed_out:
+        return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
+    if outcome.kind == "failed":
+        return give_back(engine) or fail(f"engine: {outcome.error}")
+    if outcome.kind == "cancelled":
+        metrics.GENERATIONS.labels(variant, "cancelled").inc()
+        return "cancelled"
+
+    finished_wall = time.time()
+    result = sink.decoder.result()
+    generated = len(handle.generated)
+    think_close = tokenizer.convert_tokens_to_ids("</think>")
+    reasoning_tokens = handle.generated.index(think_close) if think_close in handle.generated else generated
+    first_token_wall = sink.first_token_wall or finished_wall
+    decode_s = finished_wall - first_token_wall
+    measures = {
+        "prompt_tokens": len(prompt_ids),
+        "completion_tokens": generated,
+        "reasoning_tokens": reasoning_tokens,
+        "queue_wait_ms": ((sink.admitted_wall or finished_wall) - created) * 1000,
+        "time_to_first_token_ms": (first_token_wall - created) * 1000,
+        "engine_time_to_first_token_ms": (handle.time_to_first_token_s or 0.0) * 1000,
+        "latency_ms": (finished_wall - created) * 1000,
+        "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
+    }
+    message = generations.generation_complete(
+        generation_id=generation.pk,
+        text=result.answer or EMPTY_ANSWER_TEXT,
+        reasoning=result.reasoning,
+        measures=measures,
+    )
+    if message is None:
+        metrics.GENERATIONS.labels(variant, "cancelled").inc()
+        return "cancelled"
+    stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
+    metrics.TOKENS.labels(variant).inc(generated)
+    metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
+    metrics.QUEUE_WAIT.labels(variant).observe(measures["queue_wait_ms"] / 1000)
+    metrics.GENERATIONS.labels(variant, "done").inc()
+    logger.info(
+        "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
+    )
+    return "done"

@@ -1,0 +1,90 @@
+"""Streaming one answer to its conversation's sockets: deltas coalesced into one event per flush
+interval, the reasoning apart from the answer (to the staff group only), every frame marked with
+the generation's attempt so that a page drops what a lost attempt streamed."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chatbot.conversations import protocol
+from inference_worker.engine.stream import IncrementalDecoder
+from inference_worker.engine.types import EngineEvent
+
+if TYPE_CHECKING:
+    from inference_worker.publisher import EventPublisher
+
+
+@dataclass
+class AnswerStream:
+    """Coalesces deltas: one event per flush interval instead of one per token."""
+
+    publisher: EventPublisher
+    group: str
+    staff_group: str
+    generation_id: int
+    attempt: int
+    interval_s: float
+    answer: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    last_flush: float = 0.0
+    thinking_sent: bool = False
+
+    def add(self, reasoning: str, answer: str) -> None:
+        if reasoning:
+            self.reasoning.append(reasoning)
+        if answer:
+            self.answer.append(answer)
+
+    def send(self, frame: dict) -> None:
+        """A frame for the customer's sockets (built by `chatbot.conversations.protocol`)."""
+        self.publisher.publish(self.group, frame)
+
+    def maybe_flush(self, *, force: bool = False) -> None:
+        if not self.reasoning and not self.answer:
+            return  # nothing to send: the next piece goes out as soon as it comes
+        now = time.monotonic()
+        if not force and now - self.last_flush < self.interval_s:
+            return
+        self.last_flush = now
+        ids = {"generation_id": self.generation_id, "attempt": self.attempt}
+        if self.reasoning:
+            if not self.thinking_sent and not self.answer:
+                self.send(protocol.answer_thinking(**ids))
+                self.thinking_sent = True
+            self.publisher.publish(self.staff_group, protocol.reasoning_delta(text="".join(self.reasoning), **ids))
+            self.reasoning.clear()
+        if self.answer:
+            self.send(protocol.answer_delta(text="".join(self.answer), **ids))
+            self.answer.clear()
+
+
+@dataclass
+class GenerationSink:
+    """Where the worker's stream pump hands one generation's progress (on the pump's thread)."""
+
+    stream: AnswerStream
+    decoder: IncrementalDecoder
+    first_token_wall: float | None = None
+    admitted_wall: float | None = None
+
+    def on_event(self, event: EngineEvent) -> None:
+        if event.kind == "queued":
+            self.stream.send(
+                protocol.generation_queued(
+                    generation_id=self.stream.generation_id, position=event.position, attempt=self.stream.attempt
+                )
+            )
+        elif event.kind == "started":
+            self.admitted_wall = time.time()
+
+    def on_tokens(self, tokens: tuple[int, ...], *, final: bool) -> None:
+        if self.first_token_wall is None and tokens:
+            self.first_token_wall = time.time()
+        self.stream.add(*self.decoder.update(tokens, final=final))
+        if final:
+            self.stream.maybe_flush(force=True)
+
+    def flush(self) -> None:
+        self.stream.maybe_flush()

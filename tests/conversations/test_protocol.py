@@ -1,0 +1,75 @@
+"""The frames the server sends are built in one module, and that module and docs/protocol.md
+describe the same events."""
+
+from __future__ import annotations
+
+import re
+
+from django.utils import timezone
+
+from chatbot.conversations import protocol
+from chatbot.conversations.models import Conversation, Generation, Message
+from tests.conftest import ROOT
+
+
+def documented_server_events() -> set[str]:
+    """Event types in the first column of every table under a "Server → ..." heading."""
+    types: set[str] = set()
+    in_server_section = False
+    for line in (ROOT / "docs" / "protocol.md").read_text().splitlines():
+        if line.startswith("## "):
+            in_server_section = line.startswith("## Server →")
+        elif in_server_section and (match := re.match(r"^\| `([a-z.]+)` \|", line)):
+            types.add(match.group(1))
+    return types
+
+
+def sample_frames() -> dict[str, dict]:
+    now = timezone.now()
+    conversation = Conversation(public_id="c1", status=Conversation.Status.BOT, created_at=now)
+    message = Message(id=7, author=Message.Author.BOT, text="Hi", reasoning="secret", created_at=now, generation_id=3)
+    generation = Generation(id=3, status=Generation.Status.RUNNING)
+    ids = {"generation_id": 3, "attempt": 1}
+    return {
+        "history": protocol.history(conversation=conversation, messages=[message], generation=generation),
+        "message.saved": protocol.message_saved(client_id="a", message=message, conversation=conversation),
+        "generation.queued": protocol.generation_queued(position=2, **ids),
+        "generation.started": protocol.generation_started(model_variant="fp16", **ids),
+        "answer.thinking": protocol.answer_thinking(**ids),
+        "answer.delta": protocol.answer_delta(text="Hi", **ids),
+        "answer.done": protocol.answer_done(message=message, attempt=1),
+        "generation.failed": protocol.generation_failed(generation_id=3, detail="Sorry"),
+        "generation.cancelled": protocol.generation_cancelled(generation_id=3),
+        "message.new": protocol.message_new(message=message),
+        "error": protocol.error(code="malformed", detail="Bad"),
+        "pong": protocol.pong(),
+        "reasoning.delta": protocol.reasoning_delta(text="thinking", **ids),
+    }
+
+
+def test_every_documented_server_event_has_a_builder_and_every_builder_is_documented():
+    documented = documented_server_events()
+    assert "answer.delta" in documented and "reasoning.delta" in documented  # the parser reads the tables
+    assert documented == set(protocol.SERVER_EVENTS)
+
+
+def test_each_builder_makes_a_frame_of_its_own_type():
+    frames = sample_frames()
+    assert set(frames) == set(protocol.SERVER_EVENTS)
+    for event_type, frame in frames.items():
+        assert frame["type"] == event_type
+
+
+def test_no_frame_for_customers_carries_a_bot_message_s_reasoning():
+    for event_type, frame in sample_frames().items():
+        if event_type in protocol.STAFF_ONLY_EVENTS:
+            continue
+        assert "secret" not in repr(frame), event_type
+        assert "reasoning" not in repr(frame), event_type
+
+
+def test_an_error_names_the_refused_frame_and_only_a_well_formed_client_id():
+    frame = protocol.error(code="rate_limited", detail="Slow down", frame={"type": "message.send", "client_id": "ok-1"})
+    assert (frame["frame_type"], frame["client_id"]) == ("message.send", "ok-1")
+    frame = protocol.error(code="malformed", detail="Bad", frame={"type": "x" * 100, "client_id": "<script>"})
+    assert frame["frame_type"] == "x" * 40 and "client_id" not in frame
