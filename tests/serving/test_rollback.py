@@ -142,3 +142,33 @@ def test_audit_history_cannot_be_edited_in_the_admin(rollback_admin, redis_clien
     rollback_admin.post(f"/admin/serving/variantchange/{change.pk}/delete/", {"post": "yes"})
     change.refresh_from_db()
     assert change.reason == "4-bit answers about refunds are wrong"
+
+
+def test_a_comparison_whose_worker_died_is_ended_failed_by_the_sweep_and_the_page_says_so(rollback_admin, redis_client):
+    from django.utils import timezone
+
+    from chatbot.serving.models import VariantComparison
+    from chatbot.serving.services import comparison_fail_orphans, comparison_start
+
+    long_ago = timezone.now() - timezone.timedelta(minutes=5)
+    dead = VariantComparison.objects.create()
+    assert comparison_start(comparison_id=dead.pk, worker="gone")
+    assert not comparison_start(comparison_id=dead.pk, worker="other")  # a redelivered task runs nothing
+    alive = VariantComparison.objects.create()
+    comparison_start(comparison_id=alive.pk, worker="hb-test")
+    fresh = VariantComparison.objects.create()
+    comparison_start(comparison_id=fresh.pk, worker="gone-too")  # just started: its worker may not have beaten yet
+    VariantComparison.objects.filter(pk__in=[dead.pk, alive.pk]).update(started_at=long_ago)
+    fake_heartbeat(redis_client, fp16="ready")
+    try:
+        assert comparison_fail_orphans() == 1
+    finally:
+        heartbeat_delete("hb-test")
+    dead.refresh_from_db()
+    assert dead.status == VariantComparison.Status.FAILED and dead.finished_at is not None
+    assert "worker gone stopped while running it" in dead.error
+    statuses = dict(VariantComparison.objects.values_list("pk", "status"))
+    assert statuses[alive.pk] == statuses[fresh.pk] == VariantComparison.Status.RUNNING
+    VariantComparison.objects.filter(pk__in=[alive.pk, fresh.pk]).update(status=VariantComparison.Status.DONE)
+    page = rollback_admin.get(URL).content.decode()
+    assert "The last comparison failed: worker gone stopped while running it; run it again" in page
