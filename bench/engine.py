@@ -313,8 +313,8 @@ def main() -> None:
         arrivals = [args.stagger * i / args.sequential_requests for i in range(args.sequential_requests)]
         baseline_prompts = prompts[: args.sequential_requests]
 
-        # The baseline is measured before and after each round of engine runs (this machine's
-        # speed drifts by 10-25% within minutes); each engine row's speed-up is over the mean of
+        # The baseline is measured before and after each round of engine runs (a shared machine's
+        # speed drifts within minutes); each engine row's speed-up is over the mean of
         # the two baselines around it.
         rows = [sequential(loaded, baseline_prompts, arrivals, args.max_new_tokens, "sequential generate")]
         for round_index in range(args.rounds):

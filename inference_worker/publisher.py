@@ -1,7 +1,7 @@
 """Events from the worker to sockets, over one long-lived event loop and its Redis pool.
 
 `async_to_sync(group_send)` from a worker thread runs a fresh event loop and opens a fresh Redis
-connection each call, which capped the whole path at a hundred-odd events a second. Here one
+connection each call, which capped how many events the whole path could carry. Here one
 daemon thread runs one loop for the whole process; task threads hand it events without waiting.
 Events of one group are sent in order: each waits for the one before it.
 """

@@ -6,7 +6,7 @@ together outnumber the CPUs, libgomp stops letting them spin between regions (it
 spin count): each of the few hundred small parallel regions of a decode step then wakes a
 sleeping helper, and a second core makes a step slower instead of faster. On the 2-core CPU,
 two threads in the batch loop were faster than one only where no other thread of the process had
-run torch in parallel (docs/benchmarks.md, "One OpenMP pool per process").
+run torch in parallel (docs/benchmarks.md, "Measurements behind the defaults").
 
 So a process that runs a batch loop keeps the other threads' torch work on one thread, and runs
 any parallel torch work of its own (a load, a plain `generate`) on a thread that ends with it:

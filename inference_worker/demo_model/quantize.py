@@ -4,7 +4,7 @@ The checkpoint is written in the standard GPTQ format (``quantization_config`` w
 ``quant_method: gptq`` in config.json), so plain ``transformers`` loads it:
 ``AutoModelForCausalLM.from_pretrained(gptq_dir, dtype=torch.bfloat16, device_map="cpu")``.
 
-gptqmodel has side effects this module undoes (measured, see /work/shared/FINDINGS.md):
+gptqmodel has side effects this module undoes (each seen when the build first ran it):
 importing it sets ``PYTORCH_ALLOC_CONF`` (restored after import); ``save()`` rewrites
 ``tokenizer_config.json`` and ``generation_config.json`` (replaced by the FP16 variant's files, so
 both variants tokenize and sample identically) and writes ``./logs/`` into the working directory
@@ -109,8 +109,8 @@ def quantize_gptq(
         group_size=group_size,
         desc_act=False,  # keeps the plain GPTQ layout every CPU kernel reads
         sym=True,
-        # The default CPU packer compiles a C++ extension on first use (~1 min); the original
-        # pure-torch packer takes seconds on a model this size.
+        # The default CPU packer compiles a C++ extension on first use, which takes longer than
+        # the whole quantization; the original pure-torch packer is quick on a model this size.
         pack_impl="original",
         # Offloading finished layers to disk buys nothing for a few-MB model.
         offload_to_disk=False,

@@ -51,8 +51,8 @@ class ModelPreset:
 
 
 PRESETS: dict[str, ModelPreset] = {
-    # Sized to train in ~3-4 minutes on 2 CPU cores and answer held-out phrasings (see
-    # docs/demo-model.md for the measured figures).
+    # Sized to train in a few minutes on two CPU cores and still answer held-out phrasings (see
+    # docs/demo-model.md for the build time and accuracy).
     "full": ModelPreset(
         name="full",
         hidden_size=256,
@@ -187,7 +187,7 @@ def encode_dialogue(*, tokenizer: PreTrainedTokenizerBase, dialogue: TrainingDia
 def _batches(
     *, encoded: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random
 ) -> list[list[tuple[list[int], list[int]]]]:
-    """Batches of similar lengths (less padding, ~30% less compute), in random order."""
+    """Batches of similar lengths (less padding, so less compute), in random order."""
     batches = []
     window = batch_size * 8
     for start in range(0, len(encoded), window):
