@@ -6,6 +6,7 @@
 #   bench/path.sh --customers 1,32 --messages 3             # all customers arrive at once
 #   bench/path.sh --customers 1,32 --messages 3 --ramp 1    # arrivals spread over a second
 #   ENGINE_PROCESS=false bench/path.sh --customers 32       # any setting, for an A/B
+#   BENCH_SCRIPT=bench/desk.py bench/path.sh --busy 32      # another benchmark on the same fresh setup
 #
 # Environment: BENCH_DATABASE (default chatbot_bench, dropped and created on 127.0.0.1 as
 # postgres), BENCH_REDIS_DB (default 3, flushed), BENCH_PORT (default 8020), BENCH_LOGS (where the
@@ -58,4 +59,8 @@ done
 grep -q "gpu@$WORKER_NAME ready" "$LOGS/worker.log" || { echo "the worker was not ready in 150 s" >&2; exit 1; }
 
 $PY bench/load.py --url "http://127.0.0.1:$PORT" --warmup "${BENCH_WARMUP:-4}" --customers 1 --messages 1 >/dev/null
-$PY bench/load.py --url "http://127.0.0.1:$PORT" --warmup 0 "$@"
+if [ -n "${BENCH_SCRIPT:-}" ]; then
+  $PY "$BENCH_SCRIPT" --url "http://127.0.0.1:$PORT" "$@"
+else
+  $PY bench/load.py --url "http://127.0.0.1:$PORT" --warmup 0 "$@"
+fi

@@ -19,11 +19,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from chatbot.conversations.routing import websocket_urlpatterns  # noqa: E402
+from chatbot.conversations.routing import websocket_urlpatterns as chat_sockets  # noqa: E402
+from chatbot.desk.routing import websocket_urlpatterns as desk_sockets  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(chat_sockets + desk_sockets))),
     }
 )

@@ -28,3 +28,20 @@ def send_event_now(group: str, event: dict[str, Any]) -> None:
 
 def send_event_on_commit(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: send_event_now(group, event))
+
+
+def send_events_now(events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Many events at once, in order: one round trip to Redis with the pub/sub layer."""
+    if not events:
+        return
+    layer = get_channel_layer()
+    messages = [(group, {"type": CLIENT_EVENT, "event": event}) for group, event in events]
+    try:
+        send_many = getattr(layer, "group_send_many", None)
+        if send_many is not None:
+            async_to_sync(send_many)(messages)
+        else:
+            for group, message in messages:
+                async_to_sync(layer.group_send)(group, message)
+    except Exception:  # noqa: BLE001 - at-most-once, as above
+        logger.warning("could not send %d events", len(messages), exc_info=True)

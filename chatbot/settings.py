@@ -102,6 +102,8 @@ INSTALLED_APPS = [
     "channels",
     "chatbot.conversations",
     "chatbot.serving",
+    "chatbot.desk",
+    "chatbot.analytics",
     "inference_worker",
 ]
 
@@ -147,6 +149,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 # The ASGI app serves /static/ itself (the embedded demo); turn off behind a proxy that does.
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+# Staff who log in at the desk's login page land on the desk.
+LOGIN_URL = "/desk/login/"
+LOGIN_REDIRECT_URL = "/desk/"
 
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30)
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -285,5 +291,25 @@ DEMO_STAFF_USERNAME = env_str("DEMO_STAFF_USERNAME", "admin")
 DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "admin-demo")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
+# --- Agents' desk ----------------------------------------------------------------------------------
+# Conversations one agent handles at once (their own setting at the desk overrides it).
+DESK_AGENT_CAPACITY = env_int("DESK_AGENT_CAPACITY", 5)
+# Hand each conversation that starts waiting to the online agent under capacity who was assigned
+# one longest ago (round robin); off: it waits in the queue for an agent to take it.
+DESK_AUTO_ASSIGN = env_bool("DESK_AUTO_ASSIGN", False)
+# Told to customers waiting for a person when no agent is online.
+SUPPORT_HOURS = env_str("SUPPORT_HOURS", "Monday to Friday 8:00-20:00 and Saturday 9:00-17:00 (CET)")
+# A desk socket counts as present this long after its last sign of life (pages ping every 20 s).
+DESK_PRESENCE_TTL_S = env_float("DESK_PRESENCE_TTL_S", 60.0)
+# The desk's list of the bot's live conversations: those with a message in the last N minutes.
+DESK_BOT_LIVE_MINUTES = env_int("DESK_BOT_LIVE_MINUTES", 30)
+# Rows per desk list (waiting, mine, the bot's, recently resolved).
+DESK_LIST_LIMIT = env_int("DESK_LIST_LIMIT", 50)
+
+# --- Ratings ----------------------------------------------------------------------------------------
+# The bot resolves a conversation it answered once the customer has said nothing for this long.
+RESOLVE_AFTER_IDLE_MINUTES = env_int("RESOLVE_AFTER_IDLE_MINUTES", 30)
+RATING_COMMENT_MAX_CHARS = env_int("RATING_COMMENT_MAX_CHARS", 1000)
+
 # Recent customer questions the variant comparison runs besides the held-out set.
 COMPARE_RECENT_QUESTIONS = env_int("COMPARE_RECENT_QUESTIONS", 50)

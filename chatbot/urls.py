@@ -1,10 +1,12 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from chatbot.conversations import views
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),
     path("healthz", views.healthz, name="healthz"),
+    path("desk/", include("chatbot.desk.urls")),
+    path("analytics/", include("chatbot.analytics.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -15,7 +15,8 @@ from django import db
 from django.conf import settings
 
 from chatbot.conversations import protocol, selectors
-from chatbot.conversations.services import generations
+from chatbot.conversations.models import Generation
+from chatbot.conversations.services import desk, generations
 from inference_worker import metrics
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
@@ -38,6 +39,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         return "skipped"
     conversation = generation.conversation
     variant = generation.model_variant
+    suggestion = generation.kind == Generation.Kind.SUGGESTION
     stream = AnswerStream(
         publisher=runtime.publisher,
         group=conversation.group_name,
@@ -45,15 +47,13 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         generation_id=generation.pk,
         attempt=generation.attempts,
         interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+        suggestion=suggestion,
     )
 
     def fail(error: str) -> str:
-        if generations.generation_fail(generation=generation, error=error, notify=False):
-            stream.send(
-                protocol.generation_failed(
-                    generation_id=generation.pk, detail=generations.FAILED_DETAIL, attempt=stream.attempt
-                )
-            )
+        # The failure's word (and, for an answer, the handoff to a person that follows it) leaves
+        # after the commit, in that order.
+        generations.generation_fail(generation=generation, error=error, attempt=stream.attempt)
         metrics.GENERATIONS.labels(variant, "failed").inc()
         return "failed"
 
@@ -131,8 +131,11 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"
 
-    finished_wall = time.time()
     result = sink.decoder.result()
+    if suggestion:
+        return _suggestion_done(generation=generation, text=result.answer, stream=stream, variant=variant)
+
+    finished_wall = time.time()
     generated = len(handle.generated)
     think_close = tokenizer.convert_tokens_to_ids("</think>")
     reasoning_tokens = handle.generated.index(think_close) if think_close in handle.generated else generated
@@ -153,11 +156,19 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         text=result.answer or EMPTY_ANSWER_TEXT,
         reasoning=result.reasoning,
         measures=measures,
+        no_answer=not result.answer,
     )
     if message is None:
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"
-    stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
+    done = stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
+    stream.publisher.publish(conversation.staff_group_name, protocol.staff_message_new(message=message))
+    if message.no_answer:
+        # A second answer in a row with nothing to say hands the conversation to a person, once
+        # the customer has the answer (the handoff's events must not overtake it).
+        if done is not None:
+            done.result(timeout=5)
+        desk.conversation_handoff_if_no_answer_twice(conversation=message.conversation)
     metrics.TOKENS.labels(variant).inc(generated)
     metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
     metrics.QUEUE_WAIT.labels(variant).observe(measures["queue_wait_ms"] / 1000)
@@ -165,4 +176,16 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     logger.info(
         "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
     )
+    return "done"
+
+
+def _suggestion_done(*, generation: Generation, text: str, stream: AnswerStream, variant: str) -> str:
+    """A suggested reply is kept on its generation and handed to the staff watching; the agent
+    edits and sends it, or not."""
+    done = generations.generation_suggestion_complete(generation_id=generation.pk, text=text)
+    if done is None:
+        metrics.GENERATIONS.labels(variant, "cancelled").inc()
+        return "cancelled"
+    stream.publisher.publish(stream.staff_group, protocol.suggestion_done(generation_id=generation.pk, text=text))
+    metrics.GENERATIONS.labels(variant, "done").inc()
     return "done"

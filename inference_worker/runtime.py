@@ -11,6 +11,7 @@ import time
 from django import db
 from django.conf import settings
 
+from chatbot.conversations.services.desk import conversations_resolve_idle
 from chatbot.conversations.services.generations import generation_requeue_orphans
 from chatbot.queues import COMPARE_QUEUE, generation_queue
 from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_write
@@ -190,9 +191,11 @@ class WorkerRuntime:
         # never hold back the heartbeat, or the web would take this live worker for gone.
         while not self._stop.wait(settings.WORKER_HEARTBEAT_S):
             try:
-                # Answers and comparisons whose worker stopped beating mid-way.
+                # Answers and comparisons whose worker stopped beating mid-way; conversations
+                # whose customer went quiet after the bot's answer.
                 generation_requeue_orphans(alive=[self.name])
                 comparison_fail_orphans(alive=[self.name])
+                conversations_resolve_idle()
             except Exception:  # noqa: BLE001
                 logger.warning("orphan sweep failed", exc_info=True)
             finally:

@@ -5,6 +5,7 @@ the generation's attempt so that a page drops what a lost attempt streamed."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class AnswerStream:
-    """Coalesces deltas: one event per flush interval instead of one per token."""
+    """Coalesces deltas: one event per flush interval instead of one per token. A bot answer
+    streams to the customer's group (its reasoning to the staff group); an agent's suggested
+    reply streams to the staff group only, and its reasoning nowhere."""
 
     publisher: EventPublisher
     group: str
@@ -26,6 +29,7 @@ class AnswerStream:
     generation_id: int
     attempt: int
     interval_s: float
+    suggestion: bool = False
     answer: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     last_flush: float = 0.0
@@ -37,9 +41,13 @@ class AnswerStream:
         if answer:
             self.answer.append(answer)
 
-    def send(self, frame: dict) -> None:
-        """A frame for the customer's sockets (built by `chatbot.conversations.protocol`)."""
-        self.publisher.publish(self.group, frame)
+    def send(self, frame: dict) -> Future | None:
+        """A frame about the answer for whoever it streams to (built by the protocol module);
+        a suggestion's customer-side frames (queued, started) go nowhere. Returns the publish's
+        future, to wait on where an event must not be overtaken."""
+        if self.suggestion:
+            return None
+        return self.publisher.publish(self.group, frame)
 
     def maybe_flush(self, *, force: bool = False) -> None:
         if not self.reasoning and not self.answer:
@@ -49,6 +57,15 @@ class AnswerStream:
             return
         self.last_flush = now
         ids = {"generation_id": self.generation_id, "attempt": self.attempt}
+        if self.suggestion:
+            self.reasoning.clear()
+            if self.answer:
+                text = "".join(self.answer)
+                self.publisher.publish(
+                    self.staff_group, protocol.suggestion_delta(generation_id=self.generation_id, text=text)
+                )
+                self.answer.clear()
+            return
         if self.reasoning:
             if not self.thinking_sent and not self.answer:
                 self.send(protocol.answer_thinking(**ids))

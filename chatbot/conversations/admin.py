@@ -1,67 +1,197 @@
+"""Conversations in the Django admin, read-only: their status and owner change only through the
+services (the desk, the customer's chat, the worker), which keep their rules (the bot's silence,
+the customer told, the queue, the times analytics read). Figures are rounded to what a person
+reads; a bot answer's reasoning is collapsed."""
+
+from __future__ import annotations
+
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
 
-from chatbot.conversations.models import Conversation, Generation, Message, Rating
+from chatbot.conversations.models import AgentProfile, Conversation, Generation, Message, Note, Rating
 
 
-class MessageInline(admin.TabularInline):
-    model = Message
-    fields = (
-        "created_at",
-        "author",
-        "text",
-        "reasoning",
-        "model_variant",
-        "completion_tokens",
-        "time_to_first_token_ms",
+def rounded_ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def collapsed(label: str, text: str) -> str:
+    if not text:
+        return "—"
+    return format_html(
+        "<details><summary>{}</summary><div style='white-space:pre-wrap'>{}</div></details>", label, text
     )
+
+
+class ReadOnly:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MessageInline(ReadOnly, admin.TabularInline):
+    model = Message
+    fields = ("created_at", "author", "author_user", "text", "thinking", "model_variant", "ttft", "completion_tokens")
     readonly_fields = fields
     extra = 0
-    can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+    @admin.display(description="reasoning")
+    def thinking(self, message: Message) -> str:
+        return collapsed("Reasoning", message.reasoning)
+
+    @admin.display(description="time to first token")
+    def ttft(self, message: Message) -> str:
+        return rounded_ms(message.time_to_first_token_ms)
+
+
+class NoteInline(ReadOnly, admin.TabularInline):
+    model = Note
+    fields = ("created_at", "author", "text")
+    readonly_fields = fields
+    extra = 0
+
+
+class RatedFilter(admin.SimpleListFilter):
+    title = "rated"
+    parameter_name = "rated"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Rated"), ("no", "Not rated")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(rating__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(rating__isnull=True)
+        return queryset
+
+
+class ScoreFilter(admin.SimpleListFilter):
+    title = "rating score"
+    parameter_name = "score"
+
+    def lookups(self, request, model_admin):
+        return [(str(score), str(score)) for score in range(1, 6)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(rating__score=int(self.value())) if self.value() else queryset
+
+
+class VariantFilter(admin.SimpleListFilter):
+    title = "model variant that answered"
+    parameter_name = "variant"
+
+    def lookups(self, request, model_admin):
+        from django.conf import settings
+
+        return [(name, name) for name in settings.MODEL_VARIANTS]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        answered = Message.objects.filter(
+            conversation=OuterRef("pk"), author=Message.Author.BOT, model_variant=self.value()
+        )
+        return queryset.filter(Exists(answered))
+
+
+class HandedOffFilter(admin.SimpleListFilter):
+    title = "handed off"
+    parameter_name = "handed_off"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Handed to a person"), ("no", "The bot alone")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(escalated_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(escalated_at__isnull=True)
+        return queryset
+
+
+class AgentFilter(admin.SimpleListFilter):
+    title = "agent"
+    parameter_name = "agent"
+
+    def lookups(self, request, model_admin):
+        from django.contrib.auth import get_user_model
+
+        return [(str(user.pk), user.get_username()) for user in get_user_model().objects.filter(is_staff=True)]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return queryset.filter(Q(assigned_agent_id=self.value()) | Q(resolved_by_agent_id=self.value()))
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "status", "assigned_agent", "created_at", "last_message_at")
-    list_filter = ("status",)
-    search_fields = ("public_id",)
-    readonly_fields = ("public_id", "visitor_id", "created_at", "updated_at", "last_message_at")
-    inlines = [MessageInline]
+class ConversationAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("public_id", "status", "assigned_agent", "handoff_reason", "score", "created_at", "last_message_at")
+    list_filter = ("status", RatedFilter, ScoreFilter, VariantFilter, HandedOffFilter, AgentFilter, "handoff_reason")
+    # Search by the text of the conversation's messages (and by its id).
+    search_fields = ("public_id", "messages__text")
+    readonly_fields = [f.name for f in Conversation._meta.fields]
+    inlines = [MessageInline, NoteInline]
+    list_select_related = ("assigned_agent", "rating")
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        results, _ = super().get_search_results(request, queryset, search_term)
+        return results.distinct() if search_term else results, False
+
+    @admin.display(description="rating")
+    def score(self, conversation: Conversation) -> str:
+        rating = getattr(conversation, "rating", None)
+        return "—" if rating is None else f"{rating.score} / 5"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) or request.user.has_perm("conversations.view_analytics")
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    list_display = (
-        "id",
-        "conversation",
-        "author",
-        "created_at",
-        "model_variant",
-        "completion_tokens",
-        "time_to_first_token_ms",
-    )
-    list_filter = ("author", "model_variant")
+class MessageAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "conversation", "author", "created_at", "model_variant", "completion_tokens", "ttft")
+    list_filter = ("author", "model_variant", "no_answer")
     search_fields = ("text",)
-    readonly_fields = [f.name for f in Message._meta.fields]
+    exclude = ("reasoning",)
+    readonly_fields = [f.name for f in Message._meta.fields if f.name != "reasoning"] + ["thinking"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
+    @admin.display(description="reasoning")
+    def thinking(self, message: Message) -> str:
+        return collapsed("Reasoning", message.reasoning)
+
+    @admin.display(description="time to first token", ordering="time_to_first_token_ms")
+    def ttft(self, message: Message) -> str:
+        return rounded_ms(message.time_to_first_token_ms)
 
 
 @admin.register(Generation)
-class GenerationAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "status", "model_variant", "attempts", "worker", "created_at", "finished_at")
-    list_filter = ("status", "model_variant")
+class GenerationAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "conversation", "kind", "status", "model_variant", "attempts", "worker", "created_at")
+    list_filter = ("status", "kind", "model_variant")
     readonly_fields = [f.name for f in Generation._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
 
 
 @admin.register(Rating)
-class RatingAdmin(admin.ModelAdmin):
-    list_display = ("conversation", "score", "created_at")
-    list_filter = ("score",)
+class RatingAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("conversation", "score", "credited_to", "agent", "created_at")
+    list_filter = ("score", "credited_to")
+    readonly_fields = [f.name for f in Rating._meta.fields]
+
+
+@admin.register(AgentProfile)
+class AgentProfileAdmin(admin.ModelAdmin):
+    """An agent's capacity is set here (their presence, at the desk)."""
+
+    list_display = ("user", "presence", "capacity", "last_assigned_at")
+    readonly_fields = ("presence", "last_assigned_at")

@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 
 from chatbot.conversations import protocol, selectors
 from chatbot.conversations.models import Conversation, new_public_id
 from chatbot.conversations.protocol import InvalidInput
-from chatbot.conversations.services.customer import UNAVAILABLE_DETAIL, customer_message_post
+from chatbot.conversations.services import desk, ratings
+from chatbot.conversations.services.customer import (
+    UNAVAILABLE_DETAIL,
+    customer_handoff_request,
+    customer_message_post,
+)
 from chatbot.conversations.services.generations import conversation_cancel_answers
+from chatbot.events import CLIENT_EVENT
+from chatbot.sockets import Handler, JsonSocketConsumer, TypingThrottle
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NO_SESSION = 4401
-CLOSE_TOO_MANY_ERRORS = 4429
-CLOSE_TOO_BIG = 1009
 # A normal close by the page (closed, left, or the customer ended the chat) cancels the answer.
 CLIENT_CLOSES_THAT_CANCEL = (1000, 1001)
 
 
-class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
+class CustomerChatConsumer(JsonSocketConsumer):
     visitor_id: str | None = None
     conversation: Conversation | None = None
+    unmetered = frozenset({"typing"})
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "hello": self.on_hello,
+            "message.send": self.on_message_send,
+            "generation.cancel": self.on_generation_cancel,
+            "conversation.new": self.on_conversation_new,
+            "handoff.request": self.on_handoff_request,
+            "conversation.resolve": self.on_resolve,
+            "rating.submit": self.on_rating_submit,
+            "typing": self.on_typing,
+            "ping": self.on_ping,
+        }
 
     async def connect(self) -> None:
         session = self.scope.get("session")
         self.visitor_id = session.get("visitor_id") if session is not None else None
-        self.refused_frames = 0
-        self.frame_times: list[float] = []
+        self.typing = TypingThrottle()
         # Accept first: a close before the handshake would reach the browser as a bare 1006.
         await self.accept()
         if not self.visitor_id:
@@ -46,75 +59,6 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
             if code in CLIENT_CLOSES_THAT_CANCEL:
                 await database_sync_to_async(self._cancel_in_progress)(reason="the customer closed the chat")
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels (4.2+) runs close_old_connections() before every handler, through a hop to
-        # its one sync thread: for every streamed answer event too, about twenty a second per
-        # answer, which never touch the database. Every database use here goes through
-        # database_sync_to_async, which closes old connections itself in its own thread, so
-        # the hop is skipped.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
-    # -- frames in ------------------------------------------------------------------------------
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
-        raw = message.get("text")
-        if raw is None and message.get("bytes") is not None:
-            raw = message["bytes"]
-        if raw is not None and len(raw) > settings.WS_MAX_FRAME_BYTES:
-            await self.close(code=CLOSE_TOO_BIG)
-            return
-        await super().websocket_receive(message)
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            return None
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if text_data is None:
-            await self.refuse("malformed", "Frames must be JSON text.")
-            return
-        await self.receive_json(await self.decode_json(text_data))
-
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
-            await self.refuse("malformed", "Each frame must be a JSON object with a string 'type'.")
-            return
-        if self._rate_limited():
-            await self.refuse(
-                "rate_limited", f"More than {settings.WS_MAX_MESSAGES_PER_MINUTE} frames a minute.", content
-            )
-            return
-        handler = {
-            "hello": self.on_hello,
-            "message.send": self.on_message_send,
-            "generation.cancel": self.on_generation_cancel,
-            "conversation.new": self.on_conversation_new,
-            "ping": self.on_ping,
-        }.get(content["type"])
-        if handler is None:
-            await self.refuse("unknown_type", f"Unknown frame type {content['type'][:40]!r}.", content)
-            return
-        try:
-            await handler(content)
-        except InvalidInput as exc:
-            await self.refuse(exc.code, exc.detail, content)
-
-    def _rate_limited(self) -> bool:
-        now = time.monotonic()
-        self.frame_times = [t for t in self.frame_times if now - t < 60] + [now]
-        return len(self.frame_times) > settings.WS_MAX_MESSAGES_PER_MINUTE
-
-    async def refuse(self, code: str, detail: str, frame: Any = None) -> None:
-        self.refused_frames += 1
-        await self.send_json(protocol.error(code=code, detail=detail, frame=frame))
-        if self.refused_frames > settings.WS_MAX_REFUSED_FRAMES:
-            await self.close(code=CLOSE_TOO_MANY_ERRORS)
 
     # -- handlers -------------------------------------------------------------------------------
     async def on_hello(self, content: dict[str, Any]) -> None:
@@ -168,12 +112,59 @@ class CustomerChatConsumer(AsyncJsonWebsocketConsumer):
         await self._attach(None)
         await self.send_json(selectors.history_frame(conversation=None))
 
-    async def on_ping(self, content: dict[str, Any]) -> None:
-        await self.send_json(protocol.pong())
+    async def on_handoff_request(self, content: dict[str, Any]) -> None:
+        """ "Talk to a person": the conversation (a new one if there is none yet) waits for an
+        agent; the page hears of it through the conversation's group."""
+        new_id = new_public_id() if self.conversation is None else None
+        if new_id is not None:
+            await self.channel_layer.group_add(protocol.conversation_group(new_id), self.channel_name)
+        try:
+            conversation = await database_sync_to_async(customer_handoff_request)(
+                visitor_id=self.visitor_id, conversation=self.conversation, new_public_id=new_id
+            )
+        except BaseException:
+            if new_id is not None:
+                await self.channel_layer.group_discard(protocol.conversation_group(new_id), self.channel_name)
+            raise
+        if new_id is not None:
+            self.conversation = conversation
+        # The page may have missed the group's events while it attached: the state, once more.
+        await self.send_json(protocol.conversation_updated(conversation=conversation))
 
-    # -- events from the group (type chatbot.events.CLIENT_EVENT) -------------------------------
-    async def client_event(self, message: dict[str, Any]) -> None:
-        await self.send_json(message["event"])
+    async def on_resolve(self, content: dict[str, Any]) -> None:
+        """ "This solved my problem" / "End chat": the conversation is resolved (the page then
+        asks for a rating). The reply is `conversation.updated`."""
+        if self.conversation is None:
+            raise InvalidInput("conversation_not_found", "There is no conversation to end.")
+        conversation = await database_sync_to_async(desk.conversation_resolve_by_customer)(
+            conversation=self.conversation
+        )
+        await self.send_json(protocol.conversation_updated(conversation=conversation))
+
+    async def on_rating_submit(self, content: dict[str, Any]) -> None:
+        rating = await database_sync_to_async(ratings.rating_submit)(
+            visitor_id=self.visitor_id,
+            conversation_id=content.get("conversation_id"),
+            score=content.get("score"),
+            comment=content.get("comment", ""),
+        )
+        await self.send_json(protocol.rating_saved(conversation_id=content["conversation_id"], rating=rating))
+
+    async def on_typing(self, content: dict[str, Any]) -> None:
+        """The customer is typing (or stopped): staff watching the conversation see it. Nothing
+        is stored."""
+        active = content.get("active")
+        if not isinstance(active, bool):
+            raise InvalidInput("malformed", "active must be true or false.")
+        if self.conversation is None or not self.typing.allows(active):
+            return
+        await self.channel_layer.group_send(
+            self.conversation.staff_group_name,
+            {
+                "type": CLIENT_EVENT,
+                "event": protocol.typing(conversation_id=self.conversation.public_id, author="customer", active=active),
+            },
+        )
 
     # -- helpers --------------------------------------------------------------------------------
     def _find_conversation(self, public_id: str | None) -> Conversation | None:

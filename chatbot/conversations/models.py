@@ -31,27 +31,58 @@ class Conversation(models.Model):
     # The random id kept in the customer's session cookie; the conversation belongs to it.
     visitor_id = models.CharField(max_length=64, db_index=True)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.BOT, db_index=True)
-    # Owner: the bot when null, else the staff user who claimed the conversation.
+
+    class HandoffReason(models.TextChoices):
+        CUSTOMER_REQUEST = "customer_request", "The customer asked for a person"
+        BOT_FAILED = "bot_failed", "The bot could not answer (out of attempts or no worker)"
+        NO_ANSWER_TWICE = "no_answer_twice", "The bot had no answer twice in a row"
+        AGENT_TAKEOVER = "agent_takeover", "An agent took it over from the bot"
+        BOT_HANDOFF = "bot_handoff", "The bot handed it over"
+
+    class ResolvedBy(models.TextChoices):
+        BOT = "bot", "The bot"
+        AGENT = "agent", "An agent"
+        CUSTOMER = "customer", "The customer"
+
+    # Owner: the bot when null, else the staff user who claimed the conversation. Both change
+    # only through the services (`services/desk.py`), never by hand in the admin.
     assigned_agent = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    handoff_reason = models.CharField(max_length=200, blank=True)
+    handoff_reason = models.CharField(max_length=32, choices=HandoffReason.choices, blank=True)
+    # The words behind the reason, where there are some (the model's own, say).
+    handoff_detail = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
+    # The times analytics read: handed to people, an agent's first reply after it, resolved.
     escalated_at = models.DateTimeField(null=True, blank=True)
+    first_agent_reply_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=16, choices=ResolvedBy.choices, blank=True)
+    resolved_by_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["visitor_id", "-created_at"])]
+        indexes = [
+            models.Index(fields=["visitor_id", "-created_at"]),
+            # The desk's lists: the queue by wait, each agent's own, the bot's live ones, the resolved.
+            models.Index(fields=["status", "escalated_at"]),
+            models.Index(fields=["assigned_agent", "status"]),
+            models.Index(fields=["status", "-last_message_at"]),
+            models.Index(fields=["status", "-resolved_at"]),
+        ]
+        permissions = [("handle_conversations", "Can handle conversations at the agents' desk")]
 
     def __str__(self) -> str:
         return f"Conversation {self.public_id} ({self.status})"
 
     @property
-    def owner_is_bot(self) -> bool:
-        return self.assigned_agent_id is None
+    def bot_answers(self) -> bool:
+        """The bot answers the customer's messages: nobody handed the conversation to people."""
+        return self.status == self.Status.BOT and self.assigned_agent_id is None
 
     @property
     def group_name(self) -> str:
@@ -72,12 +103,23 @@ class Generation(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    class Kind(models.TextChoices):
+        ANSWER = "answer", "The bot's answer to the customer"
+        SUGGESTION = "suggestion", "A reply drafted for an agent"
+
     OPEN_STATUSES = (Status.PENDING, Status.RUNNING)
     FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="generations")
     # The customer message this generation answers.
     prompt_message = models.ForeignKey("Message", on_delete=models.CASCADE, related_name="+")
+    # An answer streams to the customer and is stored as a bot message; a suggestion streams to
+    # the agent who asked for it only, and its text is kept here (never sent by itself).
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ANSWER)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     model_variant = models.CharField(max_length=32)
     attempts = models.PositiveIntegerField(default=0)
@@ -122,6 +164,9 @@ class Message(models.Model):
         Generation, null=True, blank=True, on_delete=models.SET_NULL, related_name="result_message"
     )
     model_variant = models.CharField(max_length=32, blank=True)
+    # The bot produced no answer text (the customer read a stock "no answer" line instead); two
+    # in a row hand the conversation to a person.
+    no_answer = models.BooleanField(default=False)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -135,6 +180,12 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            # The analytics' reads: messages by author or by variant over a period.
+            models.Index(fields=["author", "created_at"]),
+            models.Index(fields=["model_variant", "created_at"]),
+            models.Index(fields=["conversation", "author"]),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "client_id"],
@@ -147,13 +198,56 @@ class Message(models.Model):
         return f"{self.author} message {self.pk}"
 
 
+class Note(models.Model):
+    """A private note of staff on a conversation: the customer never receives it, and the model
+    never reads it."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class AgentProfile(models.Model):
+    """An agent's presence as they set it at the desk, and how many conversations they take at
+    once (auto-assignment fills up to it)."""
+
+    class Presence(models.TextChoices):
+        ONLINE = "online", "Online"
+        AWAY = "away", "Away"
+        OFFLINE = "offline", "Offline"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_profile")
+    presence = models.CharField(max_length=16, choices=Presence.choices, default=Presence.ONLINE)
+    # Null: DESK_AGENT_CAPACITY.
+    capacity = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Round robin: the online agent assigned longest ago goes first.
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.presence})"
+
+
 class Rating(models.Model):
-    """The customer's 1-5 satisfaction rating of a resolved conversation, asked for once."""
+    """The customer's 1-5 satisfaction rating of a resolved conversation, asked for once. It is
+    credited to whoever handled the conversation (the bot, or the agent who resolved it or last
+    owned it) and, through the conversation's bot messages, to the model variants that answered."""
+
+    class CreditedTo(models.TextChoices):
+        BOT = "bot", "The bot"
+        AGENT = "agent", "An agent"
 
     conversation = models.OneToOneField(Conversation, on_delete=models.CASCADE, related_name="rating")
     score = models.PositiveSmallIntegerField()
     comment = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    credited_to = models.CharField(max_length=16, choices=CreditedTo.choices, default=CreditedTo.BOT)
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -161,3 +255,4 @@ class Rating(models.Model):
                 condition=models.Q(score__gte=1) & models.Q(score__lte=5), name="rating_score_1_to_5"
             )
         ]
+        permissions = [("view_analytics", "Can view the support analytics")]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chatbot.conversations.models import Conversation, Generation, Message
+    from chatbot.conversations.models import Conversation, Generation, Message, Note
 
 Frame = dict[str, Any]
 
@@ -43,22 +43,36 @@ def conversation_staff_group(public_id: str) -> str:
     return f"staff.conv.{public_id}"
 
 
+# Every desk socket: changes to the lists (a conversation waiting, claimed, resolved...), presence.
+DESK_GROUP = "desk"
+
+
 # -- payloads ---------------------------------------------------------------------------------------
+def person_name(user: Any) -> str:
+    """How staff are named to customers and to each other: their first name, else their login."""
+    return user.get_short_name() or user.get_username()
+
+
 def conversation_payload(conversation: Conversation | None) -> Frame | None:
+    """What a customer sees of their conversation. Reads `assigned_agent` (load it with the row)."""
     if conversation is None:
         return None
+    agent = conversation.assigned_agent if conversation.assigned_agent_id else None
     return {
         "id": conversation.public_id,
         "status": conversation.status,
         "created_at": conversation.created_at.isoformat(),
+        "agent": None if agent is None else {"name": person_name(agent)},
     }
 
 
 def message_payload(message: Message) -> Frame:
-    # Never the reasoning: this goes to customers.
+    """Never the reasoning: this goes to customers. An agent's message carries the agent's name
+    (read `author_user` with the message)."""
     return {
         "id": message.pk,
         "author": message.author,
+        "author_name": person_name(message.author_user) if message.author_user_id else None,
         "text": message.text,
         "created_at": message.created_at.isoformat(),
         "generation_id": message.generation_id,
@@ -71,6 +85,70 @@ def generation_payload(generation: Generation | None) -> Frame | None:
     return {"id": generation.pk, "status": generation.status}
 
 
+def queue_payload(*, position: int | None, agents_online: int, support_hours: str) -> Frame:
+    """A waiting customer's place in the queue for a person (1 = next), how many agents are
+    online (0: the team is away; `support_hours` says when it is there)."""
+    return {"position": position, "agents_online": agents_online, "support_hours": support_hours}
+
+
+def rating_payload(rating: Any) -> Frame | None:
+    if rating is None:
+        return None
+    return {"score": rating.score, "comment": rating.comment, "created_at": rating.created_at.isoformat()}
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def staff_message_payload(message: Message) -> Frame:
+    """A message as staff see it: a bot answer's reasoning and measures, an agent's name."""
+    return {
+        **message_payload(message),
+        "reasoning": message.reasoning,
+        "model_variant": message.model_variant,
+        "time_to_first_token_ms": message.time_to_first_token_ms,
+        "no_answer": message.no_answer,
+    }
+
+
+def note_payload(note: Note) -> Frame:
+    return {
+        "id": note.pk,
+        "author_name": person_name(note.author) if note.author_id else None,
+        "text": note.text,
+        "created_at": note.created_at.isoformat(),
+    }
+
+
+def desk_conversation_payload(conversation: Conversation, *, last_message: str = "") -> Frame:
+    """A conversation as the desk's lists show it. Reads `assigned_agent` (load it with the row)."""
+    agent = conversation.assigned_agent if conversation.assigned_agent_id else None
+    return {
+        "id": conversation.public_id,
+        "status": conversation.status,
+        "customer": f"Visitor {conversation.visitor_id[:6]}",
+        "created_at": conversation.created_at.isoformat(),
+        "last_message_at": _iso(conversation.last_message_at),
+        "last_message": last_message[:200],
+        "escalated_at": _iso(conversation.escalated_at),
+        "handoff_reason": conversation.handoff_reason,
+        "handoff_reason_label": conversation.get_handoff_reason_display() if conversation.handoff_reason else "",
+        "resolved_at": _iso(conversation.resolved_at),
+        "agent": None if agent is None else {"id": agent.pk, "name": person_name(agent)},
+    }
+
+
+def agent_payload(*, user: Any, presence: str, connected: bool, capacity: int, active: int) -> Frame:
+    return {
+        "id": user.pk,
+        "name": person_name(user),
+        "presence": presence if connected else "offline",
+        "capacity": capacity,
+        "active": active,
+    }
+
+
 def _with_attempt(frame: Frame, attempt: int | None) -> Frame:
     # Frames the worker sends carry the run they belong to; frames the web sends carry none.
     if attempt is not None:
@@ -79,12 +157,21 @@ def _with_attempt(frame: Frame, attempt: int | None) -> Frame:
 
 
 # -- server -> client events ------------------------------------------------------------------------
-def history(*, conversation: Conversation | None, messages: Iterable[Message], generation: Generation | None) -> Frame:
+def history(
+    *,
+    conversation: Conversation | None,
+    messages: Iterable[Message],
+    generation: Generation | None,
+    queue: Frame | None = None,
+    rating: Any = None,
+) -> Frame:
     return {
         "type": "history",
         "conversation": conversation_payload(conversation),
         "messages": [message_payload(message) for message in messages],
         "generation": generation_payload(generation),
+        "queue": queue,
+        "rating": rating_payload(rating),
     }
 
 
@@ -153,6 +240,75 @@ def pong() -> Frame:
     return {"type": "pong"}
 
 
+def rating_saved(*, conversation_id: str, rating: Any) -> Frame:
+    return {"type": "rating.saved", "conversation_id": conversation_id, "rating": rating_payload(rating)}
+
+
+def conversation_updated(*, conversation: Conversation) -> Frame:
+    return {"type": "conversation.updated", "conversation": conversation_payload(conversation)}
+
+
+def queue_updated(*, conversation_id: str, queue: Frame) -> Frame:
+    return {"type": "queue.updated", "conversation_id": conversation_id, **queue}
+
+
+def typing(*, conversation_id: str, author: str, active: bool, name: str | None = None) -> Frame:
+    return {"type": "typing", "conversation_id": conversation_id, "author": author, "name": name, "active": active}
+
+
+# -- server -> desk sockets (staff) -----------------------------------------------------------------
+def desk_snapshot(*, me: Frame, agents: list[Frame], lists: dict[str, list[Frame]], support_hours: str) -> Frame:
+    return {"type": "desk.snapshot", "me": me, "agents": agents, "lists": lists, "support_hours": support_hours}
+
+
+def desk_conversation(*, conversation: Frame) -> Frame:
+    return {"type": "desk.conversation", "conversation": conversation}
+
+
+def desk_agents(*, agents: list[Frame]) -> Frame:
+    return {"type": "desk.agents", "agents": agents}
+
+
+def conversation_detail(
+    *, conversation: Frame, messages: Iterable[Message], notes: Iterable[Note], generation: Generation | None
+) -> Frame:
+    return {
+        "type": "conversation.detail",
+        "conversation": conversation,
+        "messages": [staff_message_payload(message) for message in messages],
+        "notes": [note_payload(note) for note in notes],
+        "generation": generation_payload(generation),
+    }
+
+
+def staff_message_new(*, message: Message) -> Frame:
+    return {
+        "type": "staff.message.new",
+        "conversation_id": message.conversation.public_id,
+        "message": staff_message_payload(message),
+    }
+
+
+def note_new(*, conversation_id: str, note: Note) -> Frame:
+    return {"type": "note.new", "conversation_id": conversation_id, "note": note_payload(note)}
+
+
+def suggestion_queued(*, conversation_id: str, generation_id: int) -> Frame:
+    return {"type": "suggestion.queued", "conversation_id": conversation_id, "generation_id": generation_id}
+
+
+def suggestion_delta(*, generation_id: int, text: str) -> Frame:
+    return {"type": "suggestion.delta", "generation_id": generation_id, "text": text}
+
+
+def suggestion_done(*, generation_id: int, text: str) -> Frame:
+    return {"type": "suggestion.done", "generation_id": generation_id, "text": text}
+
+
+def suggestion_failed(*, generation_id: int, detail: str) -> Frame:
+    return {"type": "suggestion.failed", "generation_id": generation_id, "detail": detail}
+
+
 def reasoning_delta(*, generation_id: int, text: str, attempt: int) -> Frame:
     """The next piece of a bot answer's reasoning: staff groups only, never a customer's."""
     return {"type": "reasoning.delta", "generation_id": generation_id, "text": text, "attempt": attempt}
@@ -171,6 +327,35 @@ SERVER_EVENTS: dict[str, Callable[..., Frame]] = {
     "message.new": message_new,
     "error": error,
     "pong": pong,
+    "conversation.updated": conversation_updated,
+    "rating.saved": rating_saved,
+    "queue.updated": queue_updated,
+    "typing": typing,
     "reasoning.delta": reasoning_delta,
+    "desk.snapshot": desk_snapshot,
+    "desk.conversation": desk_conversation,
+    "desk.agents": desk_agents,
+    "conversation.detail": conversation_detail,
+    "staff.message.new": staff_message_new,
+    "note.new": note_new,
+    "suggestion.queued": suggestion_queued,
+    "suggestion.delta": suggestion_delta,
+    "suggestion.done": suggestion_done,
+    "suggestion.failed": suggestion_failed,
 }
-STAFF_ONLY_EVENTS = frozenset({"reasoning.delta"})
+# Frames for staff sockets only: they may carry reasoning, notes, suggestions, agents' names.
+STAFF_ONLY_EVENTS = frozenset(
+    {
+        "reasoning.delta",
+        "desk.snapshot",
+        "desk.conversation",
+        "desk.agents",
+        "conversation.detail",
+        "staff.message.new",
+        "note.new",
+        "suggestion.queued",
+        "suggestion.delta",
+        "suggestion.done",
+        "suggestion.failed",
+    }
+)

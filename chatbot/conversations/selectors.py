@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import connection
 
 from chatbot.conversations import protocol
-from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.conversations.models import Conversation, Generation, Message, Rating
+from chatbot.desk.selectors import customer_queue_payload
 from chatbot.sql import column, table
 
 
@@ -27,13 +28,18 @@ def conversation_latest_for_visitor(*, visitor_id: str) -> Conversation | None:
 def message_list(*, conversation: Conversation, limit: int | None = None) -> list[Message]:
     """The conversation's messages, oldest first (the last `limit` of them)."""
     limit = limit or settings.HISTORY_MAX_MESSAGES
-    latest = list(conversation.messages.order_by("-created_at", "-id")[:limit])
+    latest = list(conversation.messages.select_related("author_user").order_by("-created_at", "-id")[:limit])
     latest.reverse()
     return latest
 
 
 def generation_in_progress(*, conversation: Conversation) -> Generation | None:
-    return conversation.generations.filter(status__in=Generation.OPEN_STATUSES).order_by("-created_at").first()
+    """The bot's answer in progress, if any (an agent's suggestion is not the customer's)."""
+    return (
+        conversation.generations.filter(status__in=Generation.OPEN_STATUSES, kind=Generation.Kind.ANSWER)
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def prompt_turns(*, generation: Generation) -> list[dict[str, str]]:
@@ -86,6 +92,12 @@ def history_frame(*, conversation: Conversation | None) -> dict:
         conversation=conversation,
         messages=message_list(conversation=conversation),
         generation=generation_in_progress(conversation=conversation),
+        queue=customer_queue_payload(conversation=conversation),
+        rating=(
+            Rating.objects.filter(conversation=conversation).first()
+            if conversation.status == Conversation.Status.RESOLVED
+            else None
+        ),
     )
 
 

@@ -1,10 +1,12 @@
 /*
  * The customer chat page. Speaks the WebSocket protocol in docs/protocol.md through the shared
  * socket client; the server is the source of truth: every `history` frame redraws the whole list.
- * The DOM work is in render.js.
+ * Besides the bot's answers: "Talk to a person", the wait for one, the agent's messages and
+ * typing, the end of a resolved conversation. The DOM work is in render.js.
  */
 import { IGNORE, RESTART, GenerationTracker, generationIdOf } from "../js/generations.js";
 import { SocketClient } from "../js/socket.js";
+import { TypingIndicator, TypingSignal, charCount, newClientId } from "../js/text.js";
 import * as render from "./render.js";
 
 const MAX_FRAME_BYTES = 16 * 1024; // the server closes the socket (1009) above this
@@ -31,6 +33,9 @@ function errorText(code, maxChars) {
   return fallbacks[code] || "Something went wrong.";
 }
 
+// Statuses in which the customer can no longer ask for a person (they have one, or are done).
+const NO_HANDOFF_STATUSES = new Set(["waiting_for_agent", "with_agent", "resolved"]);
+
 // sessionStorage may be unavailable: the session cookie still finds the latest conversation.
 const store = {
   get(key) {
@@ -44,17 +49,6 @@ const store = {
   },
 };
 
-// Code points, like the server's len(); a UTF-16 length would count emoji twice.
-const charCount = (text) => [...text].length;
-
-function newClientId() {
-  if (window.crypto?.randomUUID) return crypto.randomUUID(); // hex and "-" only
-  const bytes = new Uint8Array(16);
-  if (window.crypto?.getRandomValues) crypto.getRandomValues(bytes);
-  else for (let i = 0; i < bytes.length; i += 1) bytes[i] = Math.floor(Math.random() * 256);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 class ChatPage {
   constructor(root) {
     const $ = (id) => document.getElementById(id);
@@ -67,6 +61,11 @@ class ChatPage {
       status: $("connection-status"),
       counter: $("composer-counter"),
       warning: $("composer-warning"),
+      handoff: $("handoff-button"),
+      banner: $("handoff-banner"),
+      typing: $("typing-indicator"),
+      end: $("conversation-end"),
+      startAgain: $("start-again-button"),
     };
     this.maxChars = parseInt(root.dataset.maxChars, 10) || 2000;
     this.list = new render.MessageList($("messages"));
@@ -75,6 +74,14 @@ class ChatPage {
     this.outbox = []; // customer messages not yet saved: {clientId, text, el, sent}
     this.historiesToSkip = 0; // see sendHello()
     this.helloRetried = false;
+    this.conversation = null; // the attached conversation as the server last described it
+    this.queue = null; // its place in the queue for a person, while it waits for one
+    this.handoffPending = false; // "Talk to a person" sent, no answer yet
+    // Leaving the conversation for a new one (`conversation.new` sent, its history not yet
+    // here): frames about the old one still arriving must not bring it back.
+    this.detaching = false;
+    this.typingSignal = new TypingSignal((active) => this.client.send({ type: "typing", active }));
+    this.agentTyping = new TypingIndicator((text) => render.setTyping(this.els.typing, text));
     this.client = new SocketClient(root.dataset.wsPath || "/ws/chat/", {
       onOpen: () => this.onOpen(),
       onFrame: (frame) => this.onFrame(frame),
@@ -85,7 +92,7 @@ class ChatPage {
 
   start() {
     this.bindControls();
-    this.updateComposer();
+    this.updateConversationState();
     this.client.connect();
   }
 
@@ -102,14 +109,19 @@ class ChatPage {
       // draw only the second (empty) history, so the old conversation never flashes up.
       this.client.send({ type: "conversation.new" });
       this.historiesToSkip = 1;
+      this.detaching = true;
     }
   }
 
   onClose({ expired }) {
     this.historiesToSkip = 0;
+    this.handoffPending = false;
+    this.detaching = false;
+    this.typingSignal.reset(); // the server forgets a closed socket's typing
+    this.agentTyping.hide();
     for (const entry of this.outbox) entry.sent = false; // resent (same client_id) after the next history
     if (expired) this.list.addNotice(EXPIRED_TEXT, "error");
-    this.updateComposer();
+    this.updateConversationState();
   }
 
   onFrame(frame) {
@@ -135,8 +147,12 @@ class ChatPage {
         break;
       case "message.new":
         // An agent's or a system message that arrives live (e.g. "an agent joined").
+        if (frame.message?.author === "agent") this.agentTyping.hide();
         if (frame.message && !this.list.find(frame.message.id)) this.list.addMessage(frame.message);
         break;
+      case "conversation.updated": this.onConversationUpdated(frame); break;
+      case "queue.updated": this.onQueueUpdated(frame); break;
+      case "typing": this.onTyping(frame); break;
       case "error": this.onError(frame); break;
       default: break; // `pong` and anything newer than this page
     }
@@ -145,9 +161,14 @@ class ChatPage {
   onHistory(frame) {
     if (this.historiesToSkip > 0) { this.historiesToSkip -= 1; return; }
     this.client.markReady();
+    this.detaching = false;
     const conversation = frame.conversation;
     store.set(KEY_CONVERSATION, conversation ? conversation.id : null);
     if (conversation) store.set(KEY_START_FRESH, null);
+    this.conversation = conversation || null;
+    this.queue = frame.queue || null;
+    this.handoffPending = false;
+    this.agentTyping.hide();
 
     this.list.clear();
     this.answers.clear();
@@ -168,7 +189,7 @@ class ChatPage {
       this.markPending(entry.el);
     }
     this.updateStopButton();
-    this.updateComposer();
+    this.updateConversationState();
     this.list.scrollToBottom();
     this.flushOutbox();
   }
@@ -181,14 +202,78 @@ class ChatPage {
       this.sendHello(null);
       return;
     }
-    // Errors don't name the frame they refuse. The server answers frames in order, so a refusal
-    // of a message belongs to the oldest message sent and not yet saved.
-    if (REFUSED_SEND_CODES.has(frame.code)) {
-      const index = this.outbox.findIndex((entry) => entry.sent);
+    if (frame.frame_type === "handoff.request") {
+      this.handoffPending = false;
+      this.updateConversationState();
+    }
+    // A refusal of a message names its client_id where it was well formed; else, as the server
+    // answers frames in order, it belongs to the oldest message sent and not yet saved.
+    const refusesSend = !frame.frame_type || frame.frame_type === "message.send";
+    if (REFUSED_SEND_CODES.has(frame.code) && refusesSend) {
+      let index = frame.client_id ? this.outbox.findIndex((entry) => entry.clientId === frame.client_id) : -1;
+      if (index < 0) index = this.outbox.findIndex((entry) => entry.sent);
       if (index >= 0) this.returnToComposer(this.outbox.splice(index, 1)[0]);
     }
     // For `assistant_unavailable` the message was saved (message.saved came first) and stays.
     this.list.addNotice(frame.detail || errorText(frame.code, this.maxChars), "error");
+  }
+
+  // --- a person: handoff, the queue, the agent --------------------------------------------------
+  /** True when a frame about conversation `id` is about the one this page shows (or starts). */
+  isCurrent(id) {
+    if (this.detaching) return false;
+    const current = this.conversation?.id ?? store.get(KEY_CONVERSATION);
+    return !current || current === id;
+  }
+
+  onConversationUpdated(frame) {
+    const conversation = frame.conversation;
+    if (!conversation || !this.isCurrent(conversation.id)) return;
+    const before = this.conversation?.status;
+    this.conversation = conversation;
+    // "Talk to a person" before any message starts the conversation.
+    store.set(KEY_CONVERSATION, conversation.id);
+    store.set(KEY_START_FRESH, null);
+    this.handoffPending = false;
+    if (conversation.status !== "waiting_for_agent") this.queue = null;
+    if (conversation.status !== "with_agent") this.agentTyping.hide();
+    if (conversation.status === "resolved" && before !== "resolved") this.typingSignal.stop();
+    this.updateConversationState();
+  }
+
+  onQueueUpdated(frame) {
+    if (!this.isCurrent(frame.conversation_id)) return;
+    if (this.conversation && this.conversation.status !== "waiting_for_agent") return;
+    const { position, agents_online: agentsOnline, support_hours: supportHours } = frame;
+    this.queue = { position, agents_online: agentsOnline, support_hours: supportHours };
+    this.updateConversationState();
+  }
+
+  onTyping(frame) {
+    if (frame.author !== "agent" || !this.isCurrent(frame.conversation_id)) return;
+    const name = frame.name || "Our support agent";
+    this.agentTyping.update(frame.active === true, `${name} is typing…`);
+  }
+
+  requestHandoff() {
+    if (!this.client.ready || this.handoffPending || this.detaching) return;
+    if (this.client.send({ type: "handoff.request" })) {
+      this.handoffPending = true;
+      this.updateConversationState();
+    }
+  }
+
+  /** The banner, the handoff button, the end of a resolved conversation and the composer, as
+   * the conversation's status says. */
+  updateConversationState() {
+    const { handoff, banner, end } = this.els;
+    const status = this.conversation?.status || null;
+    render.setBanner(banner, bannerText(this.conversation, this.queue), status);
+    handoff.hidden = NO_HANDOFF_STATUSES.has(status);
+    handoff.disabled = !this.client.ready || this.handoffPending || this.detaching;
+    handoff.setAttribute("aria-busy", String(this.handoffPending));
+    end.hidden = status !== "resolved";
+    this.updateComposer();
   }
 
   // --- the bot's answers in progress ----------------------------------------------------------
@@ -228,6 +313,9 @@ class ChatPage {
     if (conversation && conversation.id) {
       store.set(KEY_CONVERSATION, conversation.id);
       store.set(KEY_START_FRESH, null);
+      const statusChanged = conversation.status !== this.conversation?.status;
+      this.conversation = conversation;
+      if (statusChanged) this.updateConversationState();
     }
     const index = this.outbox.findIndex((entry) => entry.clientId === frame.client_id);
     const el = index >= 0 ? this.outbox.splice(index, 1)[0].el : null;
@@ -268,9 +356,16 @@ class ChatPage {
   }
 
   // --- composer -------------------------------------------------------------------------------
+  get resolved() {
+    return this.conversation?.status === "resolved";
+  }
+
   updateComposer() {
     const { input, counter, warning, send, newConversation } = this.els;
     const expired = this.client.expired;
+    const resolved = this.resolved;
+    input.disabled = resolved;
+    input.placeholder = resolved ? "This conversation is resolved" : "Type your message…";
     const text = input.value;
     const count = charCount(text);
     const over = count > this.maxChars;
@@ -283,7 +378,7 @@ class ChatPage {
     else if (over) message = `Too long: please shorten your message to ${this.maxChars} characters.`;
     else if (!this.client.ready && text.trim()) message = "Not connected — your message will be sent when we reconnect.";
     if (warning.textContent !== message) warning.textContent = message;
-    send.disabled = expired || over || text.trim() === "";
+    send.disabled = expired || resolved || over || text.trim() === "";
     newConversation.disabled = expired;
   }
 
@@ -296,7 +391,7 @@ class ChatPage {
   submit() {
     const { input } = this.els;
     const text = input.value;
-    if (this.client.expired || text.trim() === "" || charCount(text) > this.maxChars) {
+    if (this.client.expired || this.resolved || text.trim() === "" || charCount(text) > this.maxChars) {
       this.updateComposer();
       return;
     }
@@ -307,6 +402,7 @@ class ChatPage {
       this.els.warning.textContent = "This message is too large to send. Please shorten it.";
       return;
     }
+    this.typingSignal.stop();
     const el = this.list.addMessage({ author: "customer", text });
     this.outbox.push({ clientId, text, el, sent: false });
     this.markPending(el);
@@ -321,17 +417,24 @@ class ChatPage {
   startNewConversation() {
     store.set(KEY_CONVERSATION, null);
     store.set(KEY_START_FRESH, "1");
+    this.typingSignal.stop();
+    this.conversation = null;
+    this.queue = null;
+    this.agentTyping.hide();
     // The reply is a `history` with no conversation, which clears the list. Offline, clear it
     // now; the next hello starts fresh (see sendHello).
-    if (!this.client.send({ type: "conversation.new" })) {
+    if (this.client.send({ type: "conversation.new" })) {
+      this.detaching = true;
+    } else {
       this.list.clear();
       this.answers.clear();
       this.updateStopButton();
     }
+    this.updateConversationState();
   }
 
   bindControls() {
-    const { form, input, stop, newConversation } = this.els;
+    const { form, input, stop, newConversation, handoff, startAgain } = this.els;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -346,6 +449,15 @@ class ChatPage {
     input.addEventListener("input", () => {
       this.autosize();
       this.updateComposer();
+      // Staff watching the conversation see that the customer is typing.
+      if (input.value.trim() === "") this.typingSignal.stop();
+      else if (this.conversation && !this.resolved) this.typingSignal.typed();
+    });
+    input.addEventListener("blur", () => this.typingSignal.stop());
+    handoff.addEventListener("click", () => this.requestHandoff());
+    startAgain.addEventListener("click", () => {
+      this.startNewConversation();
+      input.focus();
     });
     stop.addEventListener("click", () => {
       this.client.send({ type: "generation.cancel" }); // the bubble goes on `generation.cancelled`
@@ -355,6 +467,27 @@ class ChatPage {
       this.startNewConversation();
       input.focus();
     });
+  }
+}
+
+/** What the banner says about a conversation and its queue, or null for no banner. */
+function bannerText(conversation, queue) {
+  switch (conversation?.status) {
+    case "waiting_for_agent":
+      if (queue && queue.agents_online === 0) {
+        const hours = queue.support_hours ? ` We're available ${queue.support_hours}.` : "";
+        return `No one from our team is online right now.${hours} Your conversation stays in the queue.`;
+      }
+      if (queue && Number.isInteger(queue.position)) {
+        return `You're waiting for a person — you're number ${queue.position} in line.`;
+      }
+      return "You're waiting for a person…";
+    case "with_agent": {
+      const name = conversation.agent?.name;
+      return name ? `${name} from our support team is here.` : "Someone from our support team is here.";
+    }
+    default:
+      return null;
   }
 }
 

@@ -3,6 +3,7 @@
  * connection status. Customer, bot and agent text is only ever set as text (textContent / Text
  * nodes), never as HTML.
  */
+import { formatTime } from "../js/text.js";
 
 const AUTHOR_LABELS = { customer: "You", bot: "Assistant", agent: "Support agent", system: "" };
 
@@ -21,16 +22,26 @@ function make(tag, className, text) {
   return el;
 }
 
-function formatTime(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
 /** Shows a connection state (a key of STATUS_TEXT) in the header's status element. */
 export function setStatus(statusEl, state) {
   statusEl.dataset.state = state;
   statusEl.querySelector(".status__text").textContent = STATUS_TEXT[state];
+}
+
+/** Shows the handoff banner with `text` for a conversation `status`, or hides it (null). */
+export function setBanner(bannerEl, text, status) {
+  bannerEl.hidden = !text;
+  bannerEl.dataset.status = status || "";
+  const textEl = bannerEl.querySelector(".handoff__text");
+  // Only a change is written: aria-live announces every write.
+  if (textEl.textContent !== (text || "")) textEl.textContent = text || "";
+}
+
+/** Shows "X is typing…" (`text`) below the messages, or hides it (null). */
+export function setTyping(typingEl, text) {
+  typingEl.hidden = !text;
+  const textEl = typingEl.querySelector(".typing__text");
+  if (textEl.textContent !== (text || "")) textEl.textContent = text || "";
 }
 
 /** The scrolling list of messages and notices. */
@@ -72,7 +83,11 @@ export class MessageList {
     const known = Object.prototype.hasOwnProperty.call(AUTHOR_LABELS, message.author);
     const author = known ? message.author : "system";
     const el = make("div", `message message--${author}`);
-    if (AUTHOR_LABELS[author]) el.append(make("div", "message__author", AUTHOR_LABELS[author]));
+    // An agent's message is signed with their name, e.g. "Kim · Support agent".
+    const label = author === "agent" && message.author_name
+      ? `${message.author_name} · ${AUTHOR_LABELS.agent}`
+      : AUTHOR_LABELS[author];
+    if (label) el.append(make("div", "message__author", label));
     el.append(make("div", "message__text", message.text || ""));
     el.append(make("div", "message__meta"));
     const genId = generationId || message.generation_id;

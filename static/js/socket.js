@@ -8,6 +8,8 @@ export const RETRY_MIN_MS = 1000;
 export const RETRY_MAX_MS = 30000;
 // The server closes a socket without a session with 4401: reconnecting cannot help.
 export const CLOSE_EXPIRED = 4401;
+// The desk's socket for a user who may not use it: reconnecting cannot help either.
+export const CLOSE_FORBIDDEN = 4403;
 
 /** The ws(s):// URL for a path on this page's host (a full ws:// or wss:// URL is kept). */
 export function wsUrl(path, base = window.location) {
@@ -17,7 +19,8 @@ export function wsUrl(path, base = window.location) {
 
 /**
  * Connection states, as `onStatus` reports them: "connected" (the page is ready), "reconnecting",
- * "offline" (the browser says the network is gone) and "expired" (closed with 4401, for good).
+ * "offline" (the browser says the network is gone) and "expired" (closed for good: 4401, or
+ * another of the `finalCloseCodes` the page names).
  * The page shows "connecting" itself until the first report.
  */
 export class SocketClient {
@@ -29,10 +32,18 @@ export class SocketClient {
    * @param {(close: {code: number, expired: boolean}) => void} [handlers.onClose] - the socket
    *   closed; unless `expired`, a new one is on its way
    * @param {(state: string) => void} [handlers.onStatus] - the connection state changed
+   * @param {object} [options]
+   * @param {Iterable<number>} [options.finalCloseCodes] - close codes after which the client
+   *   does not reconnect (4401 by default)
    */
-  constructor(path, { onOpen = () => {}, onFrame = () => {}, onClose = () => {}, onStatus = () => {} } = {}) {
+  constructor(
+    path,
+    { onOpen = () => {}, onFrame = () => {}, onClose = () => {}, onStatus = () => {} } = {},
+    { finalCloseCodes = [CLOSE_EXPIRED] } = {},
+  ) {
     this.url = wsUrl(path);
     this.handlers = { onOpen, onFrame, onClose, onStatus };
+    this.finalCloseCodes = new Set(finalCloseCodes);
     this.socket = null;
     this.ready = false; // the page drew the state the server sent on this socket
     this.expired = false;
@@ -89,7 +100,7 @@ export class SocketClient {
   closed(code) {
     this.socket = null;
     this.ready = false;
-    if (code === CLOSE_EXPIRED) this.expired = true;
+    if (this.finalCloseCodes.has(code)) this.expired = true;
     if (this.expired) {
       this.handlers.onStatus("expired");
     } else {

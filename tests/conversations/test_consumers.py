@@ -38,6 +38,16 @@ async def send_message(communicator: WebsocketCommunicator, text: str, client_id
     return await communicator.receive_json_from(timeout=5)
 
 
+async def receive_handoff(communicator: WebsocketCommunicator) -> dict:
+    """The frames of a conversation handed to a person (no worker runs in these tests, so every
+    answer fails for good and the conversation goes to the queue): its new state, then its place."""
+    updated = await communicator.receive_json_from(timeout=5)
+    assert updated["type"] == "conversation.updated" and updated["conversation"]["status"] == "waiting_for_agent"
+    queue = await communicator.receive_json_from(timeout=5)
+    assert queue["type"] == "queue.updated" and queue["position"] >= 1
+    return queue
+
+
 @database_sync_to_async
 def counts() -> tuple[int, int, int]:
     return Conversation.objects.count(), Message.objects.count(), Generation.objects.count()
@@ -57,6 +67,8 @@ async def test_hello_without_a_conversation_returns_empty_history():
         "conversation": None,
         "messages": [],
         "generation": None,
+        "queue": None,
+        "rating": None,
     }
     await communicator.disconnect()
 
@@ -240,17 +252,18 @@ async def test_an_idle_socket_stays_open_past_the_layers_blocking_wait():
 
 
 async def test_the_customer_sees_live_when_an_agent_joins(django_user_model):
-    from chatbot.conversations.services.desk import conversation_assign_agent
+    from chatbot.conversations.services.desk import conversation_claim
 
     communicator, _ = await new_customer()
     saved = await send_message(communicator, "I want a person")
     await communicator.receive_json_from()  # unavailable: no worker here
+    await receive_handoff(communicator)
 
     @database_sync_to_async
     def take_over() -> None:
         agent = django_user_model.objects.create_user("kim", first_name="Kim", is_staff=True)
         conversation = Conversation.objects.get(public_id=saved["conversation"]["id"])
-        conversation_assign_agent(conversation=conversation, agent=agent)
+        conversation_claim(conversation=conversation, agent=agent)
 
     await take_over()
     event = await communicator.receive_json_from(timeout=5)
@@ -333,6 +346,7 @@ async def test_streamed_events_reach_the_socket_without_a_hop_to_the_sync_thread
     communicator, _ = await new_customer()
     await send_message(communicator, "hi")  # message.saved
     assert (await communicator.receive_json_from(timeout=5))["code"] == "assistant_unavailable"
+    await receive_handoff(communicator)
     conversation = await database_sync_to_async(Conversation.objects.get)()
     hops = []
     real = channels.consumer.aclose_old_connections

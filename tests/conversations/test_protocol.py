@@ -8,17 +8,18 @@ import re
 from django.utils import timezone
 
 from chatbot.conversations import protocol
-from chatbot.conversations.models import Conversation, Generation, Message
+from chatbot.conversations.models import Conversation, Generation, Message, Note, Rating
 from tests.conftest import ROOT
 
 
 def documented_server_events() -> set[str]:
-    """Event types in the first column of every table under a "Server → ..." heading."""
+    """Event types in the first column of every table under a "... server → ..." heading (the
+    customer's socket and the desk's)."""
     types: set[str] = set()
     in_server_section = False
     for line in (ROOT / "docs" / "protocol.md").read_text().splitlines():
         if line.startswith("## "):
-            in_server_section = line.startswith("## Server →")
+            in_server_section = "server →" in line.lower()
         elif in_server_section and (match := re.match(r"^\| `([a-z.]+)` \|", line)):
             types.add(match.group(1))
     return types
@@ -26,9 +27,14 @@ def documented_server_events() -> set[str]:
 
 def sample_frames() -> dict[str, dict]:
     now = timezone.now()
-    conversation = Conversation(public_id="c1", status=Conversation.Status.BOT, created_at=now)
+    conversation = Conversation(public_id="c1", visitor_id="visitor-1", status=Conversation.Status.BOT, created_at=now)
     message = Message(id=7, author=Message.Author.BOT, text="Hi", reasoning="secret", created_at=now, generation_id=3)
+    message.conversation = conversation
     generation = Generation(id=3, status=Generation.Status.RUNNING)
+    note = Note(id=4, text="VIP customer", created_at=now)
+    queue = protocol.queue_payload(position=2, agents_online=1, support_hours="always")
+    desk_conversation = protocol.desk_conversation_payload(conversation, last_message="Hi")
+    agent = {"id": 1, "name": "Kim", "presence": "online", "capacity": 5, "active": 0}
     ids = {"generation_id": 3, "attempt": 1}
     return {
         "history": protocol.history(conversation=conversation, messages=[message], generation=generation),
@@ -44,6 +50,24 @@ def sample_frames() -> dict[str, dict]:
         "error": protocol.error(code="malformed", detail="Bad"),
         "pong": protocol.pong(),
         "reasoning.delta": protocol.reasoning_delta(text="thinking", **ids),
+        "conversation.updated": protocol.conversation_updated(conversation=conversation),
+        "rating.saved": protocol.rating_saved(conversation_id="c1", rating=Rating(score=5, comment="", created_at=now)),
+        "queue.updated": protocol.queue_updated(conversation_id="c1", queue=queue),
+        "typing": protocol.typing(conversation_id="c1", author="agent", name="Kim", active=True),
+        "desk.snapshot": protocol.desk_snapshot(
+            me=agent, agents=[agent], lists={"waiting": [desk_conversation]}, support_hours="always"
+        ),
+        "desk.conversation": protocol.desk_conversation(conversation=desk_conversation),
+        "desk.agents": protocol.desk_agents(agents=[agent]),
+        "conversation.detail": protocol.conversation_detail(
+            conversation=desk_conversation, messages=[message], notes=[note], generation=generation
+        ),
+        "staff.message.new": protocol.staff_message_new(message=message),
+        "note.new": protocol.note_new(conversation_id="c1", note=note),
+        "suggestion.queued": protocol.suggestion_queued(conversation_id="c1", generation_id=3),
+        "suggestion.delta": protocol.suggestion_delta(generation_id=3, text="Draft"),
+        "suggestion.done": protocol.suggestion_done(generation_id=3, text="Draft"),
+        "suggestion.failed": protocol.suggestion_failed(generation_id=3, detail="Sorry"),
     }
 
 

@@ -15,6 +15,37 @@ from chatbot.redis_client import cancel_key, get_redis
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def served(request, redis_client):
+    """A live worker's heartbeat for both variants, so that posted messages are handed to the
+    broker (the real Redis) as in production; the tasks it queues are dropped after the test,
+    since no worker runs here. Tests that ask for `no_worker` get none."""
+    import time
+
+    from chatbot.queues import generation_queue
+    from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_key
+
+    if "no_worker" in request.fixturenames:
+        yield
+        return
+    status = WorkerStatus(
+        name="svc-test",
+        variants={v: {"state": "ready"} for v in ("gptq-int4", "fp16")},
+        running=0,
+        waiting=0,
+        reported_at=time.time(),
+    )
+    redis_client.set(heartbeat_key(status.name), status.encode(), ex=60)
+    yield
+    heartbeat_delete(status.name)
+    redis_client.delete(*(generation_queue(v) for v in ("gptq-int4", "fp16")))
+
+
+@pytest.fixture
+def no_worker():
+    """No worker's heartbeat: every answer fails at once (see `served`)."""
+
+
 def post(conversation=None, text="Where is my order?", client_id="c1", visitor_id="v1") -> customer.PostResult:
     return customer.customer_message_post(
         visitor_id=visitor_id, conversation=conversation, text=text, client_id=client_id
@@ -37,7 +68,7 @@ def statement_kinds(statements: list[str]) -> list[tuple[str, str]]:
     return [re.match(r'(\w+)(?: INTO)? .*?"(\w+)"', sql).group(1, 2) for sql in statements]
 
 
-def test_post_saves_the_message_and_a_generation_on_the_active_variant():
+def test_post_saves_the_message_and_a_generation_on_the_active_variant(no_worker):
     result = post()
     assert result.created
     assert result.message.author == Message.Author.CUSTOMER
@@ -126,7 +157,7 @@ def test_claim_is_idempotent_and_complete_respects_a_cancel():
 
 
 def pending_generation() -> Generation:
-    """A posted message's generation, set back to PENDING (no worker runs here, so the post failed it)."""
+    """A posted message's generation, PENDING as a worker would find it."""
     generation = post().generation
     Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
     return generation
@@ -193,7 +224,7 @@ def test_complete_stores_the_answer_with_its_reasoning_and_measures():
     assert "reasoning" not in protocol.message_payload(message)
 
 
-def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attempt():
+def test_orphans_of_a_dead_worker_are_requeued_then_failed_after_the_last_attempt(no_worker):
     result = post()
     old = timezone.now() - timezone.timedelta(minutes=5)
     Generation.objects.filter(pk=result.generation.pk).update(
@@ -221,10 +252,8 @@ def test_a_worker_gives_back_an_answer_its_engine_lost_until_the_last_attempt(se
     generations.generation_claim(generation_id=generation.pk, worker="w1")
     assert generations.generation_requeue(generation_id=generation.pk, worker="w2", lost="w2's engine") is None
     assert Generation.objects.get(pk=generation.pk).status == Generation.Status.RUNNING
-    # No live worker serves the variant in this test, so the enqueue fails it at commit; set it
-    # back to see the requeue itself.
     assert generations.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "requeued"
-    Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.PENDING, error="")
+    assert Generation.objects.get(pk=generation.pk).status == Generation.Status.PENDING
     assert generations.generation_claim(generation_id=generation.pk, worker="w1").attempts == 2
     assert generations.generation_requeue(generation_id=generation.pk, worker="w1", lost="w1's engine") == "failed"
     generation.refresh_from_db()
@@ -274,7 +303,7 @@ def test_an_agent_taking_over_cancels_the_answer_in_progress_and_tells_the_custo
     agent = django_user_model.objects.create_user("sam", first_name="Sam", is_staff=True)
     result = post()
     Generation.objects.filter(pk=result.generation.pk).update(status=Generation.Status.RUNNING, error="")
-    conversation = desk.conversation_assign_agent(conversation=result.conversation, agent=agent)
+    conversation = desk.conversation_claim(conversation=result.conversation, agent=agent)
     assert conversation.status == Conversation.Status.WITH_AGENT and conversation.assigned_agent == agent
     generation = Generation.objects.get(pk=result.generation.pk)
     assert generation.status == Generation.Status.CANCELLED

@@ -7,12 +7,15 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 
+from chatbot.conversations import protocol
 from chatbot.conversations.models import Conversation, Generation, Message
-from chatbot.conversations.protocol import CLIENT_ID_RE, InvalidInput
+from chatbot.conversations.protocol import InvalidInput
+from chatbot.conversations.services.desk import conversation_handoff
 from chatbot.conversations.services.generations import conversation_cancel_answers, generation_enqueue
+from chatbot.conversations.validation import client_id_validate, message_text_validate
+from chatbot.events import send_events_now
 from chatbot.serving.selectors import active_variant_get
 from chatbot.sql import column, placeholders, table
 
@@ -26,25 +29,6 @@ def visitor_id_ensure(*, session: Any) -> str:
         visitor_id = secrets.token_urlsafe(24)
         session["visitor_id"] = visitor_id
     return visitor_id
-
-
-def customer_text_validate(*, text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput("empty_message", "The message is empty.")
-    if len(text) > settings.MESSAGE_MAX_CHARS:
-        raise InvalidInput(
-            "message_too_long",
-            f"The message is {len(text)} characters long; the limit is {settings.MESSAGE_MAX_CHARS}.",
-        )
-    if "\x00" in text:
-        raise InvalidInput("malformed", "The message contains a NUL character.")
-    return text.strip()
-
-
-def client_id_validate(*, client_id: Any) -> str:
-    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
-        raise InvalidInput("invalid_client_id", "client_id must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'.")
-    return client_id
 
 
 @dataclass
@@ -72,7 +56,7 @@ def customer_message_post(
     that conversation's group before posting, so the answer's first events cannot go out before
     anyone listens.
     """
-    text = customer_text_validate(text=text)
+    text = message_text_validate(text=text)
     client_id = client_id_validate(client_id=client_id)
     with transaction.atomic():
         starts = conversation is None
@@ -85,6 +69,9 @@ def customer_message_post(
             )
         else:
             conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if conversation.assigned_agent_id is not None:
+                # Loaded now (after the lock, see `desk._locked`): the socket shows the agent's name.
+                conversation.assigned_agent  # noqa: B018
             if conversation.status == Conversation.Status.RESOLVED:
                 raise InvalidInput("conversation_closed", "This conversation is resolved; start a new one.")
             existing_id, answering = _post_lookups(conversation_id=conversation.pk, client_id=client_id)
@@ -98,6 +85,7 @@ def customer_message_post(
         )
         conversation.last_message_at = message.created_at
         conversation.save(update_fields=["last_message_at", "updated_at"])
+        _tell_staff(conversation, message)
         if answering:
             conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
 
@@ -133,3 +121,33 @@ def _post_lookups_sql() -> str:
         f"EXISTS (SELECT 1 FROM {table(Generation)} WHERE {column(Generation, 'conversation')} = %s "
         f"AND {column(Generation, 'status')} IN ({placeholders(Generation.OPEN_STATUSES)}))"
     )
+
+
+def _tell_staff(conversation: Conversation, message: Message) -> None:
+    """After the commit, in one round trip: staff watching the conversation see the customer's
+    message, and the desk's lists their latest line."""
+    events = [
+        (conversation.staff_group_name, protocol.staff_message_new(message=message)),
+        (
+            protocol.DESK_GROUP,
+            protocol.desk_conversation(
+                conversation=protocol.desk_conversation_payload(conversation, last_message=message.text)
+            ),
+        ),
+    ]
+    transaction.on_commit(lambda: send_events_now(events))
+
+
+def customer_handoff_request(
+    *, visitor_id: str, conversation: Conversation | None, new_public_id: str | None = None
+) -> Conversation:
+    """The customer pressed "Talk to a person": the conversation (a new one if they have not
+    written yet) waits for an agent. Asking again while waiting or with an agent changes nothing."""
+    if conversation is None:
+        conversation = Conversation.objects.create(
+            visitor_id=visitor_id, **({"public_id": new_public_id} if new_public_id else {})
+        )
+    elif conversation.status == Conversation.Status.RESOLVED:
+        raise InvalidInput("conversation_closed", "This conversation is resolved; start a new one.")
+    conversation_handoff(conversation=conversation, reason=Conversation.HandoffReason.CUSTOMER_REQUEST)
+    return Conversation.objects.select_related("assigned_agent").get(pk=conversation.pk)

@@ -25,6 +25,7 @@ from chatbot.sql import column, columns, placeholders, table
 logger = logging.getLogger(__name__)
 
 FAILED_DETAIL = "Sorry, the assistant could not answer this message. Your message is saved; please try again."
+SUGGESTION_FAILED_DETAIL = "No suggestion could be drafted right now."
 
 
 def generation_enqueue(*, generation: Generation, notify_failure: bool = False) -> bool:
@@ -79,25 +80,41 @@ def generation_cancel(*, generation: Generation, reason: str) -> bool:
             logger.warning("could not flag generation %s as cancelled", generation.pk, exc_info=True)
 
     transaction.on_commit(flag)
-    send_event_on_commit(generation.conversation.group_name, protocol.generation_cancelled(generation_id=generation.pk))
+    if generation.kind == Generation.Kind.ANSWER:  # a discarded suggestion needs no word
+        send_event_on_commit(
+            generation.conversation.group_name, protocol.generation_cancelled(generation_id=generation.pk)
+        )
     return True
 
 
 def conversation_cancel_answers(*, conversation: Conversation, reason: str) -> None:
-    """Cancel every answer of the conversation that is still pending or running."""
-    for generation in conversation.generations.filter(status__in=Generation.OPEN_STATUSES):
+    """Cancel every bot answer of the conversation that is still pending or running (an agent's
+    suggestion runs on)."""
+    for generation in conversation.generations.filter(status__in=Generation.OPEN_STATUSES, kind=Generation.Kind.ANSWER):
         generation_cancel(generation=generation, reason=reason)
 
 
-def generation_fail(*, generation: Generation, error: str, notify: bool = True) -> bool:
-    """Mark a generation FAILED with its error; tell the customer in words when `notify`."""
+def generation_fail(*, generation: Generation, error: str, notify: bool = True, attempt: int | None = None) -> bool:
+    """Mark a generation FAILED with its error. An answer that fails for good hands the
+    conversation to a person (`desk.conversation_handoff`, after the failure's word, which goes
+    to the customer when `notify`); a suggestion's failure is told to the staff who asked."""
+    from chatbot.conversations.services.desk import conversation_handoff  # desk builds on this module
+
     if not _generation_end(generation=generation, status=Generation.Status.FAILED, error=error):
         return False
+    conversation = generation.conversation
+    if generation.kind == Generation.Kind.SUGGESTION:
+        send_event_on_commit(
+            conversation.staff_group_name,
+            protocol.suggestion_failed(generation_id=generation.pk, detail=SUGGESTION_FAILED_DETAIL),
+        )
+        return True
     if notify:
         send_event_on_commit(
-            generation.conversation.group_name,
-            protocol.generation_failed(generation_id=generation.pk, detail=FAILED_DETAIL),
+            conversation.group_name,
+            protocol.generation_failed(generation_id=generation.pk, detail=FAILED_DETAIL, attempt=attempt),
         )
+    conversation_handoff(conversation=conversation, reason=Conversation.HandoffReason.BOT_FAILED, detail=error)
     return True
 
 
@@ -109,12 +126,15 @@ def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
     generation (a redelivered task does nothing). A generation whose earlier worker died is run
     again until GENERATION_MAX_ATTEMPTS, then FAILED. Locks the generation row.
 
+    An answer runs only while the bot answers in the conversation (no agent owns it, it is not
+    waiting for one); an agent's suggestion runs whoever owns it.
+
     The claim is on the way to every answer's first token. On PostgreSQL the usual case (still
-    open, attempts left, the bot owns the conversation) is one statement, `_claim_sql`: the same
-    through the ORM cost several times more, most of it compiling four statements. The row lock it takes, and PostgreSQL's recheck of its conditions on the row's newest version
-    after waiting for a concurrent writer, make racing writers agree as a SELECT ... FOR UPDATE
-    does. Anything else goes the ORM's way, which also says why (ended, out of attempts, owned by
-    an agent)."""
+    open, attempts left, allowed to run) is one statement, `_claim_sql`: the same through the
+    ORM cost several times more, most of it compiling four statements. The row lock it takes,
+    and PostgreSQL's recheck of its conditions on the row's newest version after waiting for a
+    concurrent writer, make racing writers agree as a SELECT ... FOR UPDATE does. Anything else
+    goes the ORM's way, which also says why (ended, out of attempts, handed to people)."""
     if connection.vendor == "postgresql":
         claimed = _generation_claim_in_one_statement(generation_id=generation_id, worker=worker)
         if claimed is not None:
@@ -128,8 +148,8 @@ def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
         if generation.attempts >= settings.GENERATION_MAX_ATTEMPTS:
             generation_fail(generation=generation, error=f"gave up after {generation.attempts} attempts (worker lost)")
             return None
-        if not generation.conversation.owner_is_bot:
-            generation_cancel(generation=generation, reason="an agent owns the conversation")
+        if generation.kind == Generation.Kind.ANSWER and not generation.conversation.bot_answers:
+            generation_cancel(generation=generation, reason="the bot no longer answers in this conversation")
             return None
         generation.attempts += 1
         generation.status = Generation.Status.RUNNING
@@ -142,8 +162,8 @@ def generation_claim(*, generation_id: int, worker: str) -> Generation | None:
 @functools.cache
 def _claim_sql() -> str:
     """UPDATE ... FROM ... RETURNING (PostgreSQL) that claims a generation when it is still open,
-    has attempts left and no agent owns its conversation, and returns the generation's and the
-    conversation's columns."""
+    has attempts left and may run (a suggestion, or an answer in a conversation the bot still
+    answers), and returns the generation's and the conversation's columns."""
     status, attempts = column(Generation, "status"), column(Generation, "attempts")
     returning = [f"g.{name}" for name in columns(Generation)] + [f"c.{name}" for name in columns(Conversation)]
     return (
@@ -151,7 +171,8 @@ def _claim_sql() -> str:
         f"{column(Generation, 'started_at')} = %s, {column(Generation, 'worker')} = %s "
         f"FROM {table(Conversation)} AS c "
         f"WHERE g.{column(Generation, 'id')} = %s AND c.{column(Conversation, 'id')} = g.{column(Generation, 'conversation')} "
-        f"AND c.{column(Conversation, 'assigned_agent')} IS NULL "
+        f"AND (g.{column(Generation, 'kind')} = %s OR (c.{column(Conversation, 'assigned_agent')} IS NULL "
+        f"AND c.{column(Conversation, 'status')} = %s)) "
         f"AND g.{status} IN ({placeholders(Generation.OPEN_STATUSES)}) AND g.{attempts} < %s "
         f"RETURNING {', '.join(returning)}"
     )
@@ -167,6 +188,8 @@ def _generation_claim_in_one_statement(*, generation_id: int, worker: str) -> Ge
                 timezone.now(),
                 worker[:200],
                 generation_id,
+                Generation.Kind.SUGGESTION.value,
+                Conversation.Status.BOT.value,
                 *(status.value for status in Generation.OPEN_STATUSES),
                 settings.GENERATION_MAX_ATTEMPTS,
             ],
@@ -183,29 +206,62 @@ def _generation_claim_in_one_statement(*, generation_id: int, worker: str) -> Ge
     return generation
 
 
-def generation_complete(*, generation_id: int, text: str, reasoning: str, measures: dict[str, Any]) -> Message | None:
+def generation_complete(
+    *, generation_id: int, text: str, reasoning: str, measures: dict[str, Any], no_answer: bool = False
+) -> Message | None:
     """Store the bot's answer and mark the generation DONE. Returns None (and stores nothing)
-    when the generation was cancelled or failed meanwhile. Locks the generation row."""
+    when the generation ended meanwhile, or when the bot no longer owns the conversation: the
+    owner is checked again here, under the conversation's lock, so an answer that raced an
+    agent's takeover can never appear after it. Locks the conversation row, then the
+    generation's (the takeover's order)."""
     with transaction.atomic():
-        generation = (
-            Generation.objects.select_for_update().select_related("conversation").filter(pk=generation_id).first()
-        )
+        conversation_id = Generation.objects.filter(pk=generation_id).values_list("conversation_id", flat=True).first()
+        if conversation_id is None:
+            return None
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        generation = Generation.objects.select_for_update().filter(pk=generation_id).first()
         if generation is None or generation.status != Generation.Status.RUNNING:
             return None
+        generation.conversation = conversation
+        if not conversation.bot_answers:
+            _generation_end(
+                generation=generation, status=Generation.Status.CANCELLED, error="an agent owns the conversation"
+            )
+            return None
         message = Message.objects.create(
-            conversation=generation.conversation,
+            conversation=conversation,
             author=Message.Author.BOT,
             text=text,
             reasoning=reasoning,
             generation=generation,
             model_variant=generation.model_variant,
+            no_answer=no_answer,
             **measures,
         )
         generation.status = Generation.Status.DONE
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "finished_at"])
-        Conversation.objects.filter(pk=generation.conversation_id).update(last_message_at=message.created_at)
+        Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
     return message
+
+
+def generation_suggestion_complete(*, generation_id: int, text: str) -> Generation | None:
+    """Keep a suggested reply's text on its generation and mark it DONE; None when it ended
+    meanwhile (the agent discarded it, or the conversation was resolved)."""
+    with transaction.atomic():
+        generation = (
+            Generation.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=generation_id, kind=Generation.Kind.SUGGESTION, status=Generation.Status.RUNNING)
+            .first()
+        )
+        if generation is None:
+            return None
+        generation.text = text
+        generation.status = Generation.Status.DONE
+        generation.finished_at = timezone.now()
+        generation.save(update_fields=["text", "status", "finished_at"])
+    return generation
 
 
 def generation_requeue_orphans(*, min_age_s: float | None = None, alive: Iterable[str] = ()) -> int:
@@ -267,12 +323,13 @@ def _generation_requeue_locked(*, generation: Generation, lost: str) -> bool:
         return False
     generation.status = Generation.Status.PENDING
     generation.save(update_fields=["status"])
-    # The event goes before the enqueue: when the enqueue fails, its `generation.failed` is the
-    # last word the page hears.
-    send_event_on_commit(
-        generation.conversation.group_name,
-        # The attempt that comes next: the page drops the lost attempt's partial text now.
-        protocol.generation_queued(generation_id=generation.pk, position=None, attempt=generation.attempts + 1),
-    )
+    if generation.kind == Generation.Kind.ANSWER:
+        # The event goes before the enqueue: when the enqueue fails, its `generation.failed` is
+        # the last word the page hears. The attempt that comes next: the page drops the lost
+        # attempt's partial text now.
+        send_event_on_commit(
+            generation.conversation.group_name,
+            protocol.generation_queued(generation_id=generation.pk, position=None, attempt=generation.attempts + 1),
+        )
     transaction.on_commit(lambda: generation_enqueue(generation=generation, notify_failure=True))
     return True

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DeskConfig(AppConfig):
+    name = "chatbot.desk"
+    verbose_name = "Agents' desk"

@@ -1,0 +1,15 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from chatbot.desk import views
+
+app_name = "desk"
+urlpatterns = [
+    path("", views.desk_page, name="page"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="desk/login.html", redirect_authenticated_user=False),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page=views.LOGIN_URL), name="logout"),
+]
