@@ -32,6 +32,13 @@ def send_event_on_commit(group: str, event: dict[str, Any]) -> None:
 
 def send_events_now(events: list[tuple[str, dict[str, Any]]]) -> None:
     """Many events at once, in order: one round trip to Redis with the pub/sub layer."""
+    if events:
+        async_to_sync(send_events)(events)
+
+
+async def send_events(events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Many events at once, in order, from an event loop (a socket's consumer), for rows already
+    committed: one round trip to Redis with the pub/sub layer."""
     if not events:
         return
     layer = get_channel_layer()
@@ -39,9 +46,9 @@ def send_events_now(events: list[tuple[str, dict[str, Any]]]) -> None:
     try:
         send_many = getattr(layer, "group_send_many", None)
         if send_many is not None:
-            async_to_sync(send_many)(messages)
+            await send_many(messages)
         else:
             for group, message in messages:
-                async_to_sync(layer.group_send)(group, message)
-    except Exception:  # noqa: BLE001 - at-most-once, as above
+                await layer.group_send(group, message)
+    except Exception:  # noqa: BLE001 - the channel layer is at-most-once; the page reloads history
         logger.warning("could not send %d events", len(messages), exc_info=True)

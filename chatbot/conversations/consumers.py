@@ -17,7 +17,7 @@ from chatbot.conversations.services.customer import (
     customer_message_post,
 )
 from chatbot.conversations.services.generations import conversation_cancel_answers
-from chatbot.events import CLIENT_EVENT
+from chatbot.events import CLIENT_EVENT, send_events
 from chatbot.sockets import Handler, JsonSocketConsumer, TypingThrottle
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class CustomerChatConsumer(JsonSocketConsumer):
         )
         if result.unavailable:
             await self.send_json(protocol.error(code="assistant_unavailable", detail=UNAVAILABLE_DETAIL))
+        await send_events(result.staff_events)
 
     async def on_generation_cancel(self, content: dict[str, Any]) -> None:
         if self.conversation is not None:

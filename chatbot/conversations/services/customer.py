@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
@@ -15,7 +15,6 @@ from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services.desk import conversation_handoff
 from chatbot.conversations.services.generations import conversation_cancel_answers, generation_enqueue
 from chatbot.conversations.validation import client_id_validate, message_text_validate
-from chatbot.events import send_events_now
 from chatbot.serving.selectors import active_variant_get
 from chatbot.sql import column, placeholders, table
 
@@ -37,6 +36,9 @@ class PostResult:
     message: Message
     generation: Generation | None
     created: bool
+    # For staff (`_staff_events`): the socket sends them once the customer has their reply, off
+    # the way to the answer's first token (a send from here would hold the enqueue back).
+    staff_events: list[tuple[str, dict]] = field(default_factory=list)
 
     @property
     def unavailable(self) -> bool:
@@ -85,7 +87,6 @@ def customer_message_post(
         )
         conversation.last_message_at = message.created_at
         conversation.save(update_fields=["last_message_at", "updated_at"])
-        _tell_staff(conversation, message)
         if answering:
             conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
 
@@ -95,7 +96,13 @@ def customer_message_post(
                 conversation=conversation, prompt_message=message, model_variant=active_variant_get()
             )
             transaction.on_commit(lambda: generation_enqueue(generation=generation))
-    return PostResult(conversation=conversation, message=message, generation=generation, created=True)
+    return PostResult(
+        conversation=conversation,
+        message=message,
+        generation=generation,
+        created=True,
+        staff_events=_staff_events(conversation, message),
+    )
 
 
 def _post_lookups(*, conversation_id: int, client_id: str) -> tuple[int | None, bool]:
@@ -123,10 +130,10 @@ def _post_lookups_sql() -> str:
     )
 
 
-def _tell_staff(conversation: Conversation, message: Message) -> None:
-    """After the commit, in one round trip: staff watching the conversation see the customer's
-    message, and the desk's lists their latest line."""
-    events = [
+def _staff_events(conversation: Conversation, message: Message) -> list[tuple[str, dict]]:
+    """What staff hear of a customer's message: those watching the conversation see it, and the
+    desk's lists its latest line."""
+    return [
         (conversation.staff_group_name, protocol.staff_message_new(message=message)),
         (
             protocol.DESK_GROUP,
@@ -135,7 +142,6 @@ def _tell_staff(conversation: Conversation, message: Message) -> None:
             ),
         ),
     ]
-    transaction.on_commit(lambda: send_events_now(events))
 
 
 def customer_handoff_request(
