@@ -13,6 +13,10 @@ mkdir -p var/log
 $PY manage.py migrate --no-input -v0
 $PY manage.py build_demo_model
 $PY manage.py ensure_demo_staff
+if [ -n "${SEED_DEMO_HISTORY:-}" ] && [ "$($PY manage.py shell -c 'from chatbot.conversations.models import Conversation; print(Conversation.objects.exists())')" = False ]; then
+  # Realistic history for the analytics page, once, on an empty database.
+  $PY manage.py seed_demo_history --conversations "$SEED_DEMO_HISTORY"
+fi
 
 $PY manage.py run_worker >var/log/worker.log 2>&1 &
 worker=$!
@@ -21,6 +25,8 @@ PORT="$PORT" scripts/web.sh &
 web=$!
 echo
 echo "  Chat:  http://127.0.0.1:$PORT/"
+echo "  Desk:  http://127.0.0.1:$PORT/desk/    (the demo staff account above)"
+echo "  Analytics: http://127.0.0.1:$PORT/analytics/   (SEED_DEMO_HISTORY=2000 make run fills an empty demo with history)"
 echo "  Admin: http://127.0.0.1:$PORT/admin/   (see the demo staff account above)"
 echo "  Worker log: var/log/worker.log"
 echo
