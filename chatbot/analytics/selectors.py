@@ -55,6 +55,8 @@ class Dataset:
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     chart: str = "table"  # "line" | "bar" | "heatmap" | "table"
+    # Columns of text people wrote (customers' comments, staff's reasons): a CSV guards them.
+    free_text: tuple[str, ...] = ()
 
 
 # -- the period's conversations and messages ---------------------------------------------------------
@@ -176,19 +178,27 @@ def satisfaction(filters: Filters) -> list[Dataset]:
         [[s, by_score.get(s, 0)] for s in range(1, 6)],
         "bar",
     )
+    # By the day (week, month) the rated conversations started: the period's cohort, as everywhere.
     trunc = GRAINS[filters.grain]
-    over_time = Dataset("csat_over_time", "CSAT over time", ["period", "ratings", "CSAT %"], chart="line")
-    for row in (
-        rated.annotate(period=trunc("created_at"))
+    by_period = {
+        _period(row["period"]): (row["count"], row["happy"])
+        for row in rated.annotate(period=trunc("conversation__created_at"))
         .values("period")
         .annotate(count=Count("id"), happy=Count("id", filter=Q(score__gte=4)))
-        .order_by("period")
-    ):
-        over_time.rows.append([_period(row["period"]), row["count"], _rate(row["happy"], row["count"])])
+    }
+    over_time = Dataset("csat_over_time", "CSAT over time", ["period", "ratings", "CSAT %"], chart="line")
+    for period in periods(filters):
+        count, happy = by_period.get(period, (0, 0))
+        over_time.rows.append([period, count, _rate(happy, count)])
     latest = rated.exclude(comment="").select_related("conversation", "agent").order_by("-created_at")
     if filters.comment_score:
         latest = latest.filter(score=filters.comment_score)
-    comments = Dataset("comments", "Latest comments", ["rated at", "score", "comment", "credited to", "conversation"])
+    comments = Dataset(
+        "comments",
+        "Latest comments",
+        ["rated at", "score", "comment", "credited to", "conversation"],
+        free_text=("comment",),
+    )
     for rating in latest[:50]:
         credited = rating.agent.get_username() if rating.agent_id else rating.get_credited_to_display()
         comments.rows.append(
@@ -205,7 +215,7 @@ def satisfaction(filters: Filters) -> list[Dataset]:
 
 def volume(filters: Filters) -> list[Dataset]:
     trunc = GRAINS[filters.grain]
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, list[int]] = {period: [0, 0] for period in periods(filters)}
     for row in conversations(filters).annotate(period=trunc("created_at")).values("period").annotate(n=Count("id")):
         counts.setdefault(_period(row["period"]), [0, 0])[0] = row["n"]
     for row in messages(filters).annotate(period=trunc("created_at")).values("period").annotate(n=Count("id")):
@@ -411,7 +421,7 @@ def variants(filters: Filters) -> list[Dataset]:
         "variant_changes",
         "Switches of the serving variant",
         ["changed at", "from", "to", "by", "reason"],
-        [
+        rows=[
             [
                 change.changed_at.isoformat(timespec="seconds"),
                 change.from_variant,
@@ -423,6 +433,7 @@ def variants(filters: Filters) -> list[Dataset]:
             .select_related("changed_by")
             .order_by("changed_at")
         ],
+        free_text=("reason",),
     )
     return [table, changes]
 
@@ -460,6 +471,26 @@ def _ms(values: Sequence[float | None]) -> list[int | None]:
 
 def _one_decimal(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def periods(filters: Filters) -> list[str]:
+    """Every period of the grain that the filters' dates touch, so that a chart's time axis has
+    no gaps (the days, the Mondays of the weeks, or the firsts of the months)."""
+    day, last = filters.start.date(), (filters.end - dt.timedelta(microseconds=1)).date()
+    if filters.grain == "week":
+        day -= dt.timedelta(days=day.weekday())
+    elif filters.grain == "month":
+        day = day.replace(day=1)
+    found = []
+    while day <= last:
+        found.append(day.isoformat())
+        if filters.grain == "day":
+            day += dt.timedelta(days=1)
+        elif filters.grain == "week":
+            day += dt.timedelta(days=7)
+        else:
+            day = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return found
 
 
 def _period(moment: dt.datetime | dt.date | None) -> str:

@@ -9,6 +9,8 @@ import datetime as dt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.models import Permission
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -88,7 +90,15 @@ def _whole(raw: str, problems: list[str], what: str) -> int | None:
 def analytics_page(request: HttpRequest) -> HttpResponse:
     filters, problems = filters_from(request)
     datasets = report(filters)
-    staff = get_user_model().objects.filter(is_staff=True).order_by("username")
+    # The agent filter lists the people who work at the desk.
+    desk = Permission.objects.get(content_type__app_label="conversations", codename="handle_conversations")
+    staff = (
+        get_user_model()
+        .objects.filter(is_staff=True)
+        .filter(Q(user_permissions=desk) | Q(groups__permissions=desk) | Q(is_superuser=True))
+        .distinct()
+        .order_by("username")
+    )
     return render(
         request,
         "analytics/index.html",
@@ -123,13 +133,17 @@ def analytics_csv(request: HttpRequest, name: str) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{name}_{first}_{last}.csv"'
     writer = csv.writer(response)
     writer.writerow(found.columns)
+    guarded = {found.columns.index(name) for name in found.free_text}
     for row in found.rows:
-        writer.writerow(["" if value is None else _safe(value) for value in row])
+        writer.writerow(
+            ["" if value is None else (_safe(value) if index in guarded else value) for index, value in enumerate(row)]
+        )
     return response
 
 
 def _safe(value: object) -> object:
-    """A cell a spreadsheet will not run as a formula (a comment may start with =, +, - or @)."""
+    """A cell of people's text that a spreadsheet will not run as a formula (a comment may start
+    with =, +, - or @)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value

@@ -15,7 +15,12 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/index.html",
-        {"ws_path": "/ws/chat/", "max_chars": settings.MESSAGE_MAX_CHARS, "store_name": settings.STORE_NAME},
+        {
+            "ws_path": "/ws/chat/",
+            "max_chars": settings.MESSAGE_MAX_CHARS,
+            "rating_comment_max_chars": settings.RATING_COMMENT_MAX_CHARS,
+            "store_name": settings.STORE_NAME,
+        },
     )
 
 

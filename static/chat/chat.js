@@ -2,11 +2,13 @@
  * The customer chat page. Speaks the WebSocket protocol in docs/protocol.md through the shared
  * socket client; the server is the source of truth: every `history` frame redraws the whole list.
  * Besides the bot's answers: "Talk to a person", the wait for one, the agent's messages and
- * typing, the end of a resolved conversation. The DOM work is in render.js.
+ * typing, the customer ending the chat ("This solved my problem"), the end of a resolved
+ * conversation and its rating. The DOM work is in render.js and rating.js.
  */
 import { IGNORE, RESTART, GenerationTracker, generationIdOf } from "../js/generations.js";
 import { SocketClient } from "../js/socket.js";
 import { TypingIndicator, TypingSignal, charCount, newClientId } from "../js/text.js";
+import { RatingForm } from "./rating.js";
 import * as render from "./render.js";
 
 const MAX_FRAME_BYTES = 16 * 1024; // the server closes the socket (1009) above this
@@ -35,6 +37,15 @@ function errorText(code, maxChars) {
 
 // Statuses in which the customer can no longer ask for a person (they have one, or are done).
 const NO_HANDOFF_STATUSES = new Set(["waiting_for_agent", "with_agent", "resolved"]);
+// Statuses of an open conversation, which the customer may end themselves.
+const OPEN_STATUSES = new Set(["bot", "waiting_for_agent", "with_agent"]);
+const RATING_ERROR_TEXT = {
+  conversation_not_resolved: "This conversation can be rated once it has ended.",
+  invalid_score: "Please choose a face from 1 (very bad) to 5 (excellent).",
+  comment_too_long: "Your comment is too long; please shorten it.",
+  conversation_not_found: "We couldn't find this conversation to rate it.",
+  rate_limited: "You're sending too quickly. Please wait a moment and try again.",
+};
 
 // sessionStorage may be unavailable: the session cookie still finds the latest conversation.
 const store = {
@@ -66,6 +77,11 @@ class ChatPage {
       typing: $("typing-indicator"),
       end: $("conversation-end"),
       startAgain: $("start-again-button"),
+      resolveBar: $("resolve-bar"),
+      resolve: $("resolve-button"),
+      resolveConfirm: $("resolve-confirm"),
+      resolveYes: $("resolve-yes"),
+      resolveNo: $("resolve-no"),
     };
     this.maxChars = parseInt(root.dataset.maxChars, 10) || 2000;
     this.list = new render.MessageList($("messages"));
@@ -77,6 +93,15 @@ class ChatPage {
     this.conversation = null; // the attached conversation as the server last described it
     this.queue = null; // its place in the queue for a person, while it waits for one
     this.handoffPending = false; // "Talk to a person" sent, no answer yet
+    this.resolvePending = false; // "End chat" sent, no answer yet
+    this.rating = null; // the attached resolved conversation's rating, once it has one
+    this.ratingForm = new RatingForm(
+      { form: $("rating-form"), thanks: $("rating-thanks") },
+      {
+        maxChars: parseInt(root.dataset.ratingMaxChars, 10) || 1000,
+        onSubmit: (score, comment) => this.submitRating(score, comment),
+      },
+    );
     // Leaving the conversation for a new one (`conversation.new` sent, its history not yet
     // here): frames about the old one still arriving must not bring it back.
     this.detaching = false;
@@ -116,6 +141,9 @@ class ChatPage {
   onClose({ expired }) {
     this.historiesToSkip = 0;
     this.handoffPending = false;
+    this.resolvePending = false;
+    // A rating on its way may or may not be stored: the next history says.
+    if (this.ratingForm.sending) this.ratingForm.setSending(false);
     this.detaching = false;
     this.typingSignal.reset(); // the server forgets a closed socket's typing
     this.agentTyping.hide();
@@ -149,10 +177,12 @@ class ChatPage {
         // An agent's or a system message that arrives live (e.g. "an agent joined").
         if (frame.message?.author === "agent") this.agentTyping.hide();
         if (frame.message && !this.list.find(frame.message.id)) this.list.addMessage(frame.message);
+        this.updateResolveBar();
         break;
       case "conversation.updated": this.onConversationUpdated(frame); break;
       case "queue.updated": this.onQueueUpdated(frame); break;
       case "typing": this.onTyping(frame); break;
+      case "rating.saved": this.onRatingSaved(frame); break;
       case "error": this.onError(frame); break;
       default: break; // `pong` and anything newer than this page
     }
@@ -168,6 +198,8 @@ class ChatPage {
     this.conversation = conversation || null;
     this.queue = frame.queue || null;
     this.handoffPending = false;
+    this.resolvePending = false;
+    this.rating = frame.rating || null;
     this.agentTyping.hide();
 
     this.list.clear();
@@ -202,8 +234,13 @@ class ChatPage {
       this.sendHello(null);
       return;
     }
-    if (frame.frame_type === "handoff.request") {
+    if (frame.frame_type === "rating.submit") {
+      this.onRatingRefused(frame);
+      return;
+    }
+    if (frame.frame_type === "handoff.request" || frame.frame_type === "conversation.resolve") {
       this.handoffPending = false;
+      this.resolvePending = false;
       this.updateConversationState();
     }
     // A refusal of a message names its client_id where it was well formed; else, as the server
@@ -230,6 +267,7 @@ class ChatPage {
     const conversation = frame.conversation;
     if (!conversation || !this.isCurrent(conversation.id)) return;
     const before = this.conversation?.status;
+    if (this.conversation && this.conversation.id !== conversation.id) this.rating = null;
     this.conversation = conversation;
     // "Talk to a person" before any message starts the conversation.
     store.set(KEY_CONVERSATION, conversation.id);
@@ -237,8 +275,16 @@ class ChatPage {
     this.handoffPending = false;
     if (conversation.status !== "waiting_for_agent") this.queue = null;
     if (conversation.status !== "with_agent") this.agentTyping.hide();
-    if (conversation.status === "resolved" && before !== "resolved") this.typingSignal.stop();
+    const justResolved = conversation.status === "resolved" && before !== "resolved";
+    // The customer ended it, or their place (the composer, the "End chat" bar) just closed:
+    // the keyboard goes on to the rating. An agent's resolution elsewhere does not steal focus.
+    const active = document.activeElement;
+    const moveFocus = justResolved && (this.resolvePending || !active || active === document.body
+      || active === this.els.input || this.els.resolveBar.contains(active));
+    this.resolvePending = false;
+    if (justResolved) this.typingSignal.stop();
     this.updateConversationState();
+    if (moveFocus && !this.rating) this.ratingForm.focus();
   }
 
   onQueueUpdated(frame) {
@@ -273,7 +319,88 @@ class ChatPage {
     handoff.disabled = !this.client.ready || this.handoffPending || this.detaching;
     handoff.setAttribute("aria-busy", String(this.handoffPending));
     end.hidden = status !== "resolved";
+    this.updateRating();
+    this.updateResolveBar();
     this.updateComposer();
+  }
+
+  // --- the end: "This solved my problem" / "End chat", and the rating ---------------------------
+  /** The customer's own "End chat", while the conversation is open: with the bot once it has
+   * answered ("This solved my problem"), waiting for a person or with one ("End chat"). */
+  updateResolveBar() {
+    const { resolveBar, resolve } = this.els;
+    const status = this.conversation?.status;
+    const replied = status !== "bot"
+      || this.list.el.querySelector(".message--bot[data-message-id], .message--agent") !== null;
+    const show = OPEN_STATUSES.has(status) && replied && !this.detaching;
+    resolveBar.hidden = !show;
+    if (!show) this.closeResolveConfirm({ focus: false });
+    const label = status === "bot" ? "This solved my problem" : "End chat";
+    if (resolve.textContent !== label) resolve.textContent = label;
+    resolve.disabled = !this.client.ready || this.resolvePending;
+    resolve.setAttribute("aria-busy", String(this.resolvePending));
+  }
+
+  openResolveConfirm() {
+    const { resolve, resolveConfirm, resolveYes } = this.els;
+    resolve.hidden = true;
+    resolveConfirm.hidden = false;
+    resolveYes.focus();
+  }
+
+  closeResolveConfirm({ focus = true } = {}) {
+    const { resolve, resolveConfirm } = this.els;
+    const wasOpen = !resolveConfirm.hidden;
+    resolveConfirm.hidden = true;
+    resolve.hidden = false;
+    if (focus && wasOpen) resolve.focus();
+  }
+
+  resolveConversation() {
+    if (!this.client.ready || this.resolvePending || this.detaching || !this.conversation) return;
+    if (this.client.send({ type: "conversation.resolve" })) {
+      this.resolvePending = true;
+      this.closeResolveConfirm({ focus: false });
+      this.updateResolveBar();
+    }
+  }
+
+  /** Asks for the rating of a resolved conversation that has none, or shows the one it has. */
+  updateRating() {
+    const conversation = this.conversation;
+    if (conversation?.status !== "resolved") {
+      this.ratingForm.hide();
+      return;
+    }
+    if (this.rating) this.ratingForm.showRated(this.rating, this.rating.detail);
+    else this.ratingForm.ask(conversation.id);
+  }
+
+  submitRating(score, comment) {
+    const conversation = this.conversation;
+    if (conversation?.status !== "resolved") return false;
+    const frame = { type: "rating.submit", conversation_id: conversation.id, score, comment };
+    if (!this.client.ready || !this.client.send(frame)) {
+      this.ratingForm.showError("Not connected — please try again when we reconnect.");
+      return false;
+    }
+    return true;
+  }
+
+  onRatingSaved(frame) {
+    if (!frame.rating || frame.conversation_id !== this.conversation?.id) return;
+    this.rating = frame.rating;
+    this.updateRating();
+  }
+
+  onRatingRefused(frame) {
+    if (frame.code === "already_rated") {
+      // Rated already (in another tab, say): never ask again.
+      this.rating = { score: null, comment: "", detail: frame.detail || "This conversation has been rated already; thank you." };
+      this.updateRating();
+      return;
+    }
+    this.ratingForm.showError(frame.detail || RATING_ERROR_TEXT[frame.code] || "Your rating could not be saved.");
   }
 
   // --- the bot's answers in progress ----------------------------------------------------------
@@ -295,6 +422,7 @@ class ChatPage {
     if (this.list.find(message.id)) { el?.remove(); return; } // already drawn from a history
     if (el) render.completeAnswer(el, message);
     else this.list.addMessage(message);
+    this.updateResolveBar();
   }
 
   dropAnswer(id) {
@@ -361,9 +489,12 @@ class ChatPage {
   }
 
   updateComposer() {
-    const { input, counter, warning, send, newConversation } = this.els;
+    const { form, input, counter, warning, send, newConversation } = this.els;
     const expired = this.client.expired;
     const resolved = this.resolved;
+    // A resolved conversation takes no more messages: its end (and rating) takes the composer's
+    // place, which on a phone is room the rating needs.
+    form.hidden = resolved;
     input.disabled = resolved;
     input.placeholder = resolved ? "This conversation is resolved" : "Type your message…";
     const text = input.value;
@@ -420,6 +551,8 @@ class ChatPage {
     this.typingSignal.stop();
     this.conversation = null;
     this.queue = null;
+    this.rating = null;
+    this.resolvePending = false;
     this.agentTyping.hide();
     // The reply is a `history` with no conversation, which clears the list. Offline, clear it
     // now; the next hello starts fresh (see sendHello).
@@ -434,7 +567,7 @@ class ChatPage {
   }
 
   bindControls() {
-    const { form, input, stop, newConversation, handoff, startAgain } = this.els;
+    const { form, input, stop, newConversation, handoff, startAgain, resolve, resolveYes, resolveNo } = this.els;
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -455,6 +588,12 @@ class ChatPage {
     });
     input.addEventListener("blur", () => this.typingSignal.stop());
     handoff.addEventListener("click", () => this.requestHandoff());
+    resolve.addEventListener("click", () => this.openResolveConfirm());
+    resolveYes.addEventListener("click", () => this.resolveConversation());
+    resolveNo.addEventListener("click", () => this.closeResolveConfirm());
+    this.els.resolveConfirm.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.closeResolveConfirm();
+    });
     startAgain.addEventListener("click", () => {
       this.startNewConversation();
       input.focus();

@@ -108,21 +108,32 @@ def test_satisfaction(history):
     assert [row[2] for row in rows(low, "comments")] == ["slow"]
 
 
-def test_csat_over_time_follows_the_grain(history):
-    daily = rows(satisfaction(PERIOD), "csat_over_time")
-    assert [row[1:] for row in daily] == [[3, 66.7]]  # the ratings were written the day of the test
+def test_csat_over_time_follows_the_grain_with_every_period_on_the_axis(history):
+    daily = {row[0]: row[1:] for row in rows(satisfaction(PERIOD), "csat_over_time")}
+    assert len(daily) == 30  # every day of November, rated or not
+    # By the day each rated conversation started: 5 on Monday, 2 on Tuesday, 4 on Thursday.
+    assert daily["2026-11-02"] == [1, 100.0] and daily["2026-11-03"] == [1, 0.0] and daily["2026-11-05"] == [1, 100.0]
+    assert daily["2026-11-04"] == [0, None]
+    weekly = rows(satisfaction(Filters(start=PERIOD.start, end=PERIOD.end, grain="week")), "csat_over_time")
+    assert [row[0] for row in weekly] == [
+        "2026-10-26",
+        "2026-11-02",
+        "2026-11-09",
+        "2026-11-16",
+        "2026-11-23",
+        "2026-11-30",
+    ]
+    assert weekly[1][1:] == [3, 66.7]
     monthly = rows(satisfaction(Filters(start=PERIOD.start, end=PERIOD.end, grain="month")), "csat_over_time")
-    assert len(monthly) == 1
+    assert monthly == [["2026-11-01", 3, 66.7]]
 
 
 def test_volume_and_the_heatmap(history):
     figures = volume(PERIOD)
-    assert rows(figures, "volume_over_time") == [
-        ["2026-11-02", 1, 2],
-        ["2026-11-03", 1, 3],
-        ["2026-11-04", 2, 3],
-        ["2026-11-05", 1, 2],
-    ]
+    days = {row[0]: row[1:] for row in rows(figures, "volume_over_time")}
+    assert len(days) == 30
+    assert [days[f"2026-11-0{d}"] for d in (2, 3, 4, 5)] == [[1, 2], [1, 3], [2, 3], [1, 2]]
+    assert sum(c for c, _ in days.values()) == 5 and days["2026-11-30"] == [0, 0]
     heatmap = {row[0]: row[1:] for row in rows(figures, "heatmap")}
     assert heatmap["Mon"][10] == 1 and heatmap["Tue"][10] == 1
     assert heatmap["Wed"][11] == 1 and heatmap["Wed"][12] == 1 and heatmap["Thu"][9] == 1
