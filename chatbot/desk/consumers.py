@@ -5,7 +5,8 @@ through Channels groups."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -16,8 +17,10 @@ from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services import desk as desk_services
 from chatbot.desk import selectors
 from chatbot.desk.presence import presence_drop, presence_touch
-from chatbot.events import CLIENT_EVENT
+from chatbot.events import CLIENT_EVENT, send_events
 from chatbot.sockets import Handler, JsonSocketConsumer, TypingThrottle
+
+T = TypeVar("T")
 
 CLOSE_LOGIN_REQUIRED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -93,11 +96,13 @@ class DeskConsumer(JsonSocketConsumer):
 
     async def on_open(self, content: dict[str, Any]) -> None:
         """Read one conversation and follow it live (one at a time per socket)."""
-        conversation = await self._conversation(content)
+
+        def read(conversation: Conversation) -> tuple[Conversation, dict[str, Any]]:
+            return conversation, selectors.conversation_detail_frame(conversation=conversation)
+
+        conversation, detail = await self._act(content, read)
         await self._watch(conversation)
-        await self.send_json(
-            await database_sync_to_async(selectors.conversation_detail_frame)(conversation=conversation)
-        )
+        await self.send_json(detail)
 
     async def _watch(self, conversation: Conversation | None) -> None:
         if self.watching is not None:
@@ -109,14 +114,18 @@ class DeskConsumer(JsonSocketConsumer):
             await self.channel_layer.group_add(conversation.staff_group_name, self.channel_name)
 
     async def on_claim(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        await database_sync_to_async(desk_services.conversation_claim)(conversation=conversation, agent=self.user)
+        await self._act(
+            content, lambda conversation: desk_services.conversation_claim(conversation=conversation, agent=self.user)
+        )
 
     async def on_message_send(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        post = await database_sync_to_async(desk_services.agent_message_post)(
-            conversation=conversation, agent=self.user, text=content.get("text"), client_id=content.get("client_id")
+        post = await self._act(
+            content,
+            lambda conversation: desk_services.agent_message_post(
+                conversation=conversation, agent=self.user, text=content.get("text"), client_id=content.get("client_id")
+            ),
         )
+        await send_events(post.events)  # the customer first
         await self.send_json(
             protocol.message_saved(
                 client_id=post.message.client_id, message=post.message, conversation=post.conversation
@@ -124,9 +133,11 @@ class DeskConsumer(JsonSocketConsumer):
         )
 
     async def on_note_add(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        await database_sync_to_async(desk_services.note_add)(
-            conversation=conversation, agent=self.user, text=content.get("text")
+        await self._act(
+            content,
+            lambda conversation: desk_services.note_add(
+                conversation=conversation, agent=self.user, text=content.get("text")
+            ),
         )
 
     async def on_typing(self, content: dict[str, Any]) -> None:
@@ -156,27 +167,31 @@ class DeskConsumer(JsonSocketConsumer):
         await self.channel_layer.group_send(conversation.group_name, {"type": CLIENT_EVENT, "event": frame})
 
     async def on_suggestion_request(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        generation = await database_sync_to_async(desk_services.suggestion_request)(
-            conversation=conversation, agent=self.user
+        generation = await self._act(
+            content, lambda conversation: desk_services.suggestion_request(conversation=conversation, agent=self.user)
         )
         await self.send_json(
-            protocol.suggestion_queued(conversation_id=conversation.public_id, generation_id=generation.pk)
+            protocol.suggestion_queued(conversation_id=content["conversation_id"], generation_id=generation.pk)
         )
 
     async def on_suggestion_cancel(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        await database_sync_to_async(desk_services.suggestion_cancel)(
-            conversation=conversation, agent=self.user, generation_id=content.get("generation_id")
+        await self._act(
+            content,
+            lambda conversation: desk_services.suggestion_cancel(
+                conversation=conversation, agent=self.user, generation_id=content.get("generation_id")
+            ),
         )
 
     async def on_hand_back(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        await database_sync_to_async(desk_services.conversation_hand_back)(conversation=conversation, agent=self.user)
+        await self._act(
+            content,
+            lambda conversation: desk_services.conversation_hand_back(conversation=conversation, agent=self.user),
+        )
 
     async def on_resolve(self, content: dict[str, Any]) -> None:
-        conversation = await self._conversation(content)
-        await database_sync_to_async(desk_services.conversation_resolve)(conversation=conversation, agent=self.user)
+        await self._act(
+            content, lambda conversation: desk_services.conversation_resolve(conversation=conversation, agent=self.user)
+        )
 
     async def on_presence_set(self, content: dict[str, Any]) -> None:
         await database_sync_to_async(desk_services.agent_presence_set)(
@@ -187,10 +202,14 @@ class DeskConsumer(JsonSocketConsumer):
         await database_sync_to_async(presence_touch)(user_id=self.user.pk, channel_name=self.channel_name)
         await super().on_ping(content)
 
-    async def _conversation(self, content: dict[str, Any]) -> Conversation:
-        conversation = await database_sync_to_async(selectors.conversation_for_staff)(
-            public_id=content.get("conversation_id")
-        )
-        if conversation is None:
-            raise InvalidInput("conversation_not_found", "There is no such conversation.")
-        return conversation
+    async def _act(self, content: dict[str, Any], action: Callable[[Conversation], T]) -> T:
+        """Find the frame's conversation and act on it, in one trip to a database thread (not
+        the thread-sensitive one: a reply does not queue behind other sockets' reads)."""
+
+        def act() -> T:
+            conversation = selectors.conversation_for_staff(public_id=content.get("conversation_id"))
+            if conversation is None:
+                raise InvalidInput("conversation_not_found", "There is no such conversation.")
+            return action(conversation)
+
+        return await database_sync_to_async(act, thread_sensitive=False)()

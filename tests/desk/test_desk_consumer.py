@@ -178,12 +178,24 @@ async def test_two_agents_claiming_the_same_conversation_one_wins_the_other_is_t
     conversation_id = (await receive_type(customer, "conversation.updated"))["conversation"]["id"]
     for socket in (kim, lee):
         await socket.send_json_to({"type": "conversation.claim", "conversation_id": conversation_id})
-    claimed = await receive_where(
-        kim, lambda f: f["type"] == "desk.conversation" and f["conversation"]["status"] == "with_agent"
-    )
-    winner = claimed["conversation"]["agent"]["name"]
-    loser = lee if winner == "Kim" else kim
-    refused = await receive_type(loser, "error")
+
+    async def outcome(socket) -> tuple[str, dict | None]:
+        """Who the desk says took it, and this socket's refusal (in whatever order they come)."""
+        owner, refusal = None, None
+        while owner is None or (refusal is None and owner != socket_name[socket]):
+            frame = await socket.receive_json_from(timeout=5)
+            if frame["type"] == "desk.conversation" and frame["conversation"]["status"] == "with_agent":
+                owner = frame["conversation"]["agent"]["name"]
+            elif frame["type"] == "error":
+                refusal = frame
+        return owner, refusal
+
+    socket_name = {kim: "Kim", lee: "Lee"}
+    (kim_sees, kim_refused), (lee_sees, lee_refused) = await outcome(kim), await outcome(lee)
+    assert kim_sees == lee_sees
+    winner = kim_sees
+    refused = lee_refused if winner == "Kim" else kim_refused
+    assert (kim_refused if winner == "Kim" else lee_refused) is None
     assert (refused["code"], refused["detail"]) == ("already_claimed", f"{winner} took this conversation over already.")
     assert await database_sync_to_async(Message.objects.filter(author=Message.Author.SYSTEM).count)() == 1
     for socket in (kim, lee, customer):

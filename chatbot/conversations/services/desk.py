@@ -11,7 +11,7 @@ took it. The customer, the desk and the queue hear of each change after the comm
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -88,9 +88,17 @@ def _notice(conversation: Conversation, text: str) -> Message:
     return notice
 
 
+def _message_events(conversation: Conversation, message: Message) -> list[tuple[str, dict]]:
+    """A new message for the customer's page and for the staff watching."""
+    return [
+        (conversation.group_name, protocol.message_new(message=message)),
+        (conversation.staff_group_name, protocol.staff_message_new(message=message)),
+    ]
+
+
 def _message_out(conversation: Conversation, message: Message) -> None:
-    send_event_on_commit(conversation.group_name, protocol.message_new(message=message))
-    send_event_on_commit(conversation.staff_group_name, protocol.staff_message_new(message=message))
+    for group, event in _message_events(conversation, message):
+        send_event_on_commit(group, event)
 
 
 # -- handoff: from the bot to the people ------------------------------------------------------------
@@ -217,11 +225,15 @@ class AgentPost:
     conversation: Conversation
     message: Message
     created: bool
+    # The reply's events (to the customer, the staff watching, the desks' lists), for the desk's
+    # socket to send once the reply is stored: from its own event loop, at once, rather than one
+    # hop after another from the database thread (on the way to the customer seeing the reply).
+    events: list[tuple[str, dict]] = field(default_factory=list)
 
 
 def agent_message_post(*, conversation: Conversation, agent: Any, text: Any, client_id: Any) -> AgentPost:
-    """The owning agent's reply, sent live to the customer. A resent `client_id` returns the
-    stored message instead of a second copy. Locks the conversation row."""
+    """The owning agent's reply, for the customer to see live (`AgentPost.events`). A resent
+    `client_id` returns the stored message instead of a second copy. Locks the conversation row."""
     text = message_text_validate(text=text)
     client_id = client_id_validate(client_id=client_id)
     with transaction.atomic():
@@ -238,14 +250,16 @@ def agent_message_post(*, conversation: Conversation, agent: Any, text: Any, cli
             conversation.first_agent_reply_at = message.created_at
             fields.append("first_agent_reply_at")
         conversation.save(update_fields=fields)
-        _message_out(conversation, message)
-        send_event_on_commit(
+    events = [
+        *_message_events(conversation, message),
+        (
             protocol.DESK_GROUP,
             protocol.desk_conversation(
                 conversation=protocol.desk_conversation_payload(conversation, last_message=text)
             ),
-        )
-    return AgentPost(conversation=conversation, message=message, created=True)
+        ),
+    ]
+    return AgentPost(conversation=conversation, message=message, created=True, events=events)
 
 
 def note_add(*, conversation: Conversation, agent: Any, text: Any) -> Note:
