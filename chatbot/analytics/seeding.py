@@ -160,6 +160,7 @@ def _write_batch(rng, count, now, days, agents, rollback, seeded) -> None:
                 )
             )
         created = Conversation.objects.bulk_create(rows, batch_size=2000)
+        first_bot_reply: dict[int, dt.datetime] = {}
         messages, generations, ratings = [], [], []
         for conversation, (start, variant, _handoff, _resolved, agent) in zip(created, plans, strict=True):
             at = start
@@ -172,6 +173,7 @@ def _write_batch(rng, count, now, days, agents, rollback, seeded) -> None:
                 at = at + dt.timedelta(seconds=rng.uniform(1.5, 6))
                 failed = rng.random() < 0.02
                 if not failed:
+                    first_bot_reply.setdefault(conversation.pk, at)
                     messages.append(
                         Message(
                             conversation=conversation,
@@ -216,6 +218,10 @@ def _write_batch(rng, count, now, days, agents, rollback, seeded) -> None:
                     )
                 )
         Message.objects.bulk_create(messages, batch_size=5000)
+        for conversation in created:
+            replies = [t for t in (first_bot_reply.get(conversation.pk), conversation.first_agent_reply_at) if t]
+            conversation.first_response_at = min(replies) if replies else None
+        Conversation.objects.bulk_update(created, ["first_response_at"], batch_size=2000)
         prompts = {}
         for message in messages:
             if message.author == "customer":

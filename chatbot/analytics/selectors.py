@@ -8,9 +8,10 @@ Definitions (docs/analytics.md says them for staff):
   conversation.
 - Bot resolution rate: resolved conversations never handed to a person, among the resolved;
   handoff rate: conversations handed to a person, among all.
-- First response: from a conversation's first customer message to the first reply (the bot's or
-  an agent's); resolution time: from its start to its resolution; an agent's first reply: from
-  the handoff to their first message.
+- First response: from a conversation's start to the first reply (the bot's or an agent's,
+  stored on the conversation as `first_response_at`); resolution time: from its start to its
+  resolution; an agent's first reply: from the handoff to their first message.
+- Traffic (the heatmap): conversations started, by weekday and hour.
 - Percentiles interpolate linearly between ranks, the same way on both databases.
 - Filters: a model variant (conversations it answered in, and its own messages), an agent
   (conversations they handled), and who handled it: the bot alone, or an agent.
@@ -111,7 +112,19 @@ def percentiles(values_sql: str, params: Sequence[Any], qs: Sequence[float] = (5
 def grouped_percentiles(
     grouped_sql: str, params: Sequence[Any], qs: Sequence[float] = (50, 95)
 ) -> dict[Any, list[float | None]]:
-    """The same for each group of a query of two columns, `g` and `v`."""
+    """The same for each group of a query of two columns, `g` and `v`. PostgreSQL computes them
+    with `percentile_cont` (one sort per group, in the aggregate); elsewhere the ranks around
+    each percentile come from a window-function query and are interpolated here: the same
+    definition both ways."""
+    if connection.vendor == "postgresql":
+        fractions = ", ".join(f"{q / 100:.6f}" for q in qs)
+        sql = (
+            f"SELECT g, percentile_cont(ARRAY[{fractions}]) WITHIN GROUP (ORDER BY v) "
+            f"FROM ({grouped_sql}) AS s WHERE v IS NOT NULL GROUP BY g"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, list(params))
+            return {group: [float(value) for value in values] for group, values in cursor.fetchall()}
     wanted = " OR ".join(
         f"(i = {_floor(f'(n - 1) * {q / 100:.6f}')} OR i = {_floor(f'(n - 1) * {q / 100:.6f}')} + 1)" for q in qs
     )
@@ -229,15 +242,14 @@ def volume(filters: Filters) -> list[Dataset]:
     )
     cells = {
         (row["weekday"], row["hour"]): row["n"]
-        for row in messages(filters)
-        .filter(author=Message.Author.CUSTOMER)
+        for row in conversations(filters)
         .annotate(weekday=ExtractIsoWeekDay("created_at"), hour=ExtractHour("created_at"))
         .values("weekday", "hour")
         .annotate(n=Count("id"))
     }
     heatmap = Dataset(
         "heatmap",
-        "Customer messages by weekday and hour (UTC)",
+        "Conversations started by weekday and hour (UTC)",
         ["weekday", *[f"{hour:02d}" for hour in range(24)]],
         [[WEEKDAYS[day - 1], *[cells.get((day, hour), 0) for hour in range(24)]] for day in range(1, 8)],
         "heatmap",
@@ -253,17 +265,12 @@ def bot(filters: Filters) -> list[Dataset]:
         resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED)),
         bot_resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED, escalated_at__isnull=True)),
     )
-    ids_sql, ids_params = _sql(cohort, "id")
-    reply_authors = (Message.Author.BOT.value, Message.Author.AGENT.value)
-    first_response_sql = (
-        f"SELECT {_seconds_between('fr.replied', 'fr.asked')} AS v FROM ("
-        "SELECT m.conversation_id, "
-        "MIN(CASE WHEN m.author = %s THEN m.created_at END) AS asked, "
-        "MIN(CASE WHEN m.author IN (%s, %s) THEN m.created_at END) AS replied "
-        f'FROM "{Message._meta.db_table}" m WHERE m.conversation_id IN ({ids_sql}) GROUP BY m.conversation_id'
-        ") fr WHERE fr.replied >= fr.asked"
+    replied_sql, replied_params = _sql(
+        cohort.filter(first_response_at__isnull=False), "created_at", "first_response_at"
     )
-    first_response = percentiles(first_response_sql, [Message.Author.CUSTOMER.value, *reply_authors, *ids_params])
+    first_response = percentiles(
+        f"SELECT {_seconds_between('c.first_response_at', 'c.created_at')} AS v FROM ({replied_sql}) c", replied_params
+    )
     resolved_sql, resolved_params = _sql(cohort.filter(resolved_at__isnull=False), "created_at", "resolved_at")
     resolution = percentiles(
         f"SELECT {_seconds_between('c.resolved_at', 'c.created_at')} AS v FROM ({resolved_sql}) c", resolved_params
@@ -373,19 +380,31 @@ def variants(filters: Filters) -> list[Dataset]:
     ttft = grouped_percentiles(f"SELECT m.model_variant AS g, m.time_to_first_token_ms AS v FROM ({sql}) m", params)
     speed = grouped_percentiles(f"SELECT m.model_variant AS g, m.tokens_per_s AS v FROM ({sql}) m", params, (50,))
     wait = grouped_percentiles(f"SELECT m.model_variant AS g, m.queue_wait_ms AS v FROM ({sql}) m", params)
-    # Each conversation counts for every variant that answered in it.
-    per_variant: dict[str, dict[str, int]] = {}
-    for variant in sorted(set(answer_counts) | set(failures)):
-        in_variant = conversations(filters).filter(
-            Exists(
-                Message.objects.filter(conversation=OuterRef("pk"), author=Message.Author.BOT, model_variant=variant)
-            )
+    # Each conversation counts for every variant that answered in it: one pass over the
+    # (variant, conversation) pairs, with each conversation's handoff and rating.
+    pairs = (
+        Message.objects.filter(author=Message.Author.BOT, conversation__in=conversations(filters))
+        .exclude(model_variant="")
+        .values("model_variant", "conversation_id")
+        .distinct()
+    )
+    pairs_sql, pairs_params = pairs.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.model_variant, COUNT(*), SUM(CASE WHEN c.escalated_at IS NOT NULL THEN 1 ELSE 0 END), "
+            "COUNT(r.id), SUM(CASE WHEN r.score >= 4 THEN 1 ELSE 0 END) "
+            f'FROM ({pairs_sql}) p JOIN "{Conversation._meta.db_table}" c ON c.id = p.conversation_id '
+            f'LEFT JOIN "{Rating._meta.db_table}" r ON r.conversation_id = p.conversation_id '
+            "GROUP BY p.model_variant",
+            pairs_params,
         )
-        counts = in_variant.aggregate(count=Count("id"), handed=Count("id", filter=Q(escalated_at__isnull=False)))
-        rated = Rating.objects.filter(conversation__in=in_variant).aggregate(
-            count=Count("id"), happy=Count("id", filter=Q(score__gte=4))
-        )
-        per_variant[variant] = {**counts, "rated": rated["count"], "happy": rated["happy"]}
+        per_variant = {
+            variant: {"count": count, "handed": handed or 0, "rated": rated, "happy": happy or 0}
+            for variant, count, handed, rated, happy in cursor.fetchall()
+        }
+    for variant in set(answer_counts) | set(failures):
+        per_variant.setdefault(variant, {"count": 0, "handed": 0, "rated": 0, "happy": 0})
+    per_variant = dict(sorted(per_variant.items()))
     table = Dataset(
         "variants",
         "Model serving, per variant",

@@ -57,6 +57,8 @@ class Conversation(models.Model):
     last_message_at = models.DateTimeField(null=True, blank=True)
     # The times analytics read: handed to people, an agent's first reply after it, resolved.
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # The first reply to the customer, the bot's or an agent's (its first response time).
+    first_response_at = models.DateTimeField(null=True, blank=True)
     first_agent_reply_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.CharField(max_length=16, choices=ResolvedBy.choices, blank=True)

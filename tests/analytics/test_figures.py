@@ -50,7 +50,7 @@ def history():
     """Five conversations in the period and one before it (see each figure's test for the sums)."""
     kim = get_user_model().objects.create_user("kim", is_staff=True)
     c1 = conversation(at(), status="resolved", resolved_by="bot")
-    Conversation.objects.filter(pk=c1.pk).update(resolved_at=at(hours=1))
+    Conversation.objects.filter(pk=c1.pk).update(resolved_at=at(hours=1), first_response_at=at(seconds=2))
     message(c1, "customer", at())
     bot_answer(c1, at(seconds=2), "gptq-int4", 100, 50, 10)
     Rating.objects.create(conversation=c1, score=5, comment="great", credited_to="bot")
@@ -61,6 +61,7 @@ def history():
     )
     Conversation.objects.filter(pk=c2.pk).update(
         escalated_at=start + dt.timedelta(seconds=60),
+        first_response_at=start + dt.timedelta(seconds=4),
         first_agent_reply_at=start + dt.timedelta(seconds=120),
         resolved_at=start + dt.timedelta(seconds=600),
     )
@@ -69,7 +70,7 @@ def history():
     message(c2, "agent", start + dt.timedelta(seconds=120), author_user=kim)
     Rating.objects.create(conversation=c2, score=2, comment="slow", credited_to="agent", agent=kim)
 
-    c3 = conversation(at(days=2, hours=1))
+    c3 = conversation(at(days=2, hours=1), first_response_at=at(days=2, hours=1, seconds=10))
     message(c3, "customer", at(days=2, hours=1))
     bot_answer(c3, at(days=2, hours=1, seconds=10), "gptq-int4", 200, 40, 20)
 
@@ -82,7 +83,9 @@ def history():
     Generation.objects.filter(pk=failed.pk).update(created_at=at(days=2, hours=2))
 
     c5 = conversation(at(days=3, hours=-1), status="resolved", resolved_by="customer")
-    Conversation.objects.filter(pk=c5.pk).update(resolved_at=at(days=3, hours=-1, seconds=1800))
+    Conversation.objects.filter(pk=c5.pk).update(
+        resolved_at=at(days=3, hours=-1, seconds=1800), first_response_at=at(days=3, hours=-1, seconds=6)
+    )
     message(c5, "customer", at(days=3, hours=-1))
     bot_answer(c5, at(days=3, hours=-1, seconds=6), "gptq-int4", 400, 60, 40)
     Rating.objects.create(conversation=c5, score=4, credited_to="bot")

@@ -246,9 +246,10 @@ def agent_message_post(*, conversation: Conversation, agent: Any, text: Any, cli
         )
         conversation.last_message_at = message.created_at
         fields = ["last_message_at", "updated_at"]
-        if conversation.first_agent_reply_at is None:
-            conversation.first_agent_reply_at = message.created_at
-            fields.append("first_agent_reply_at")
+        for first in ("first_agent_reply_at", "first_response_at"):
+            if getattr(conversation, first) is None:
+                setattr(conversation, first, message.created_at)
+                fields.append(first)
         conversation.save(update_fields=fields)
     events = [
         *_message_events(conversation, message),

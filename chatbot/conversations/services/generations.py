@@ -12,6 +12,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chatbot.conversations import protocol
@@ -241,7 +243,10 @@ def generation_complete(
         generation.status = Generation.Status.DONE
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "finished_at"])
-        Conversation.objects.filter(pk=conversation.pk).update(last_message_at=message.created_at)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_message_at=message.created_at,
+            first_response_at=Coalesce(F("first_response_at"), Value(message.created_at)),
+        )
     return message
 
 
