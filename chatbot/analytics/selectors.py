@@ -26,8 +26,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
-from django.db.models.functions import ExtractHour, ExtractIsoWeekDay, TruncDay, TruncMonth, TruncWeek
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from chatbot.conversations.models import Conversation, Generation, Message, Rating
@@ -103,8 +103,7 @@ def ratings(filters: Filters) -> QuerySet[Rating]:
 # -- percentiles in the database ------------------------------------------------------------------
 def percentiles(values_sql: str, params: Sequence[Any], qs: Sequence[float] = (50, 95)) -> list[float | None]:
     """Percentiles (0-100) of the values a query yields (its one column, NULLs left out), with
-    linear interpolation between ranks: one window-function query that returns only the rows
-    around each rank, on PostgreSQL and SQLite alike."""
+    linear interpolation between ranks (see `percentile_columns`)."""
     grouped = grouped_percentiles(f"SELECT 0 AS g, v FROM ({values_sql}) AS s", params, qs)
     return grouped.get(0, [None] * len(qs))
 
@@ -112,19 +111,60 @@ def percentiles(values_sql: str, params: Sequence[Any], qs: Sequence[float] = (5
 def grouped_percentiles(
     grouped_sql: str, params: Sequence[Any], qs: Sequence[float] = (50, 95)
 ) -> dict[Any, list[float | None]]:
-    """The same for each group of a query of two columns, `g` and `v`. PostgreSQL computes them
-    with `percentile_cont` (one sort per group, in the aggregate); elsewhere the ranks around
-    each percentile come from a window-function query and are interpolated here: the same
-    definition both ways."""
+    """The same for each group of a query of two columns, `g` and `v`."""
+    figures = percentile_columns(grouped_sql, params, {"v": qs})
+    return {group: values["v"] for group, values in figures.items() if values["v"][0] is not None}
+
+
+def percentile_columns(
+    grouped_sql: str, params: Sequence[Any], columns: dict[str, Sequence[float]], count: bool = False
+) -> dict[Any, dict[str, list[float | None]]]:
+    """Percentiles of several columns of a query, per group: the query has a column `g` and one
+    column for each name of `columns` (whose NULLs are left out), and each name gets its
+    percentiles (0-100, Nones where a group has no value); with `count`, "n" is the group's
+    rows. PostgreSQL computes them all in one pass with `percentile_cont` (one sort per column
+    and group, in the aggregate); elsewhere the ranks around each percentile come from a
+    window-function query per column and are interpolated here: the same definition both ways."""
+    for name in columns:
+        if not name.isidentifier() or name in ("g", "n"):
+            raise ValueError(f"not a column name: {name!r}")
     if connection.vendor == "postgresql":
-        fractions = ", ".join(f"{q / 100:.6f}" for q in qs)
-        sql = (
-            f"SELECT g, percentile_cont(ARRAY[{fractions}]) WITHIN GROUP (ORDER BY v) "
-            f"FROM ({grouped_sql}) AS s WHERE v IS NOT NULL GROUP BY g"
-        )
+        aggregates = [
+            f"percentile_cont(ARRAY[{', '.join(f'{q / 100:.6f}' for q in qs)}]::float8[]) "
+            f"WITHIN GROUP (ORDER BY s.{name})"
+            for name, qs in columns.items()
+        ]
+        if count:
+            aggregates.append("COUNT(*)")
+        sql = f"SELECT s.g, {', '.join(aggregates)} FROM ({grouped_sql}) AS s GROUP BY s.g"
         with connection.cursor() as cursor:
             cursor.execute(sql, list(params))
-            return {group: [float(value) for value in values] for group, values in cursor.fetchall()}
+            rows = cursor.fetchall()
+        result: dict[Any, dict[str, list[float | None]]] = {}
+        for group, *values in rows:
+            figures: dict[str, Any] = {
+                name: [None] * len(qs) if found is None else [float(value) for value in found]
+                for (name, qs), found in zip(columns.items(), values, strict=False)
+            }
+            if count:
+                figures["n"] = values[-1]
+            result[group] = figures
+        return result
+    result = {}
+    if count:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT s.g, COUNT(*) FROM ({grouped_sql}) AS s GROUP BY s.g", list(params))
+            for group, n in cursor.fetchall():
+                result[group] = {name: [None] * len(qs) for name, qs in columns.items()} | {"n": n}
+    for name, qs in columns.items():
+        for group, values in _ranked_percentiles(
+            f"SELECT s.g AS g, s.{name} AS v FROM ({grouped_sql}) AS s", params, qs
+        ).items():
+            result.setdefault(group, {other: [None] * len(oqs) for other, oqs in columns.items()})[name] = values
+    return result
+
+
+def _ranked_percentiles(grouped_sql: str, params: Sequence[Any], qs: Sequence[float]) -> dict[Any, list[float | None]]:
     wanted = " OR ".join(
         f"(i = {_floor(f'(n - 1) * {q / 100:.6f}')} OR i = {_floor(f'(n - 1) * {q / 100:.6f}')} + 1)" for q in qs
     )
@@ -165,7 +205,10 @@ def _seconds_between(later: str, earlier: str) -> str:
 
 
 def _sql(queryset: QuerySet, *fields: str) -> tuple[str, tuple]:
-    return queryset.values(*fields).query.sql_with_params()
+    # Without the model's default ordering: a subquery that only feeds an aggregate need not be
+    # sorted (a million messages by time, for nothing), and DISTINCT must not take the ordering's
+    # columns into its rows.
+    return queryset.order_by().values(*fields).query.sql_with_params()
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -174,16 +217,36 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def satisfaction(filters: Filters) -> list[Dataset]:
-    rated = ratings(filters)
-    totals = rated.aggregate(count=Count("id"), happy=Count("id", filter=Q(score__gte=4)))
-    resolved = conversations(filters).filter(status=Conversation.Status.RESOLVED).count()
+    # One pass over the period's conversations with their ratings: per period (by the day, week
+    # or month the conversation started: the period's cohort, as everywhere) and score (None:
+    # not rated), the conversations and the resolved ones. Every figure below adds these up.
+    trunc = GRAINS[filters.grain]
+    cells = (
+        conversations(filters)
+        .order_by()
+        .annotate(period=trunc("created_at"))
+        .values("period", "rating__score")
+        .annotate(n=Count("id"), resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED)))
+    )
+    resolved = 0
+    by_score: dict[int, int] = {}
+    by_period: dict[str, tuple[int, int]] = {}
+    for row in cells:
+        resolved += row["resolved"]
+        score = row["rating__score"]
+        if score is None:
+            continue
+        by_score[score] = by_score.get(score, 0) + row["n"]
+        period = _period(row["period"])
+        count, happy = by_period.get(period, (0, 0))
+        by_period[period] = (count + row["n"], happy + (row["n"] if score >= 4 else 0))
+    totals = {"count": sum(by_score.values()), "happy": sum(n for score, n in by_score.items() if score >= 4)}
     summary = Dataset(
         "csat_summary",
         "Satisfaction",
         ["CSAT %", "ratings", "resolved conversations", "response rate %"],
         [[_rate(totals["happy"], totals["count"]), totals["count"], resolved, _rate(totals["count"], resolved)]],
     )
-    by_score = dict(rated.values_list("score").annotate(n=Count("id")))
     distribution = Dataset(
         "score_distribution",
         "Ratings by score",
@@ -191,18 +254,11 @@ def satisfaction(filters: Filters) -> list[Dataset]:
         [[s, by_score.get(s, 0)] for s in range(1, 6)],
         "bar",
     )
-    # By the day (week, month) the rated conversations started: the period's cohort, as everywhere.
-    trunc = GRAINS[filters.grain]
-    by_period = {
-        _period(row["period"]): (row["count"], row["happy"])
-        for row in rated.annotate(period=trunc("conversation__created_at"))
-        .values("period")
-        .annotate(count=Count("id"), happy=Count("id", filter=Q(score__gte=4)))
-    }
     over_time = Dataset("csat_over_time", "CSAT over time", ["period", "ratings", "CSAT %"], chart="line")
     for period in periods(filters):
         count, happy = by_period.get(period, (0, 0))
         over_time.rows.append([period, count, _rate(happy, count)])
+    rated = ratings(filters)
     latest = rated.exclude(comment="").select_related("conversation", "agent").order_by("-created_at")
     if filters.comment_score:
         latest = latest.filter(score=filters.comment_score)
@@ -229,8 +285,14 @@ def satisfaction(filters: Filters) -> list[Dataset]:
 def volume(filters: Filters) -> list[Dataset]:
     trunc = GRAINS[filters.grain]
     counts: dict[str, list[int]] = {period: [0, 0] for period in periods(filters)}
-    for row in conversations(filters).annotate(period=trunc("created_at")).values("period").annotate(n=Count("id")):
-        counts.setdefault(_period(row["period"]), [0, 0])[0] = row["n"]
+    # The conversations started, by the hour: both the periods and the heatmap's cells add them up.
+    cells: dict[tuple[int, int], int] = {}
+    for row in (
+        conversations(filters).order_by().annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id"))
+    ):
+        hour = _local(row["hour"])
+        counts.setdefault(_period_of(hour, filters.grain), [0, 0])[0] += row["n"]
+        cells[(hour.isoweekday(), hour.hour)] = cells.get((hour.isoweekday(), hour.hour), 0) + row["n"]
     for row in messages(filters).annotate(period=trunc("created_at")).values("period").annotate(n=Count("id")):
         counts.setdefault(_period(row["period"]), [0, 0])[1] = row["n"]
     over_time = Dataset(
@@ -240,13 +302,6 @@ def volume(filters: Filters) -> list[Dataset]:
         [[period, *values] for period, values in sorted(counts.items())],
         "line",
     )
-    cells = {
-        (row["weekday"], row["hour"]): row["n"]
-        for row in conversations(filters)
-        .annotate(weekday=ExtractIsoWeekDay("created_at"), hour=ExtractHour("created_at"))
-        .values("weekday", "hour")
-        .annotate(n=Count("id"))
-    }
     heatmap = Dataset(
         "heatmap",
         "Conversations started by weekday and hour (UTC)",
@@ -259,22 +314,30 @@ def volume(filters: Filters) -> list[Dataset]:
 
 def bot(filters: Filters) -> list[Dataset]:
     cohort = conversations(filters)
-    totals = cohort.aggregate(
-        count=Count("id"),
-        handed=Count("id", filter=Q(escalated_at__isnull=False)),
-        resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED)),
-        bot_resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED, escalated_at__isnull=True)),
+    # The counts per handoff reason (blank where never handed off), in one pass: the totals add
+    # them up, and the handed-off ones are the reasons' chart, most first.
+    by_reason = list(
+        cohort.order_by()
+        .values("handoff_reason")
+        .annotate(
+            count=Count("id"),
+            handed=Count("id", filter=Q(escalated_at__isnull=False)),
+            resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED)),
+            bot_resolved=Count("id", filter=Q(status=Conversation.Status.RESOLVED, escalated_at__isnull=True)),
+        )
+        .order_by("-handed", "handoff_reason")
     )
-    replied_sql, replied_params = _sql(
-        cohort.filter(first_response_at__isnull=False), "created_at", "first_response_at"
-    )
-    first_response = percentiles(
-        f"SELECT {_seconds_between('c.first_response_at', 'c.created_at')} AS v FROM ({replied_sql}) c", replied_params
-    )
-    resolved_sql, resolved_params = _sql(cohort.filter(resolved_at__isnull=False), "created_at", "resolved_at")
-    resolution = percentiles(
-        f"SELECT {_seconds_between('c.resolved_at', 'c.created_at')} AS v FROM ({resolved_sql}) c", resolved_params
-    )
+    totals = {key: sum(row[key] for row in by_reason) for key in ("count", "handed", "resolved", "bot_resolved")}
+    # Both durations in one pass over the cohort (each percentile leaves its NULLs out).
+    sql, params = _sql(cohort, "created_at", "first_response_at", "resolved_at")
+    durations = percentile_columns(
+        f"SELECT 0 AS g, {_seconds_between('c.first_response_at', 'c.created_at')} AS first_response, "
+        f"{_seconds_between('c.resolved_at', 'c.created_at')} AS resolution FROM ({sql}) c",
+        params,
+        {"first_response": (50, 95), "resolution": (50, 95)},
+    ).get(0, {})
+    first_response = durations.get("first_response", [None, None])
+    resolution = durations.get("resolution", [None, None])
     summary = Dataset(
         "bot_summary",
         "The bot",
@@ -303,11 +366,9 @@ def bot(filters: Filters) -> list[Dataset]:
         "Handoffs by reason",
         ["reason", "conversations"],
         [
-            [labels.get(row["handoff_reason"], row["handoff_reason"]), row["n"]]
-            for row in cohort.filter(escalated_at__isnull=False)
-            .values("handoff_reason")
-            .annotate(n=Count("id"))
-            .order_by("-n", "handoff_reason")
+            [labels.get(row["handoff_reason"], row["handoff_reason"]), row["handed"]]
+            for row in by_reason
+            if row["handed"]
         ],
         "bar",
     )
@@ -319,20 +380,19 @@ def agents(filters: Filters) -> list[Dataset]:
     sql, params = _sql(
         cohort, "assigned_agent_id", "resolved_by_agent_id", "escalated_at", "first_agent_reply_at", "resolved_at"
     )
+    # Per handler (the agent who resolved it, else its owner), in one pass: the conversations,
+    # and the percentiles of the first reply and of the resolution (from the handoff).
     handler = "COALESCE(c.resolved_by_agent_id, c.assigned_agent_id)"
-    first_reply = grouped_percentiles(
-        f"SELECT {handler} AS g, {_seconds_between('c.first_agent_reply_at', 'c.escalated_at')} AS v FROM ({sql}) c",
+    per_agent = percentile_columns(
+        f"SELECT {handler} AS g, {_seconds_between('c.first_agent_reply_at', 'c.escalated_at')} AS first_reply, "
+        f"{_seconds_between('c.resolved_at', 'c.escalated_at')} AS resolution FROM ({sql}) c",
         params,
-        (50,),
+        {"first_reply": (50,), "resolution": (50,)},
+        count=True,
     )
-    resolution = grouped_percentiles(
-        f"SELECT {handler} AS g, {_seconds_between('c.resolved_at', 'c.escalated_at')} AS v FROM ({sql}) c",
-        params,
-        (50,),
-    )
-    handled: dict[int, int] = {}
-    for assigned, resolver in cohort.values_list("assigned_agent_id", "resolved_by_agent_id"):
-        handled[resolver or assigned] = handled.get(resolver or assigned, 0) + 1
+    handled = {agent_id: figures["n"] for agent_id, figures in per_agent.items()}
+    first_reply = {agent_id: figures["first_reply"] for agent_id, figures in per_agent.items()}
+    resolution = {agent_id: figures["resolution"] for agent_id, figures in per_agent.items()}
     csat = {
         row["agent"]: (row["count"], row["happy"])
         for row in ratings(filters)
@@ -364,7 +424,6 @@ def agents(filters: Filters) -> list[Dataset]:
 
 def variants(filters: Filters) -> list[Dataset]:
     answers = messages(filters).filter(author=Message.Author.BOT).exclude(model_variant="")
-    answer_counts = dict(answers.values_list("model_variant").annotate(n=Count("id")))
     failures = dict(
         Generation.objects.filter(
             created_at__gte=filters.start,
@@ -376,27 +435,35 @@ def variants(filters: Filters) -> list[Dataset]:
         .values_list("model_variant")
         .annotate(n=Count("id"))
     )
+    # The answers per variant and their measures' percentiles, in one pass over the answers.
     sql, params = _sql(answers, "model_variant", "time_to_first_token_ms", "tokens_per_s", "queue_wait_ms")
-    ttft = grouped_percentiles(f"SELECT m.model_variant AS g, m.time_to_first_token_ms AS v FROM ({sql}) m", params)
-    speed = grouped_percentiles(f"SELECT m.model_variant AS g, m.tokens_per_s AS v FROM ({sql}) m", params, (50,))
-    wait = grouped_percentiles(f"SELECT m.model_variant AS g, m.queue_wait_ms AS v FROM ({sql}) m", params)
-    # Each conversation counts for every variant that answered in it: one pass over the
-    # (variant, conversation) pairs, with each conversation's handoff and rating.
-    pairs = (
-        Message.objects.filter(author=Message.Author.BOT, conversation__in=conversations(filters))
-        .exclude(model_variant="")
-        .values("model_variant", "conversation_id")
-        .distinct()
+    measured = percentile_columns(
+        f"SELECT m.model_variant AS g, m.time_to_first_token_ms AS ttft, m.tokens_per_s AS speed, "
+        f"m.queue_wait_ms AS wait FROM ({sql}) m",
+        params,
+        {"ttft": (50, 95), "speed": (50,), "wait": (50, 95)},
+        count=True,
     )
-    pairs_sql, pairs_params = pairs.query.sql_with_params()
+    answer_counts = {variant: figures["n"] for variant, figures in measured.items()}
+    ttft = {variant: figures["ttft"] for variant, figures in measured.items()}
+    speed = {variant: figures["speed"] for variant, figures in measured.items()}
+    wait = {variant: figures["wait"] for variant, figures in measured.items()}
+    # Each conversation counts for every variant that answered in it: one pass over the bot's
+    # answers in the period's conversations, each with its conversation's handoff and rating
+    # (joined once, on the conversations' side), kept once per (variant, conversation).
+    cohort_sql, cohort_params = _sql(
+        conversations(filters).annotate(rated_score=F("rating__score")), "id", "escalated_at", "rated_score"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT p.model_variant, COUNT(*), SUM(CASE WHEN c.escalated_at IS NOT NULL THEN 1 ELSE 0 END), "
-            "COUNT(r.id), SUM(CASE WHEN r.score >= 4 THEN 1 ELSE 0 END) "
-            f'FROM ({pairs_sql}) p JOIN "{Conversation._meta.db_table}" c ON c.id = p.conversation_id '
-            f'LEFT JOIN "{Rating._meta.db_table}" r ON r.conversation_id = p.conversation_id '
+            "SELECT p.model_variant, COUNT(*), SUM(p.handed), COUNT(p.score), "
+            "SUM(CASE WHEN p.score >= 4 THEN 1 ELSE 0 END) FROM ("
+            "SELECT DISTINCT m.model_variant, m.conversation_id, "
+            "CASE WHEN c.escalated_at IS NOT NULL THEN 1 ELSE 0 END AS handed, c.rated_score AS score "
+            f'FROM "{Message._meta.db_table}" m JOIN ({cohort_sql}) c ON c.id = m.conversation_id '
+            "WHERE m.author = %s AND m.model_variant <> %s) p "
             "GROUP BY p.model_variant",
-            pairs_params,
+            [*cohort_params, Message.Author.BOT, ""],
         )
         per_variant = {
             variant: {"count": count, "handed": handed or 0, "rated": rated, "happy": happy or 0}
@@ -510,6 +577,20 @@ def periods(filters: Filters) -> list[str]:
         else:
             day = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     return found
+
+
+def _local(moment: dt.datetime) -> dt.datetime:
+    return timezone.localtime(moment) if timezone.is_aware(moment) else moment
+
+
+def _period_of(moment: dt.datetime, grain: str) -> str:
+    """The period of the grain (as `_period` writes what GRAINS truncate to) of a local time."""
+    day = moment.date()
+    if grain == "week":
+        day -= dt.timedelta(days=day.weekday())
+    elif grain == "month":
+        day = day.replace(day=1)
+    return day.isoformat()
 
 
 def _period(moment: dt.datetime | dt.date | None) -> str:

@@ -168,6 +168,15 @@ def test_variants_side_by_side(history):
     assert table["fp16"] == [1, 0, 300, 300, 30.0, 30, 30, 1, 0.0, 100.0]
 
 
+def test_variants_count_each_conversation_once_however_many_answers_it_has(history):
+    first = Conversation.objects.get(created_at=MONDAY)
+    bot_answer(first, at(seconds=40), "gptq-int4", 100, 50, 10)
+    bot_answer(first, at(seconds=80), "gptq-int4", 100, 50, 10)
+    table = {row[0]: row[1:] for row in rows(variants(PERIOD), "variants")}
+    assert table["gptq-int4"][0] == 5  # answers
+    assert table["gptq-int4"][7:] == [2, 100.0, 0.0]  # still two rated conversations, CSAT, handoffs
+
+
 def test_filters(history):
     only_fp16 = Filters(start=PERIOD.start, end=PERIOD.end, variant="fp16")
     assert rows(satisfaction(only_fp16), "csat_summary") == [[0.0, 1, 1, 100.0]]
@@ -200,4 +209,4 @@ def test_the_same_figures_on_sqlite(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "7 passed, 1 skipped" in run.stdout
+    assert "8 passed, 1 skipped" in run.stdout
