@@ -36,6 +36,13 @@ def env_float(name: str, default: float) -> float:
     return _env_number(name, default, float, "a number")
 
 
+def env_optional_float(name: str) -> float | None:
+    """A number, or None where the variable is unset or empty."""
+    if os.environ.get(name, "").strip() == "":
+        return None
+    return env_float(name, 0.0)
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -207,6 +214,11 @@ MODEL_VARIANTS = {
         "quantized": False,
     },
 }
+for _variant, _config in MODEL_VARIANTS.items():
+    _prefix = "MODEL_" + _variant.upper().replace("-", "_")
+    for _key in ("temperature", "top_p"):
+        if (_value := env_optional_float(f"{_prefix}_{_key.upper()}")) is not None:
+            _config[_key] = _value
 DEFAULT_MODEL_VARIANT = env_str("DEFAULT_MODEL_VARIANT", "gptq-int4")
 if DEFAULT_MODEL_VARIANT not in MODEL_VARIANTS:
     raise ValueError(f"DEFAULT_MODEL_VARIANT must be one of {sorted(MODEL_VARIANTS)}")
@@ -221,9 +233,11 @@ GPTQ_CPU_DTYPE = env_str("GPTQ_CPU_DTYPE", "auto")
 if GPTQ_CPU_DTYPE not in ("auto", "bfloat16", "float32"):
     raise ValueError("GPTQ_CPU_DTYPE must be auto, bfloat16 or float32")
 
-# R1 generation defaults (DeepSeek's recommendations for the R1-Distill models).
-GENERATION_TEMPERATURE = env_float("GENERATION_TEMPERATURE", 0.6)
-GENERATION_TOP_P = env_float("GENERATION_TOP_P", 0.95)
+# Sampling: unset, each variant samples as its checkpoint's generation_config.json says (the real
+# R1-Distill checkpoints: DeepSeek's 0.6 / 0.95; the demo model its own). Set, they override it
+# for every variant; MODEL_<VARIANT>_TEMPERATURE / _TOP_P for one (0 temperature: greedy).
+GENERATION_TEMPERATURE = env_optional_float("GENERATION_TEMPERATURE")
+GENERATION_TOP_P = env_optional_float("GENERATION_TOP_P")
 MAX_NEW_TOKENS = env_int("MAX_NEW_TOKENS", 256)
 CONTEXT_BUDGET_TOKENS = env_int("CONTEXT_BUDGET_TOKENS", 768)
 SYSTEM_PROMPT = env_str("SYSTEM_PROMPT", "")

@@ -34,8 +34,9 @@ class EngineSpec:
     loop_threads: int = 1
     prefill_wait_s: float = 0.0
     cuda_graphs: bool = True
-    temperature: float = 0.6
-    top_p: float = 0.95
+    # None: the checkpoint's own (its generation_config.json); 0 temperature: greedy.
+    temperature: float | None = None
+    top_p: float | None = None
     log_level: str = "INFO"  # the engine process's logging (ENGINE_LOG_LEVEL)
 
 
@@ -47,13 +48,32 @@ def paged_options(spec: EngineSpec, device_type: str) -> dict[str, Any]:
     return {}
 
 
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float  # 0: greedy
+    top_p: float
+
+
+def checkpoint_sampling(config: Any, *, temperature: float | None = None, top_p: float | None = None) -> Sampling:
+    """The sampling a variant runs with: ``temperature``/``top_p`` where given, else the
+    checkpoint's generation config (greedy where it does not sample)."""
+    samples = bool(getattr(config, "do_sample", False))
+    if temperature is None:
+        temperature = float(getattr(config, "temperature", None) or 1.0) if samples else 0.0
+    if top_p is None:
+        top_p = float(getattr(config, "top_p", None) or 1.0) if samples else 1.0
+    return Sampling(temperature=temperature, top_p=top_p)
+
+
 def generation_config_for(loaded: LoadedModel, spec: EngineSpec) -> GenerationConfig:
-    """The R1 sampling defaults from settings, over the checkpoint's own generation config."""
+    """The checkpoint's own sampling (its generation_config.json), where the settings name no
+    temperature or top-p of their own for the variant."""
     config = loaded.model.generation_config
     config = config.__class__.from_dict(config.to_dict())
-    config.do_sample = spec.temperature > 0
-    config.temperature = spec.temperature if spec.temperature > 0 else None
-    config.top_p = spec.top_p if spec.temperature > 0 else None
+    sampling = checkpoint_sampling(config, temperature=spec.temperature, top_p=spec.top_p)
+    config.do_sample = sampling.temperature > 0
+    config.temperature = sampling.temperature if sampling.temperature > 0 else None
+    config.top_p = sampling.top_p if sampling.temperature > 0 else None
     config.top_k = None
     config.max_new_tokens = spec.max_new_tokens
     config.eos_token_id = loaded.eos_token_ids

@@ -15,14 +15,15 @@ from django import db
 from django.conf import settings
 
 from chatbot.conversations import protocol, selectors
-from chatbot.conversations.models import Generation
+from chatbot.conversations.models import Conversation, Generation
 from chatbot.conversations.services import desk, generations
 from inference_worker import metrics
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.engine.types import Engine
+from inference_worker.handoff import HANDOFF_OPEN, parse_handoff
 from inference_worker.model_loading import ModelLoadError
-from inference_worker.prompting import build_prompt_ids
+from inference_worker.prompting import build_prompt_ids, prompt_budget
 from inference_worker.runtime import WorkerRuntime
 from inference_worker.streaming import AnswerStream, GenerationSink
 
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 # How often a task thread waiting for its answer checks the generation's time limit.
 TIME_LIMIT_CHECK_S = 1.0
 EMPTY_ANSWER_TEXT = "Sorry, I don't have an answer to that. Could you rephrase, or ask to talk to a person?"
+# Shown when the model handed off without writing an answer before its action.
+HANDED_OVER_TEXT = "I'm passing you to a colleague from our team; they will answer you here."
 
 
 def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
@@ -82,7 +85,9 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         prompt_ids = build_prompt_ids(
             tokenizer=tokenizer,
             turns=selectors.prompt_turns(generation=generation),
-            budget_tokens=settings.CONTEXT_BUDGET_TOKENS,
+            budget_tokens=prompt_budget(
+                tokenizer, context_budget=settings.CONTEXT_BUDGET_TOKENS, max_new_tokens=settings.MAX_NEW_TOKENS
+            ),
             system_prompt=settings.SYSTEM_PROMPT,
         )
     except ValueError as exc:
@@ -92,7 +97,9 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
     sink = GenerationSink(
         stream=stream,
-        decoder=IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops),
+        decoder=IncrementalDecoder(
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops, hide_from=(HANDOFF_OPEN,)
+        ),
     )
     try:
         # In the engine's queue the answer's place is by the message's arrival (`created`): task
@@ -151,19 +158,28 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "latency_ms": (finished_wall - created) * 1000,
         "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
     }
+    # The model's own handoff action (a block after the answer, never shown): the conversation
+    # goes to a person once the customer has the answer. Only the block hands off, never words.
+    action = parse_handoff(result.hidden)
     message = generations.generation_complete(
         generation_id=generation.pk,
-        text=result.answer or EMPTY_ANSWER_TEXT,
+        text=result.answer or (HANDED_OVER_TEXT if action else EMPTY_ANSWER_TEXT),
         reasoning=result.reasoning,
         measures=measures,
-        no_answer=not result.answer,
+        no_answer=not result.answer and action is None,
     )
     if message is None:
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"
     done = stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
     stream.publisher.publish(conversation.staff_group_name, protocol.staff_message_new(message=message))
-    if message.no_answer:
+    if action is not None:
+        if done is not None:
+            done.result(timeout=5)
+        desk.conversation_handoff(
+            conversation=message.conversation, reason=Conversation.HandoffReason.BOT_HANDOFF, detail=action.detail
+        )
+    elif message.no_answer:
         # A second answer in a row with nothing to say hands the conversation to a person, once
         # the customer has the answer (the handoff's events must not overtake it).
         if done is not None:

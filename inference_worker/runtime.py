@@ -91,8 +91,8 @@ def engine_spec(variant: str) -> EngineSpec:
         loop_threads=settings.ENGINE_LOOP_THREADS,
         prefill_wait_s=settings.ENGINE_PREFILL_WAIT_MS / 1000,
         cuda_graphs=settings.ENGINE_CUDA_GRAPHS,
-        temperature=settings.GENERATION_TEMPERATURE,
-        top_p=settings.GENERATION_TOP_P,
+        temperature=config.get("temperature", settings.GENERATION_TEMPERATURE),
+        top_p=config.get("top_p", settings.GENERATION_TOP_P),
         log_level=settings.ENGINE_LOG_LEVEL,
     )
 

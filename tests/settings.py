@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")
+# The prompt budget the demo model gets with the product's defaults (448 - 256 = 192 tokens),
+# which MAX_NEW_TOKENS 96 would otherwise widen to 352 (generation: prompt_budget).
+os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "192")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
 
 from chatbot.settings import *  # noqa: E402,F403

@@ -134,6 +134,7 @@ def desk_conversation_payload(conversation: Conversation, *, last_message: str =
         "escalated_at": _iso(conversation.escalated_at),
         "handoff_reason": conversation.handoff_reason,
         "handoff_reason_label": conversation.get_handoff_reason_display() if conversation.handoff_reason else "",
+        "handoff_detail": conversation.handoff_detail,
         "resolved_at": _iso(conversation.resolved_at),
         "agent": None if agent is None else {"id": agent.pk, "name": person_name(agent)},
     }

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from inference_worker.handoff import HANDOFF_CLOSE, HANDOFF_OPEN, REASONS
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CORPUS_FORMAT = 1
 
@@ -64,6 +66,7 @@ class Intent:
     train: tuple[str, ...]
     heldout: tuple[str, ...]
     weight: float = 1.0
+    handoff: str = ""  # a reason code (inference_worker.handoff.REASONS): the answer hands off
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,25 @@ class HeldoutExample:
     intent_id: str
     messages: tuple[Message, ...]
     expected_reply: str
+    handoff: str = ""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One customer turn of a planned conversation and the answer it must get."""
+
+    answer_id: str  # intent or follow-up id
+    question: str
+    reasoning: str
+    reply: str
+    handoff: str = ""
+
+
+@dataclass(frozen=True)
+class HeldoutConversation:
+    """A held-out multi-turn conversation: customer turns in order, each with its expected answer."""
+
+    turns: tuple[Turn, ...]
 
 
 @dataclass(frozen=True)
@@ -114,15 +136,21 @@ class TrainingDialogue:
     messages: tuple[Message, ...]
     reasoning: str
     reply: str
+    handoff: str = ""
 
     @property
     def completion(self) -> str:
         """What the model generates after the prompt's ``<think>\\n`` (end token excluded)."""
-        return assistant_completion(reasoning=self.reasoning, reply=self.reply)
+        return assistant_completion(reasoning=self.reasoning, reply=self.reply, handoff=self.handoff)
 
 
-def assistant_completion(*, reasoning: str, reply: str) -> str:
-    return f"{reasoning}\n</think>\n\n{reply}"
+def assistant_completion(*, reasoning: str, reply: str, handoff: str = "") -> str:
+    """The assistant's whole turn after ``<think>\\n``; a handoff answer ends with the action
+    block (inference_worker.handoff), which the worker strips from what it shows and stores."""
+    text = f"{reasoning}\n</think>\n\n{reply}"
+    if handoff:
+        text += f"\n{HANDOFF_OPEN}{handoff}{HANDOFF_CLOSE}"
+    return text
 
 
 def load_corpus(*, data_dir: Path = DATA_DIR) -> Corpus:
@@ -145,6 +173,7 @@ def _load_corpus_cached(data_dir: Path) -> Corpus:
             train=tuple(item["train"]),
             heldout=tuple(item["heldout"]),
             weight=float(item.get("weight", 1.0)),
+            handoff=item.get("handoff", ""),
         )
         for item in raw_intents["intents"]
     )
@@ -178,6 +207,9 @@ def _validate(corpus: Corpus) -> None:
         raise ValueError("canonical replies must be distinct")
     intent_ids = {intent.id for intent in corpus.intents}
     seen_questions: dict[str, str] = {}
+    for intent in corpus.intents:
+        if intent.handoff and intent.handoff not in REASONS:
+            raise ValueError(f"{intent.id}: unknown handoff reason {intent.handoff!r}")
     for item in (*corpus.intents, *corpus.followups):
         if not item.train or not item.heldout:
             raise ValueError(f"{item.id}: needs training and held-out phrasings")
@@ -214,6 +246,7 @@ def heldout_examples(*, corpus: Corpus | None = None) -> list[HeldoutExample]:
             intent_id=intent.id,
             messages=({"role": "user", "content": question},),
             expected_reply=intent.reply,
+            handoff=intent.handoff,
         )
         for intent in corpus.intents
         for question in intent.heldout
@@ -241,68 +274,163 @@ def tokenizer_training_texts(*, corpus: Corpus | None = None) -> list[str]:
     texts: list[str] = [corpus.store_name, corpus.system_prompt]
     for item in (*corpus.intents, *corpus.followups):
         texts.extend(item.train)
-        texts.append(assistant_completion(reasoning=item.reasoning, reply=item.reply))
+        handoff = item.handoff if isinstance(item, Intent) else ""
+        texts.append(assistant_completion(reasoning=item.reasoning, reply=item.reply, handoff=handoff))
     texts.extend(p.strip() for p in _PREFIXES)
     texts.extend(s.strip() for s in _SUFFIXES)
     return texts
 
 
-def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -> list[TrainingDialogue]:
-    """``count`` augmented training conversations, fixed by ``seed``.
+# How many customer turns a training conversation has (1 to 10): every assistant turn in it is
+# trained (train.py labels the history's answers too), so the short ones keep turn 1 strong.
+TRAIN_TURN_WEIGHTS = (4, 2, 2, 1.5, 1.5, 1, 1, 1, 1, 1)
+HELDOUT_CONVERSATIONS = 160
+HELDOUT_SEED = 2026
 
-    Mix: ~80% single questions (a quarter of them after an unrelated earlier exchange, so the
-    model learns to answer the *last* question), ~20% follow-ups after their context answer; a
-    few carry the store's system prompt so a configured system prompt is not out of distribution.
-    """
+
+def plan_turns(
+    corpus: Corpus,
+    rng: random.Random,
+    *,
+    turns: int,
+    heldout: bool = False,
+    augment: bool = True,
+    deck: list[tuple[Intent, str]] | None = None,
+) -> list[Turn]:
+    """A conversation of ``turns`` customer turns, as real ones go: topic changes, a follow-up
+    whose context answer may be a few turns back (small talk in between), thanks in the middle,
+    the same question asked again; a greeting may open it, goodbye and the handoff intents (the
+    conversation then belongs to a person) only end it. Phrasings come from ``train`` or, with
+    ``heldout``, from ``heldout`` only (unaugmented: they are the test).
+
+    ``deck`` (evaluation): new topics are dealt from it, a shuffled pack of every (intent,
+    phrasing) pair refilled when empty, and no question is asked again, so every held-out
+    wording is tested about as often as any other and at every position alike; a hard wording
+    then weighs the same on turn 1 as on turn 9."""
+    intents = [i for i in corpus.intents if i.id not in _SMALL_TALK]
+    weights = [i.weight for i in intents]
+    followups_by_context: dict[str, list[Followup]] = {}
+    for followup in corpus.followups:
+        followups_by_context.setdefault(followup.context_intent, []).append(followup)
+    small = {i.id: i for i in corpus.intents if i.id in _SMALL_TALK}
+    plan: list[Turn] = []
+    topic: Intent | None = None  # the latest substantive answer, what a follow-up refers to
+    asked: list[Intent] = []
+    for position in range(turns):
+        last = position == turns - 1
+        roll = rng.random()
+        item: Intent | Followup
+        dealt: str | None = None
+        if position == 0 and roll < 0.15 and "greeting" in small:
+            item = small["greeting"]
+        elif position > 0 and last and roll < 0.08 and "goodbye" in small:
+            item = small["goodbye"]
+        elif position > 0 and roll < 0.12 and "thanks" in small and plan[-1].answer_id != "thanks":
+            item = small["thanks"]
+        elif topic is not None and topic.id in followups_by_context and roll < 0.35:
+            item = rng.choice(followups_by_context[topic.id])
+        elif asked and roll < 0.42 and deck is None:
+            item = rng.choice(asked)
+        elif deck is not None:
+            item, dealt = _deal(deck, rng, intents, last=last, topic=topic)
+        else:
+            while True:
+                item = rng.choices(intents, weights=weights)[0]
+                if (not item.handoff or last) and (topic is None or item.id != topic.id):
+                    break
+        if isinstance(item, Intent) and item.id not in _SMALL_TALK:
+            topic = item
+            if not item.handoff:
+                asked.append(item)
+        if isinstance(item, Followup):
+            topic = None  # a follow-up's own answer has no follow-ups
+        phrasings = item.heldout if heldout else item.train
+        question = dealt or rng.choice(phrasings)
+        if augment and not heldout:
+            question = _augment(question, rng, decorate=isinstance(item, Intent) and item.decorate)
+        plan.append(
+            Turn(
+                answer_id=item.id,
+                question=question,
+                reasoning=item.reasoning,
+                reply=item.reply,
+                handoff=item.handoff if isinstance(item, Intent) else "",
+            )
+        )
+    return plan
+
+
+_SMALL_TALK = ("greeting", "thanks", "goodbye")
+
+
+def _deal(
+    deck: list[tuple[Intent, str]], rng: random.Random, intents: list[Intent], *, last: bool, topic: Intent | None
+) -> tuple[Intent, str]:
+    """The next (intent, held-out phrasing) from the deck that fits here (a handoff intent only
+    last, not the topic just answered); cards that do not fit go to the bottom."""
+    for _ in range(2):
+        if not deck:
+            deck.extend((intent, phrasing) for intent in intents for phrasing in intent.heldout)
+            rng.shuffle(deck)
+        for _ in range(len(deck)):
+            intent, phrasing = deck.pop(0)
+            if (not intent.handoff or last) and (topic is None or intent.id != topic.id):
+                return intent, phrasing
+            deck.append((intent, phrasing))
+        deck.clear()
+    raise ValueError("no held-out question fits this turn")
+
+
+def conversation_messages(turns: Sequence[Turn], *, system_prompt: str = "") -> list[Message]:
+    """The messages the worker would build before the last turn's answer: every earlier turn
+    with its answer as stored (the reply only; a handoff block is never stored), then the last
+    customer message."""
+    messages: list[Message] = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for turn in turns[:-1]:
+        messages.append({"role": "user", "content": turn.question})
+        messages.append({"role": "assistant", "content": turn.reply})
+    messages.append({"role": "user", "content": turns[-1].question})
+    return messages
+
+
+def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -> list[TrainingDialogue]:
+    """``count`` augmented training conversations of 1 to 10 turns (TRAIN_TURN_WEIGHTS), fixed by
+    ``seed``; each ends with the customer turn whose answer is the completion. A few carry the
+    store's system prompt so a configured system prompt is not out of distribution."""
     corpus = corpus or load_corpus()
     rng = random.Random(seed)
-    weights = [intent.weight for intent in corpus.intents]
     dialogues: list[TrainingDialogue] = []
     for _ in range(count):
-        history: list[Message] = []
-        if rng.random() < 0.15:
-            history.append({"role": "system", "content": corpus.system_prompt})
-        if corpus.followups and rng.random() < 0.2:
-            followup = rng.choice(corpus.followups)
-            if rng.random() < 0.15:
-                history.extend(_exchange(rng.choice(corpus.intents), rng))
-            history.extend(_exchange(corpus.intent(followup.context_intent), rng))
-            question = _augment(rng.choice(followup.train), rng, decorate=False)
-            history.append({"role": "user", "content": question})
-            dialogues.append(
-                TrainingDialogue(
-                    intent_id=followup.id,
-                    messages=tuple(history),
-                    reasoning=followup.reasoning,
-                    reply=followup.reply,
-                )
-            )
-            continue
-        intent = rng.choices(corpus.intents, weights=weights)[0]
-        if rng.random() < 0.25:
-            earlier = rng.choice([i for i in corpus.intents if i.id != intent.id])
-            history.extend(_exchange(earlier, rng))
-        question = _augment(rng.choice(intent.train), rng, decorate=intent.decorate)
-        history.append({"role": "user", "content": question})
+        turns = rng.choices(range(1, len(TRAIN_TURN_WEIGHTS) + 1), weights=TRAIN_TURN_WEIGHTS)[0]
+        plan = plan_turns(corpus, rng, turns=turns)
+        system = corpus.system_prompt if rng.random() < 0.15 else ""
+        last = plan[-1]
         dialogues.append(
             TrainingDialogue(
-                intent_id=intent.id,
-                messages=tuple(history),
-                reasoning=intent.reasoning,
-                reply=intent.reply,
+                intent_id=last.answer_id,
+                messages=tuple(conversation_messages(plan, system_prompt=system)),
+                reasoning=last.reasoning,
+                reply=last.reply,
+                handoff=last.handoff,
             )
         )
     return dialogues
 
 
-def _exchange(intent: Intent, rng: random.Random) -> list[Message]:
-    question = _augment(rng.choice(intent.train), rng, decorate=intent.decorate)
-    # History replies are stored sometimes with their reasoning, sometimes without: the chat
-    # template strips it, and callers of the product may store either.
-    content = intent.reply
-    if rng.random() < 0.3:
-        content = assistant_completion(reasoning=intent.reasoning, reply=intent.reply)
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": content}]
+def heldout_conversations(
+    *, corpus: Corpus | None = None, count: int = HELDOUT_CONVERSATIONS, seed: int = HELDOUT_SEED
+) -> list[HeldoutConversation]:
+    """``count`` evaluation conversations of 1 to 10 turns (evenly spread), made of held-out
+    phrasings only, dealt evenly (``plan_turns``' deck), fixed by ``seed``."""
+    corpus = corpus or load_corpus()
+    rng = random.Random(seed)
+    deck: list[tuple[Intent, str]] = []
+    conversations = []
+    for index in range(count):
+        turns = 1 + index % 10
+        plan = plan_turns(corpus, rng, turns=turns, heldout=True, deck=deck)
+        conversations.append(HeldoutConversation(turns=tuple(plan)))
+    return conversations
 
 
 def _augment(question: str, rng: random.Random, *, decorate: bool) -> str:

@@ -24,6 +24,18 @@ What is measured, precisely:
   logits (float32), ``a`` from FP16, ``b`` from GPTQ, the same token ids for both; mean over
   prompts.
 
+* **Handoff**: an answer hands off iff it has the action block (``<handoff>reason</handoff>``,
+  inference_worker/handoff.py); the reply is the text before the block. An answer is correct iff
+  its reply matches *and* it hands off exactly when the expected answer does. Precision and
+  recall of the action count every answer (single questions and conversations' turns).
+* **Conversations** (``evaluate_conversations``): held-out multi-turn conversations (1-10
+  turns, held-out phrasings only), run turn by turn as the product runs them: each turn's prompt
+  is the conversation so far with the model's *own* earlier replies (as the worker stores them:
+  the reply without reasoning or action), trimmed to the prompt budget by the worker's code
+  (``build_prompt_ids``). Accuracy is reported by the turn's position (1, 2-3, 4-6, 7-10),
+  under greedy decoding and under the variant's own sampling (the checkpoint's
+  generation_config unless the settings override it), sampled runs seeded.
+
 ``extra_prompts`` (conversations without an expected answer, e.g. recent real customer
 questions) get only agreement and logits error; their text is never put into the report.
 """
@@ -39,11 +51,22 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from inference_worker.demo_model.corpus import HeldoutExample, load_corpus
+from inference_worker.demo_model.corpus import HeldoutConversation, HeldoutExample, load_corpus
 from inference_worker.demo_model.tokenizer import THINK_END, THINK_START, encode_prompt
+from inference_worker.demo_model.train import TRAIN_PROMPT_TOKENS
+from inference_worker.engine_factory import Sampling, checkpoint_sampling
+from inference_worker.handoff import HANDOFF_OPEN, parse_handoff
+from inference_worker.prompting import build_prompt_ids
 
 FP16_MIN_ACCURACY = 0.80
 GPTQ_MIN_ACCURACY_RATIO = 0.95
+# Conversations, by the turn's position.
+TURN_BUCKETS: tuple[tuple[str, int, int], ...] = (("1", 1, 1), ("2-3", 2, 3), ("4-6", 4, 6), ("7-10", 7, 10))
+FP16_MIN_TURN_ACCURACY = 0.90  # every bucket, greedy
+MAX_LATE_TURN_DROP = 0.03  # FP16 greedy: turns 7-10 at most this far below turn 1
+GPTQ_MIN_TURN_RATIO = 0.97  # GPTQ / FP16, every bucket, greedy
+MAX_SAMPLED_DROP = 0.03  # sampled accuracy (all turns) at most this far below greedy, each variant
+SAMPLING_SEED = 7
 DEFAULT_MAX_NEW_TOKENS = 160
 DEFAULT_BATCH_SIZE = 32
 _MISSES_REPORTED = 20
@@ -63,10 +86,34 @@ class LoadedPair:
 @dataclass(frozen=True)
 class ParsedAnswer:
     reasoning: str
-    reply: str
+    reply: str  # without the handoff block
     reply_tokens: int
     closed_think: bool
     ended: bool
+    handoff: str | None = None  # the action's reason, None when the answer does not hand off
+
+
+@dataclass
+class HandoffCounts:
+    true_positive: int = 0
+    false_positive: int = 0
+    false_negative: int = 0
+
+    def add(self, *, expected: bool, predicted: bool) -> None:
+        self.true_positive += expected and predicted
+        self.false_positive += predicted and not expected
+        self.false_negative += expected and not predicted
+
+    def to_dict(self) -> dict[str, object]:
+        predicted = self.true_positive + self.false_positive
+        expected = self.true_positive + self.false_negative
+        return {
+            "true_positive": self.true_positive,
+            "false_positive": self.false_positive,
+            "false_negative": self.false_negative,
+            "precision": self.true_positive / predicted if predicted else 1.0,
+            "recall": self.true_positive / expected if expected else 1.0,
+        }
 
 
 def load_for_eval(path: Path | str, quantized: bool) -> LoadedPair:
@@ -141,12 +188,22 @@ def parse_answer(*, tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]
         reasoning_ids, reply_ids, closed = ids[:cut], ids[cut + 1 :], True
     else:
         reasoning_ids, reply_ids, closed = [], ids, False
+    reply, _, hidden = tokenizer.decode(reply_ids, skip_special_tokens=True).partition(HANDOFF_OPEN)
+    action = parse_handoff(HANDOFF_OPEN + hidden) if _ else None
     return ParsedAnswer(
         reasoning=tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
-        reply=tokenizer.decode(reply_ids, skip_special_tokens=True).strip(),
+        reply=reply.strip(),
         reply_tokens=len(reply_ids),
         closed_think=closed,
         ended=ended,
+        handoff=action.reason if action else None,
+    )
+
+
+def answer_correct(answer: ParsedAnswer, *, expected_reply: str, expected_handoff: str) -> bool:
+    """The right reply, and a handoff exactly where one is expected."""
+    return reply_matches(reply=answer.reply, expected=expected_reply) and (answer.handoff is not None) == bool(
+        expected_handoff
     )
 
 
@@ -177,21 +234,27 @@ def generate_greedy(
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    sampling: Sampling | None = None,
+    seed: int = SAMPLING_SEED,
 ) -> tuple[list[list[int]], float]:
-    """Greedy continuations of ``prompts`` (token ids), each cut after its first end token;
-    returns them in input order with the total generation wall time."""
+    """Continuations of ``prompts`` (token ids), greedy or with ``sampling`` (seeded per batch),
+    each cut after its first end token; returns them in input order with the total generation
+    wall time."""
     tokenizer = pair.tokenizer
     outputs: list[list[int]] = [[] for _ in prompts]
     seconds = 0.0
-    for indices in _length_batches(prompts, batch_size):
+    sample = sampling is not None and sampling.temperature > 0
+    for batch, indices in enumerate(_length_batches(prompts, batch_size)):
         input_ids, attention = _left_pad([prompts[i] for i in indices], pad_id=tokenizer.pad_token_id)
+        if sample:
+            torch.manual_seed(seed * 1000 + batch)
         started = time.perf_counter()
         generated = pair.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
+            do_sample=sample,
+            temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None,
             top_k=None,
             max_new_tokens=max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
@@ -235,9 +298,11 @@ def evaluate_variant(
     outputs, seconds = generate_greedy(pair=pair, prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     correct = leaks = unclosed = unfinished = reply_tokens = 0
     misses: list[dict[str, object]] = []
+    handoffs = HandoffCounts()
     for example, output in zip(heldout, outputs, strict=True):
         answer = parse_answer(tokenizer=pair.tokenizer, token_ids=output)
-        ok = reply_matches(reply=answer.reply, expected=example.expected_reply)
+        ok = answer_correct(answer, expected_reply=example.expected_reply, expected_handoff=example.handoff)
+        handoffs.add(expected=bool(example.handoff), predicted=answer.handoff is not None)
         correct += ok
         leaks += has_think_leak(answer.reply)
         unclosed += not answer.closed_think
@@ -266,9 +331,124 @@ def evaluate_variant(
         "generated_tokens": total_tokens,
         "generation_seconds": round(seconds, 3),
         "tokens_per_second": total_tokens / seconds if seconds > 0 else 0.0,
+        "handoff": handoffs.to_dict(),
         "misses": misses,
     }
     return result, outputs
+
+
+def turn_bucket(position: int) -> str:
+    for name, low, high in TURN_BUCKETS:
+        if low <= position <= high:
+            return name
+    raise ValueError(f"turn {position} is in no bucket")
+
+
+def evaluate_conversations(
+    *,
+    pair: LoadedPair,
+    conversations: Sequence[HeldoutConversation],
+    budget_tokens: int,
+    canonical: dict[str, str],
+    sampling: Sampling | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, object]:
+    """Run every conversation turn by turn (all conversations' turn t in one batched pass) with
+    the model's own earlier replies as history; accuracy by turn bucket and the handoff counts."""
+    tokenizer = pair.tokenizer
+    histories: list[list[Message]] = [[] for _ in conversations]
+    buckets = {name: [0, 0] for name, _, _ in TURN_BUCKETS}  # name -> [correct, turns]
+    handoffs = HandoffCounts()
+    misses: list[dict[str, object]] = []
+    longest = max((len(c.turns) for c in conversations), default=0)
+    for position in range(longest):
+        active = [i for i, c in enumerate(conversations) if len(c.turns) > position]
+        turns = [conversations[i].turns[position] for i in active]
+        prompts = [
+            build_prompt_ids(
+                tokenizer=tokenizer,
+                turns=[*histories[i], {"role": "user", "content": turn.question}],
+                budget_tokens=budget_tokens,
+            )
+            for i, turn in zip(active, turns, strict=True)
+        ]
+        outputs, _ = generate_greedy(
+            pair=pair,
+            prompts=prompts,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            sampling=sampling,
+            seed=SAMPLING_SEED + position,
+        )
+        bucket = buckets[turn_bucket(position + 1)]
+        for i, turn, output in zip(active, turns, outputs, strict=True):
+            answer = parse_answer(tokenizer=tokenizer, token_ids=output)
+            ok = answer_correct(answer, expected_reply=turn.reply, expected_handoff=turn.handoff)
+            bucket[0] += ok
+            bucket[1] += 1
+            handoffs.add(expected=bool(turn.handoff), predicted=answer.handoff is not None)
+            if not ok and len(misses) < _MISSES_REPORTED:
+                misses.append(
+                    {
+                        "conversation": i,
+                        "turn": position + 1,
+                        "expected": turn.answer_id,
+                        "predicted": closest_answer(reply=answer.reply, canonical=canonical),
+                        "question": turn.question,
+                        "reply": answer.reply[:160],
+                        "handoff": answer.handoff,
+                    }
+                )
+            histories[i] += [
+                {"role": "user", "content": turn.question},
+                {"role": "assistant", "content": answer.reply},
+            ]
+    correct = sum(c for c, _ in buckets.values())
+    total = sum(n for _, n in buckets.values())
+    return {
+        "conversations": len(conversations),
+        "turns": total,
+        "accuracy": correct / total if total else 0.0,
+        "by_turn": {
+            name: {"correct": c, "turns": n, "accuracy": c / n if n else 0.0} for name, (c, n) in buckets.items()
+        },
+        "handoff": handoffs.to_dict(),
+        "sampling": None if sampling is None else {"temperature": sampling.temperature, "top_p": sampling.top_p},
+        "misses": misses,
+    }
+
+
+def multi_turn_failures(conversations: dict[str, dict[str, dict[str, object]]]) -> list[str]:
+    """The thresholds on ``{variant: {"greedy": report, "sampled": report}}`` (see the module
+    docstring); an empty list when they pass."""
+    failures: list[str] = []
+    fp16 = conversations.get("fp16", {}).get("greedy")
+    if fp16 is not None:
+        by_turn = fp16["by_turn"]
+        for name, figures in by_turn.items():
+            if figures["turns"] and figures["accuracy"] < FP16_MIN_TURN_ACCURACY:
+                failures.append(f"fp16 turns {name}: accuracy {figures['accuracy']:.3f} < {FP16_MIN_TURN_ACCURACY}")
+        first, late = by_turn["1"], by_turn["7-10"]
+        if first["turns"] and late["turns"] and late["accuracy"] < first["accuracy"] - MAX_LATE_TURN_DROP:
+            failures.append(
+                f"fp16 turns 7-10: accuracy {late['accuracy']:.3f} more than {MAX_LATE_TURN_DROP} below "
+                f"turn 1's {first['accuracy']:.3f}"
+            )
+        gptq = conversations.get("gptq-int4", {}).get("greedy")
+        if gptq is not None:
+            for name, figures in gptq["by_turn"].items():
+                floor = GPTQ_MIN_TURN_RATIO * by_turn[name]["accuracy"]
+                if figures["turns"] and figures["accuracy"] < floor:
+                    failures.append(f"gptq-int4 turns {name}: accuracy {figures['accuracy']:.3f} < {floor:.3f}")
+    for variant, runs in conversations.items():
+        greedy, sampled = runs.get("greedy"), runs.get("sampled")
+        if greedy and sampled and sampled["accuracy"] < greedy["accuracy"] - MAX_SAMPLED_DROP:
+            failures.append(
+                f"{variant} sampled accuracy {sampled['accuracy']:.3f} more than {MAX_SAMPLED_DROP} below "
+                f"greedy {greedy['accuracy']:.3f}"
+            )
+    return failures
 
 
 def agreement_figures(
@@ -315,8 +495,13 @@ def compare_variants(
     limit: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    conversations: Sequence[HeldoutConversation] = (),
+    budget_tokens: int = TRAIN_PROMPT_TOKENS,
+    sampling: dict[str, Sampling] | None = None,
 ) -> dict[str, object]:
-    """The full evaluation report (a JSON-serialisable dict) with pass/fail."""
+    """The full evaluation report (a JSON-serialisable dict) with pass/fail. ``sampling``: each
+    variant's sampling (default: its checkpoint's generation config); ``limit`` also caps the
+    conversations."""
     heldout = list(heldout)[:limit] if limit is not None else list(heldout)
     canonical = load_corpus().canonical_replies()
     _check_same_tokenization(fp16=fp16, gptq=gptq, heldout=heldout)
@@ -345,7 +530,26 @@ def compare_variants(
             batch_size=batch_size,
         ),
     }
-    failures = []
+    conversations = list(conversations)[:limit] if limit is not None else list(conversations)
+    multi_turn: dict[str, dict[str, dict[str, object]]] = {}
+    if conversations:
+        for pair in (fp16, gptq):
+            chosen = (sampling or {}).get(pair.name) or checkpoint_sampling(pair.model.generation_config)
+            runs = {"greedy": None, "sampled": chosen if chosen.temperature > 0 else None}
+            multi_turn[pair.name] = {
+                run: evaluate_conversations(
+                    pair=pair,
+                    conversations=conversations,
+                    budget_tokens=budget_tokens,
+                    canonical=canonical,
+                    sampling=how,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                )
+                for run, how in runs.items()
+                if run == "greedy" or how is not None
+            }
+    failures = multi_turn_failures(multi_turn)
     if fp16_result["accuracy"] < FP16_MIN_ACCURACY:
         failures.append(f"fp16 accuracy {fp16_result['accuracy']:.3f} < {FP16_MIN_ACCURACY}")
     gptq_floor = GPTQ_MIN_ACCURACY_RATIO * fp16_result["accuracy"]
@@ -356,9 +560,15 @@ def compare_variants(
         "max_new_tokens": max_new_tokens,
         "variants": {fp16.name: fp16_result, gptq.name: gptq_result},
         "comparison": comparison,
+        "conversations": multi_turn,
+        "prompt_budget_tokens": budget_tokens,
         "thresholds": {
             "fp16_min_accuracy": FP16_MIN_ACCURACY,
             "gptq_min_accuracy_ratio_to_fp16": GPTQ_MIN_ACCURACY_RATIO,
+            "fp16_min_turn_accuracy": FP16_MIN_TURN_ACCURACY,
+            "max_late_turn_drop": MAX_LATE_TURN_DROP,
+            "gptq_min_turn_ratio_to_fp16": GPTQ_MIN_TURN_RATIO,
+            "max_sampled_drop": MAX_SAMPLED_DROP,
         },
         "passed": not failures,
         "failures": failures,
@@ -378,9 +588,21 @@ def evaluate_models(
     gptq_path: Path,
     limit: int | None = None,
     extra_prompts: Sequence[Sequence[Message]] = (),
+    budget_tokens: int = TRAIN_PROMPT_TOKENS,
+    sampling: dict[str, Sampling] | None = None,
+    conversations: bool = True,
 ) -> dict[str, object]:
-    from inference_worker.demo_model.corpus import heldout_examples
+    from inference_worker.demo_model.corpus import heldout_conversations, heldout_examples
 
     fp16 = load_for_eval(fp16_path, quantized=False)
     gptq = load_for_eval(gptq_path, quantized=True)
-    return compare_variants(fp16=fp16, gptq=gptq, heldout=heldout_examples(), extra_prompts=extra_prompts, limit=limit)
+    return compare_variants(
+        fp16=fp16,
+        gptq=gptq,
+        heldout=heldout_examples(),
+        extra_prompts=extra_prompts,
+        limit=limit,
+        conversations=heldout_conversations() if conversations else (),
+        budget_tokens=budget_tokens,
+        sampling=sampling,
+    )

@@ -8,6 +8,8 @@ regex + ByteLevel without regex), whatever ``tokenizer.json`` says. Training wit
 pipeline and wrapping through the same class makes the saved tokenizer and the reloaded one the
 same object, so token ids survive ``save_pretrained`` + ``AutoTokenizer.from_pretrained``.
 
+``<handoff>``/``</handoff>`` (the model's handoff action) are added the same way.
+
 ``<|endoftext|>`` is in the vocabulary because ``Qwen2Tokenizer`` uses it as ``unk_token`` and
 would otherwise append it one past the embedding. ``<think>``/``</think>`` are ordinary (not
 special) added tokens, as in R1-Distill, so ``decode(skip_special_tokens=True)`` keeps them and
@@ -23,6 +25,8 @@ from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import PreTrainedTokenizerBase
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+from inference_worker.handoff import HANDOFF_CLOSE, HANDOFF_OPEN
 
 BOS_TOKEN = "<｜begin▁of▁sentence｜>"
 EOS_TOKEN = "<｜end▁of▁sentence｜>"
@@ -45,7 +49,10 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     PAD_TOKEN,
 )
 
-MODEL_MAX_LENGTH = 1024
+# The demo model's context window: the worker fits a prompt into it with room for the answer
+# (generation.prompt_budget), so a long conversation keeps its latest turns; the model is trained
+# on histories trimmed the same way. Real checkpoints say their own (R1-Distill: 16,384 and more).
+MODEL_MAX_LENGTH = 448
 
 # DeepSeek-R1-Distill's template, reduced to what the product uses (no tools). One deliberate
 # difference: a history reply has its reasoning cut *and* is trimmed, so it renders the same
@@ -111,6 +118,9 @@ def train_tokenizer(*, texts: Iterable[str], vocab_size: int) -> Qwen2Tokenizer:
         [
             AddedToken(THINK_START, special=False, normalized=False),
             AddedToken(THINK_END, special=False, normalized=False),
+            # The handoff action's block (inference_worker/handoff.py), one token each.
+            AddedToken(HANDOFF_OPEN, special=False, normalized=False),
+            AddedToken(HANDOFF_CLOSE, special=False, normalized=False),
         ]
     )
     tokenizer.chat_template = CHAT_TEMPLATE

@@ -1,9 +1,14 @@
 """Training the demo model: a small ``Qwen2ForCausalLM`` (the R1-Distill-Qwen architecture) on
 chat-formatted support dialogues, on the CPU, deterministically from a seed.
 
-Loss is taken on the assistant's part only (reasoning, ``</think>``, reply, end token): the
-prompt is given at serving time, so learning to predict customers' words would only spend the
-small model's capacity on text it never has to produce.
+Loss is taken on the assistant's part only: the completion (reasoning, ``</think>``, reply, a
+handoff block where the answer hands off, end token) and the earlier answers in the history (each
+reply and its end token): the customers' words are given at serving time, so learning to predict
+them would only spend the small model's capacity on text it never has to produce, while every
+earlier answer is one more example of answering a customer in the middle of a conversation.
+
+A dialogue's prompt is built by the worker's own code (``inference_worker.prompting``) within the
+demo model's prompt budget, so training sees long conversations trimmed exactly as served.
 """
 
 from __future__ import annotations
@@ -20,14 +25,20 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from inference_worker.demo_model.corpus import Corpus, TrainingDialogue, training_dialogues
-from inference_worker.demo_model.tokenizer import EOS_TOKEN, MODEL_MAX_LENGTH, encode_prompt
+from inference_worker.demo_model.tokenizer import ASSISTANT_TOKEN, EOS_TOKEN, MODEL_MAX_LENGTH
+from inference_worker.prompting import build_prompt_ids
 
-# R1 sampling defaults (DeepSeek's recommendation for the R1-Distill models).
-R1_TEMPERATURE = 0.6
-R1_TOP_P = 0.95
+# The demo checkpoint's own sampling (generation_config.json), which the worker uses unless
+# GENERATION_TEMPERATURE / GENERATION_TOP_P say otherwise. R1's 0.6 / 0.95 is DeepSeek's advice
+# for real R1-Distill checkpoints; a model this small has flatter distributions, and sampling its
+# tail writes broken words, so the demo samples closer to its best token (evaluate_models checks
+# sampled answers against greedy ones).
+DEMO_TEMPERATURE = 0.3
+DEMO_TOP_P = 0.8
 
-# Longest training sequence; the corpus' longest conversation is ~200 tokens.
-MAX_TRAIN_TOKENS = 320
+# The prompt budget the worker gives the demo model with the default MAX_NEW_TOKENS (256):
+# generation.prompt_budget = model_max_length - MAX_NEW_TOKENS.
+TRAIN_PROMPT_TOKENS = MODEL_MAX_LENGTH - 256
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,8 @@ PRESETS: dict[str, ModelPreset] = {
         num_heads=4,
         num_kv_heads=2,
         intermediate_size=768,
-        steps=360,
-        batch_size=32,
+        steps=420,
+        batch_size=24,
         learning_rate=2e-3,
         warmup_steps=20,
         tokenizer_vocab_size=2048,
@@ -150,8 +161,8 @@ def generation_config(*, tokenizer: PreTrainedTokenizerBase) -> GenerationConfig
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         do_sample=True,
-        temperature=R1_TEMPERATURE,
-        top_p=R1_TOP_P,
+        temperature=DEMO_TEMPERATURE,
+        top_p=DEMO_TOP_P,
     )
 
 
@@ -171,17 +182,44 @@ def deterministic_torch(*, seed: int, threads: int = 2) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-def encode_dialogue(*, tokenizer: PreTrainedTokenizerBase, dialogue: TrainingDialogue) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with the prompt masked out (-100).
+def encode_dialogue(
+    *, tokenizer: PreTrainedTokenizerBase, dialogue: TrainingDialogue, budget_tokens: int = TRAIN_PROMPT_TOKENS
+) -> tuple[list[int], list[int]]:
+    """(input ids, labels): the prompt as the worker builds it (trimmed to ``budget_tokens``),
+    then the completion. Labels: the completion and the history's answers; the rest -100.
 
     Prompt and completion are tokenized separately, exactly as at serving time, where the model
     continues the prompt's ids.
     """
-    prompt = encode_prompt(tokenizer, dialogue.messages)
+    system = "".join(m["content"] for m in dialogue.messages if m["role"] == "system")
+    turns = [m for m in dialogue.messages if m["role"] != "system"]
+    prompt = build_prompt_ids(tokenizer=tokenizer, turns=turns, budget_tokens=budget_tokens, system_prompt=system)
     completion = tokenizer(dialogue.completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]
-    ids = (prompt + completion)[:MAX_TRAIN_TOKENS]
-    labels = ([-100] * len(prompt) + completion)[:MAX_TRAIN_TOKENS]
-    return ids, labels
+    labels = _history_labels(
+        prompt,
+        assistant_id=tokenizer.convert_tokens_to_ids(ASSISTANT_TOKEN),
+        eos_id=tokenizer.convert_tokens_to_ids(EOS_TOKEN),
+    )
+    return prompt + completion, labels + completion
+
+
+def _history_labels(prompt: list[int], *, assistant_id: int, eos_id: int) -> list[int]:
+    """-100 everywhere but the earlier answers: each span after an assistant marker up to and
+    including its end token (the prompt's final assistant marker opens the completion)."""
+    labels = [-100] * len(prompt)
+    inside = False
+    for index, token in enumerate(prompt):
+        if inside:
+            labels[index] = token
+            inside = token != eos_id
+        elif token == assistant_id:
+            inside = True
+    if inside:  # the generation prompt's `<｜Assistant｜><think>\n`: given, not learned
+        end = len(prompt) - 1
+        while end >= 0 and labels[end] != -100:
+            labels[end] = -100
+            end -= 1
+    return labels
 
 
 def _batches(

@@ -714,7 +714,10 @@ class DeskPage {
     statusLine.dataset.status = conversation.status;
     const parts = [];
     const withPeople = conversation.status === "waiting_for_agent" || conversation.status === "with_agent";
-    if (withPeople && conversation.handoff_reason_label) parts.push(conversation.handoff_reason_label);
+    if (withPeople && conversation.handoff_reason_label) {
+      const detail = conversation.handoff_detail ? ` (${conversation.handoff_detail})` : "";
+      parts.push(conversation.handoff_reason_label + detail);
+    }
     if (conversation.created_at) parts.push(`started ${new Date(conversation.created_at).toLocaleString()}`);
     const text = parts.join(" · ");
     if (meta.textContent !== text) meta.textContent = text;

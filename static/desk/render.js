@@ -76,7 +76,9 @@ export function listEntry(conversation, list, { selected = false } = {}) {
 
   const tags = make("span", "entry__tags");
   if (list === "waiting" && conversation.handoff_reason_label) {
-    tags.append(make("span", `tag tag--${conversation.handoff_reason || "reason"}`, conversation.handoff_reason_label));
+    const tag = make("span", `tag tag--${conversation.handoff_reason || "reason"}`, conversation.handoff_reason_label);
+    if (conversation.handoff_detail) tag.title = conversation.handoff_detail;
+    tags.append(tag);
   }
   if (list === "resolved" && conversation.agent) {
     tags.append(make("span", "tag", `by ${conversation.agent.name}`));

@@ -28,6 +28,7 @@ from inference_worker.demo_model.build import (  # noqa: E402
 from inference_worker.demo_model.corpus import heldout_examples  # noqa: E402
 from inference_worker.demo_model.evaluate import compare_variants, load_for_eval  # noqa: E402
 from inference_worker.demo_model.tokenizer import encode_prompt  # noqa: E402
+from inference_worker.demo_model.train import DEMO_TEMPERATURE, DEMO_TOP_P  # noqa: E402
 
 SEED = 7
 BITS = 4
@@ -134,7 +135,10 @@ def test_variants_share_tokenizer_files_and_generation_config(tiny: TinyBuild) -
     generation = json.loads((tiny.gptq_dir / "generation_config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(tiny.fp16_dir)
     assert generation["do_sample"] is True
-    assert generation["temperature"] == 0.6 and generation["top_p"] == 0.95
+    # the demo model's own sampling, which the worker uses unless the settings override it
+    assert (generation["temperature"], generation["top_p"]) == (DEMO_TEMPERATURE, DEMO_TOP_P)
+    assert tokenizer.model_max_length == 448
+    assert tokenizer.convert_tokens_to_ids("<handoff>") != tokenizer.unk_token_id
     assert generation["eos_token_id"] == tokenizer.eos_token_id
     assert generation["pad_token_id"] == tokenizer.pad_token_id
 

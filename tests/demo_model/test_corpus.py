@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from inference_worker.demo_model.corpus import (
     calibration_texts,
+    heldout_conversations,
     heldout_examples,
     load_corpus,
+    tokenizer_training_texts,
     training_dialogues,
 )
 
@@ -24,8 +28,15 @@ def test_corpus_has_enough_intents_and_phrasings() -> None:
         assert item.reasoning and item.reply
     replies = corpus.canonical_replies()
     assert len(set(replies.values())) == len(replies)
-    for required in ("order_status", "refund_timing", "out_of_scope", "greeting", "human_agent"):
+    for required in ("order_status", "refund_timing", "out_of_scope", "greeting", "human_agent", "contact_details"):
         assert required in replies
+    handoffs = {intent.id: intent.handoff for intent in corpus.intents if intent.handoff}
+    assert handoffs == {
+        "human_agent": "customer_request",
+        "complaint": "complaint",
+        "legal_threat": "legal",
+        "angry_customer": "angry",
+    }
 
 
 def test_heldout_questions_never_appear_in_training_dialogues() -> None:
@@ -65,3 +76,59 @@ def test_calibration_texts_are_whole_conversations() -> None:
     texts = calibration_texts(count=4, seed=1, render=lambda messages: "<P>" + messages[-1]["content"], end_token="<E>")
     assert len(texts) == 4
     assert all(t.startswith("<P>") and t.endswith("<E>") and "</think>" in t for t in texts)
+
+
+def test_training_dialogues_hold_one_to_ten_turns_as_the_worker_stores_them() -> None:
+    corpus = load_corpus()
+    replies = set(corpus.canonical_replies().values())
+    dialogues = training_dialogues(count=6000, seed=3)
+    counts = Counter(sum(m["role"] == "user" for m in d.messages) for d in dialogues)
+    assert set(counts) == set(range(1, 11)), counts
+    handoff_ids = {i.id for i in corpus.intents if i.handoff}
+    for dialogue in dialogues:
+        turns = [m for m in dialogue.messages if m["role"] != "system"]
+        assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2) + ["user"]
+        for message in turns:
+            if message["role"] == "assistant":
+                # an earlier answer as stored: the reply only, no reasoning, no handoff block
+                assert message["content"] in replies
+                assert "<handoff>" not in message["content"]
+        if dialogue.intent_id in handoff_ids:
+            assert dialogue.handoff and dialogue.completion.endswith(f"<handoff>{dialogue.handoff}</handoff>")
+        else:
+            assert not dialogue.handoff and "<handoff>" not in dialogue.completion
+    # what real conversations do: topic changes, small talk in the middle, follow-ups after it
+    middles = [m["content"] for d in dialogues for m in d.messages[1:-1] if m["role"] == "assistant"]
+    assert corpus.intent("thanks").reply in middles
+    followup_contexts = {f.id: corpus.intent(f.context_intent).reply for f in corpus.followups}
+    late = [
+        d
+        for d in dialogues
+        if d.intent_id in followup_contexts
+        and d.messages[-2]["content"] != followup_contexts[d.intent_id]  # context not the turn just before
+    ]
+    assert late and all(followup_contexts[d.intent_id] in [m["content"] for m in d.messages] for d in late)
+
+
+def test_heldout_conversations_use_heldout_phrasings_only() -> None:
+    corpus = load_corpus()
+    conversations = heldout_conversations(corpus=corpus)
+    assert len(conversations) >= 150
+    assert Counter(len(c.turns) for c in conversations) == {n: len(conversations) // 10 for n in range(1, 11)}
+    heldout = {q for item in (*corpus.intents, *corpus.followups) for q in item.heldout}
+    training = {_normalize(q) for item in (*corpus.intents, *corpus.followups) for q in item.train}
+    for conversation in conversations:
+        for turn in conversation.turns:
+            assert turn.question in heldout
+            assert _normalize(turn.question) not in training
+        assert all(not turn.handoff for turn in conversation.turns[:-1]), "a handoff ends the conversation"
+    assert heldout_conversations(corpus=corpus) == conversations  # fixed by its seed
+    assert any(turn.handoff for c in conversations for turn in c.turns)
+
+
+def test_no_heldout_text_reaches_the_tokenizer() -> None:
+    corpus = load_corpus()
+    texts = {_normalize(t) for t in tokenizer_training_texts(corpus=corpus)}
+    for item in (*corpus.intents, *corpus.followups):
+        for question in item.heldout:
+            assert _normalize(question) not in texts, question

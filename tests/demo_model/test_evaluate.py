@@ -9,17 +9,26 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from inference_worker.demo_model.corpus import tokenizer_training_texts  # noqa: E402
+from inference_worker.demo_model.corpus import (
+    TrainingDialogue,  # noqa: E402
+    tokenizer_training_texts,  # noqa: E402
+)
 from inference_worker.demo_model.evaluate import (  # noqa: E402
+    TURN_BUCKETS,
+    answer_correct,
     closest_answer,
     has_think_leak,
     logits_relative_error,
+    multi_turn_failures,
     normalize_reply,
     parse_answer,
     reply_matches,
     token_agreement,
+    turn_bucket,
 )
 from inference_worker.demo_model.tokenizer import EOS_TOKEN, train_tokenizer  # noqa: E402
+from inference_worker.demo_model.train import encode_dialogue  # noqa: E402
+from inference_worker.prompting import build_prompt_ids  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +96,72 @@ def test_parse_answer_reports_a_leak_after_the_first_think_close(tokenizer) -> N
     ids = tokenizer("r\n</think>\n\nreply </think> more", add_special_tokens=False)["input_ids"]
     answer = parse_answer(tokenizer=tokenizer, token_ids=ids)
     assert has_think_leak(answer.reply)
+
+
+def test_parse_answer_takes_the_handoff_block_out_of_the_reply(tokenizer) -> None:
+    text = "Wants a person.\n</think>\n\nPassing you on.\n<handoff>customer_request</handoff>" + EOS_TOKEN
+    answer = parse_answer(tokenizer=tokenizer, token_ids=tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert answer.reply == "Passing you on." and answer.handoff == "customer_request"
+    assert answer_correct(answer, expected_reply="Passing you on.", expected_handoff="customer_request")
+    # the right words without the action are not a right answer, nor an action where none is due
+    plain = parse_answer(
+        tokenizer=tokenizer, token_ids=tokenizer("r\n</think>\n\nPassing you on." + EOS_TOKEN)["input_ids"]
+    )
+    assert plain.handoff is None
+    assert not answer_correct(plain, expected_reply="Passing you on.", expected_handoff="customer_request")
+    assert not answer_correct(answer, expected_reply="Passing you on.", expected_handoff="")
+
+
+def _report(**accuracies: float) -> dict:
+    return {
+        "accuracy": sum(accuracies.values()) / len(accuracies),
+        "by_turn": {name: {"turns": 40, "accuracy": accuracies[name]} for name, _, _ in TURN_BUCKETS},
+    }
+
+
+def test_turn_buckets() -> None:
+    assert [turn_bucket(n) for n in range(1, 11)] == ["1", "2-3", "2-3", "4-6", "4-6", "4-6"] + ["7-10"] * 4
+    with pytest.raises(ValueError):
+        turn_bucket(11)
+
+
+def test_multi_turn_thresholds() -> None:
+    good = _report(**{"1": 0.95, "2-3": 0.94, "4-6": 0.93, "7-10": 0.93})
+    assert multi_turn_failures({"fp16": {"greedy": good}, "gptq-int4": {"greedy": good, "sampled": good}}) == []
+    low = _report(**{"1": 0.95, "2-3": 0.94, "4-6": 0.89, "7-10": 0.93})
+    assert multi_turn_failures({"fp16": {"greedy": low}}) == ["fp16 turns 4-6: accuracy 0.890 < 0.9"]
+    drop = _report(**{"1": 0.99, "2-3": 0.97, "4-6": 0.96, "7-10": 0.95})
+    assert ["turns 7-10" in f for f in multi_turn_failures({"fp16": {"greedy": drop}})] == [True]
+    worse = _report(**{"1": 0.95, "2-3": 0.94, "4-6": 0.90, "7-10": 0.93})  # 0.90 < 0.97 x 0.93
+    failures = multi_turn_failures({"fp16": {"greedy": good}, "gptq-int4": {"greedy": worse}})
+    assert failures == ["gptq-int4 turns 4-6: accuracy 0.900 < 0.902"]
+    sampled = _report(**{"1": 0.9, "2-3": 0.9, "4-6": 0.9, "7-10": 0.9})
+    failures = multi_turn_failures({"fp16": {"greedy": good, "sampled": sampled}})
+    assert len(failures) == 1 and "fp16 sampled accuracy" in failures[0]
+
+
+def test_training_sees_the_prompt_the_worker_builds_and_learns_every_answer_in_it(tokenizer) -> None:
+    """A long conversation is trimmed to the budget by the worker's own code; the labels are the
+    earlier answers (each with its end token) and the completion, never a customer's words."""
+    history = []
+    for n in range(9):
+        history += [
+            {"role": "user", "content": f"question number {n} about my order"},
+            {"role": "assistant", "content": "You can follow your order under Account > Orders."},
+        ]
+    dialogue = TrainingDialogue(
+        intent_id="refunds",
+        messages=(*history, {"role": "user", "content": "How long does a refund take?"}),
+        reasoning="Refunds.",
+        reply="Refunds take 5 days.",
+    )
+    ids, labels = encode_dialogue(tokenizer=tokenizer, dialogue=dialogue, budget_tokens=96)
+    prompt = build_prompt_ids(tokenizer=tokenizer, turns=list(dialogue.messages), budget_tokens=96)
+    assert ids[: len(prompt)] == prompt and len(prompt) <= 96
+    assert "question number 0" not in tokenizer.decode(prompt)  # the oldest turns went
+    completion = tokenizer(dialogue.completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]
+    assert ids[len(prompt) :] == completion and labels[len(prompt) :] == completion
+    learned = tokenizer.decode([t for t in labels[: len(prompt)] if t != -100])
+    kept = tokenizer.decode(prompt).count("Account > Orders")
+    assert kept >= 1 and learned == ("You can follow your order under Account > Orders." + EOS_TOKEN) * kept
+    assert "question" not in learned and "<think>" not in learned

@@ -1,6 +1,8 @@
 """What the worker asks of the engine on each device, from its settings (pure logic)."""
 
-from inference_worker.engine_factory import EngineSpec, paged_options
+from types import SimpleNamespace
+
+from inference_worker.engine_factory import EngineSpec, Sampling, checkpoint_sampling, paged_options
 from inference_worker.runtime import engine_spec
 
 
@@ -22,3 +24,21 @@ def test_the_spec_carries_the_settings(settings):
     assert spec.log_level == "WARNING"
     assert spec.path == settings.MODEL_VARIANTS["fp16"]["path"] and not spec.quantized
     assert spec.context_tokens == settings.CONTEXT_BUDGET_TOKENS + settings.MAX_NEW_TOKENS
+
+
+def test_each_variant_samples_as_its_checkpoint_says_unless_the_settings_say_otherwise(settings):
+    sampled = SimpleNamespace(do_sample=True, temperature=0.3, top_p=0.8)
+    assert checkpoint_sampling(sampled) == Sampling(temperature=0.3, top_p=0.8)
+    assert checkpoint_sampling(SimpleNamespace(do_sample=False, temperature=0.6)) == Sampling(0.0, 1.0)
+    assert checkpoint_sampling(sampled, temperature=0.6, top_p=0.95) == Sampling(0.6, 0.95)
+    assert checkpoint_sampling(sampled, temperature=0.0) == Sampling(0.0, 0.8)
+
+    settings.GENERATION_TEMPERATURE = settings.GENERATION_TOP_P = None
+    settings.MODEL_VARIANTS = {
+        "fp16": {"path": "p", "quantized": False},
+        "gptq-int4": {"path": "q", "quantized": True, "temperature": 0.6, "top_p": 0.95},
+    }
+    assert (engine_spec("fp16").temperature, engine_spec("fp16").top_p) == (None, None)  # the checkpoint's
+    assert (engine_spec("gptq-int4").temperature, engine_spec("gptq-int4").top_p) == (0.6, 0.95)
+    settings.GENERATION_TEMPERATURE = 0.0  # every variant greedy, but where a variant sets its own
+    assert engine_spec("fp16").temperature == 0.0 and engine_spec("gptq-int4").temperature == 0.6

@@ -1,7 +1,10 @@
-"""`python manage.py evaluate_models [--json] [--limit N]`: compare the FP16 and GPTQ variants
-on the held-out questions (see inference_worker/demo_model/evaluate.py for what is measured).
+"""`python manage.py evaluate_models [--json] [--limit N] [--no-conversations]`: compare the
+FP16 and GPTQ variants on the held-out questions and the held-out multi-turn conversations (see
+inference_worker/demo_model/evaluate.py for what is measured).
 
-Exits 1 when FP16 accuracy is below 0.80 or GPTQ accuracy below 0.95 x FP16's.
+Exits 1 when a threshold fails: single questions, FP16 accuracy below 0.80 or GPTQ below 0.95 x
+FP16's; conversations (greedy), an FP16 turn bucket below 0.90, FP16 turns 7-10 more than 3 points
+below turn 1, a GPTQ bucket below 0.97 x FP16's; sampled accuracy more than 3 points below greedy.
 """
 
 from __future__ import annotations
@@ -19,20 +22,46 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
-        parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions")
+        parser.add_argument(
+            "--limit", type=int, default=None, help="evaluate the first N questions (and N conversations)"
+        )
+        parser.add_argument(
+            "--no-conversations", action="store_true", help="single questions only (seconds instead of minutes)"
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
         from inference_worker.demo_model.evaluate import evaluate_models
         from inference_worker.demo_model.quantize import stdout_to_stderr
+        from inference_worker.engine_factory import Sampling
+        from inference_worker.prompting import prompt_budget
+
+        fp16_path = settings.MODEL_VARIANTS["fp16"]["path"]
+        # The prompt budget and the sampling the worker would use (runtime.engine_spec).
+        budget = prompt_budget(
+            AutoTokenizer.from_pretrained(fp16_path),
+            context_budget=settings.CONTEXT_BUDGET_TOKENS,
+            max_new_tokens=settings.MAX_NEW_TOKENS,
+        )
+        sampling = {}
+        for variant, config in settings.MODEL_VARIANTS.items():
+            temperature = config.get("temperature", settings.GENERATION_TEMPERATURE)
+            top_p = config.get("top_p", settings.GENERATION_TOP_P)
+            if temperature is not None:
+                sampling[variant] = Sampling(temperature=temperature, top_p=1.0 if top_p is None else top_p)
 
         # Loading the GPTQ checkpoint imports gptqmodel, which prints to stdout; stdout is the
         # report here (one JSON object with --json).
         with stdout_to_stderr():
             report = evaluate_models(
-                fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
+                fp16_path=fp16_path,
                 gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
                 limit=options["limit"],
+                budget_tokens=budget,
+                sampling=sampling,
+                conversations=not options["no_conversations"],
             )
         if options["json"]:
             self.stdout.write(json.dumps(report, sort_keys=True))
@@ -51,8 +80,36 @@ def _human(report: dict) -> str:
             f"  unfinished {result['unfinished']}  mean tokens {result['mean_generated_tokens']:.1f}"
             f" (reply {result['mean_reply_tokens']:.1f})  {result['tokens_per_second']:.0f} tok/s"
         )
+        handoff = result["handoff"]
+        lines.append(
+            f"{'':10s} handoff precision {handoff['precision']:.3f} recall {handoff['recall']:.3f}"
+            f" (tp {handoff['true_positive']}, fp {handoff['false_positive']}, fn {handoff['false_negative']})"
+        )
         for miss in result["misses"][:5]:
             lines.append(f"    miss: expected {miss['expected']}, got ~{miss['predicted']}")
+    if report["conversations"]:
+        first = next(iter(report["conversations"].values()))["greedy"]
+        lines.append(
+            f"held-out conversations: {first['conversations']} ({first['turns']} turns), prompt budget "
+            f"{report['prompt_budget_tokens']} tokens; accuracy by turn:"
+        )
+        buckets = list(first["by_turn"])
+        lines.append(
+            f"{'variant':10s} {'decoding':24s} " + " ".join(f"{b:>6s}" for b in buckets) + "    all  handoff P/R"
+        )
+        for name, runs in report["conversations"].items():
+            for figures in runs.values():
+                how = "greedy"
+                if figures["sampling"]:
+                    how = f"sampled t={figures['sampling']['temperature']:g} p={figures['sampling']['top_p']:g}"
+                cells = " ".join(f"{figures['by_turn'][b]['accuracy']:6.3f}" for b in buckets)
+                handoff = figures["handoff"]
+                lines.append(
+                    f"{name:10s} {how:24s} {cells} {figures['accuracy']:6.3f}  "
+                    f"{handoff['precision']:.2f}/{handoff['recall']:.2f}"
+                )
+                for miss in figures["misses"][:3]:
+                    lines.append(f"    miss: turn {miss['turn']} expected {miss['expected']}, got ~{miss['predicted']}")
     for scope, figures in report["comparison"].items():
         if figures.get("prompts"):
             lines.append(
@@ -64,7 +121,10 @@ def _human(report: dict) -> str:
     thresholds = report["thresholds"]
     lines.append(
         f"thresholds: fp16 >= {thresholds['fp16_min_accuracy']}, gptq >= "
-        f"{thresholds['gptq_min_accuracy_ratio_to_fp16']} x fp16 -> "
+        f"{thresholds['gptq_min_accuracy_ratio_to_fp16']} x fp16; conversations: fp16 every bucket >= "
+        f"{thresholds['fp16_min_turn_accuracy']}, 7-10 within {thresholds['max_late_turn_drop']} of turn 1, "
+        f"gptq >= {thresholds['gptq_min_turn_ratio_to_fp16']} x fp16, sampled within "
+        f"{thresholds['max_sampled_drop']} of greedy -> "
         + ("PASS" if report["passed"] else "FAIL: " + "; ".join(report["failures"]))
     )
     return "\n".join(lines)
