@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,7 +50,44 @@ def env_list(name: str, default: str) -> list[str]:
 
 # --- Django core -------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "insecure-demo-key-change-me-in-production")
+# The demo's extras (`make run` turns it on): `manage.py ensure_demo_staff` creates a staff
+# account only in this mode. Off by default, and in docker-compose unless asked for.
+DEMO_MODE = env_bool("DEMO_MODE", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+# Secret keys published in this project's history, its compose file, Django's startproject and
+# the usual placeholders: anyone can sign sessions with them.
+KNOWN_SECRET_KEYS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change_me",
+        "changethis",
+        "insecure-demo-key-change-me-in-production",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "your-secret-key",
+        "your-secret-key-here",
+        "django-insecure",
+        "replace-me",
+        "please-change-me",
+        "xxx",
+    }
+)
+if not DEBUG and (
+    not SECRET_KEY.strip()
+    or SECRET_KEY.strip().lower() in KNOWN_SECRET_KEYS
+    or SECRET_KEY.startswith("django-insecure-")
+):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is empty or a published placeholder, and DEBUG is off: set SECRET_KEY to a long "
+        "random string kept secret, e.g. the output of "
+        "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'` "
+        "(`make run` keeps one in var/secret_key; docs/deployment.md)."
+    )
+if not SECRET_KEY:
+    # DEBUG only: a key for this process's own development pages.
+    SECRET_KEY = "debug-only-" + os.urandom(32).hex()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
 
@@ -286,9 +324,10 @@ LOGGING = {
 WS_MAX_MESSAGES_PER_MINUTE = env_int("WS_MAX_MESSAGES_PER_MINUTE", 30)
 WS_MAX_REFUSED_FRAMES = env_int("WS_MAX_REFUSED_FRAMES", 20)
 STORE_NAME = env_str("STORE_NAME", "Northwind Goods")
-# The demo's staff account (`manage.py ensure_demo_staff`, which `make run` calls).
+# The demo's staff account (`manage.py ensure_demo_staff`, which `make run` calls; only with
+# DEMO_MODE on). No password given: a random one, printed once when the account is created.
 DEMO_STAFF_USERNAME = env_str("DEMO_STAFF_USERNAME", "admin")
-DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "admin-demo")
+DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
 # --- Agents' desk ----------------------------------------------------------------------------------
