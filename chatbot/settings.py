@@ -192,6 +192,11 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 LOGIN_URL = "/desk/login/"
 LOGIN_REDIRECT_URL = "/desk/"
 
+# Login throttling (admin and desk): this many failed sign-ins per window, for one client address
+# and for one user name, each a sliding window kept in Redis (chatbot/security/login_throttle.py).
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 300.0)
+
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30)
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True
