@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,9 @@ def setup_django(settings_module: str = "chatbot.settings") -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not os.environ.get("SECRET_KEY"):
+        # The demo's own key (var/secret_key, made once), as `make run` uses it.
+        os.environ["SECRET_KEY"] = subprocess.check_output([str(ROOT / "scripts" / "secret_key.sh")], text=True)
     import django
 
     django.setup()

@@ -25,6 +25,8 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 export REDIS_URL="redis://127.0.0.1:6379/${BENCH_REDIS_DB:-3}"
 export CELERY_BROKER_URL="$REDIS_URL"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
+SECRET_KEY="${SECRET_KEY:-$(scripts/secret_key.sh)}"
+export SECRET_KEY
 mkdir -p "$LOGS"
 
 worker= web=

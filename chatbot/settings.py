@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -56,7 +57,44 @@ def env_list(name: str, default: str) -> list[str]:
 
 # --- Django core -------------------------------------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "insecure-demo-key-change-me-in-production")
+# The demo's extras (`make run` turns it on): `manage.py ensure_demo_staff` creates a staff
+# account only in this mode. Off by default, and in docker-compose unless asked for.
+DEMO_MODE = env_bool("DEMO_MODE", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+# Secret keys published in this project's history, its compose file, Django's startproject and
+# the usual placeholders: anyone can sign sessions with them.
+KNOWN_SECRET_KEYS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change_me",
+        "changethis",
+        "insecure-demo-key-change-me-in-production",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "your-secret-key",
+        "your-secret-key-here",
+        "django-insecure",
+        "replace-me",
+        "please-change-me",
+        "xxx",
+    }
+)
+if not DEBUG and (
+    not SECRET_KEY.strip()
+    or SECRET_KEY.strip().lower() in KNOWN_SECRET_KEYS
+    or SECRET_KEY.startswith("django-insecure-")
+):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is empty or a published placeholder, and DEBUG is off: set SECRET_KEY to a long "
+        "random string kept secret, e.g. the output of "
+        "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'` "
+        "(`make run` keeps one in var/secret_key; docs/deployment.md)."
+    )
+if not SECRET_KEY:
+    # DEBUG only: a key for this process's own development pages.
+    SECRET_KEY = "debug-only-" + os.urandom(32).hex()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
 
@@ -116,6 +154,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatbot.security.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,9 +200,31 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 LOGIN_URL = "/desk/login/"
 LOGIN_REDIRECT_URL = "/desk/"
 
+# Login throttling (admin and desk): this many failed sign-ins per window, for one client address
+# and for one user name, each a sliding window kept in Redis (chatbot/security/login_throttle.py).
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_FAILURE_WINDOW_S = env_float("LOGIN_FAILURE_WINDOW_S", 300.0)
+
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 24 * 30)
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_HTTPONLY = True
+
+# --- HTTPS ---------------------------------------------------------------------------------------
+# One switch for a site served over HTTPS, with TLS ended by a proxy in front (docs/deployment.md):
+# cookies only over HTTPS, HSTS, http:// redirected to https://, and the proxy's
+# X-Forwarded-Proto header trusted to say a request came over HTTPS (the proxy must set it,
+# replacing any that the client sent). Every page also carries a strict Content-Security-Policy,
+# HTTPS or not (chatbot/security/csp.py).
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+# The proxy's or orchestrator's health check may come over plain HTTP, without the header.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
 # --- Redis, Channels, Celery ---------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -300,9 +361,10 @@ LOGGING = {
 WS_MAX_MESSAGES_PER_MINUTE = env_int("WS_MAX_MESSAGES_PER_MINUTE", 30)
 WS_MAX_REFUSED_FRAMES = env_int("WS_MAX_REFUSED_FRAMES", 20)
 STORE_NAME = env_str("STORE_NAME", "Northwind Goods")
-# The demo's staff account (`manage.py ensure_demo_staff`, which `make run` calls).
+# The demo's staff account (`manage.py ensure_demo_staff`, which `make run` calls; only with
+# DEMO_MODE on). No password given: a random one, printed once when the account is created.
 DEMO_STAFF_USERNAME = env_str("DEMO_STAFF_USERNAME", "admin")
-DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "admin-demo")
+DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
 # --- Agents' desk ----------------------------------------------------------------------------------

@@ -2,6 +2,10 @@ from django.contrib import admin
 from django.urls import include, path
 
 from chatbot.conversations import views
+from chatbot.security.forms import AdminLoginForm
+
+# The admin's login is throttled like the desk's (chatbot/security/login_throttle.py).
+admin.site.login_form = AdminLoginForm
 
 urlpatterns = [
     path("", views.chat_page, name="chat"),

@@ -11,6 +11,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", "chatbot-test")
 os.environ.setdefault("MODEL_DIR", str(_root / "var" / "test-models"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A key of the tests' own (the product refuses an empty or published one with DEBUG off).
+os.environ.setdefault("SECRET_KEY", "tests-only-8c1f2b7e0d9a4c6f9e3b5a7d1c0e2f4a6b8d0c2e4f6a8b0d")
 os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")

@@ -22,9 +22,7 @@ def rounded_ms(value: float | None) -> str:
 def collapsed(label: str, text: str) -> str:
     if not text:
         return "—"
-    return format_html(
-        "<details><summary>{}</summary><div style='white-space:pre-wrap'>{}</div></details>", label, text
-    )
+    return format_html("<details><summary>{}</summary><div class='reasoning'>{}</div></details>", label, text)
 
 
 class ReadOnly:
