@@ -18,6 +18,10 @@ os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
 
 from chatbot.settings import *  # noqa: E402,F403
 
+# Django's test client asks for the host `testserver`, which the product does not serve.
+if "testserver" not in ALLOWED_HOSTS:  # noqa: F405
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]  # noqa: F405
+
 if "pytest" in sys.modules:
     # The test process itself opens plain connections: its test code calls the ORM from
     # short-lived threads that never give their connection back, which would drain a pool. The
