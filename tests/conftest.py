@@ -242,6 +242,8 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
             "websockets-sansio",
             "--ws-per-message-deflate",
             "false",
+            "--ws-max-size",
+            str(settings.WS_MAX_FRAME_BYTES),
         ],
         cwd=ROOT,
         env=worker_env(),
