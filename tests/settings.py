@@ -15,6 +15,8 @@ os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+# Every page the browser tests load comes from 127.0.0.1 (tests/test_limits.py sets its own).
+os.environ.setdefault("ADDRESS_MAX_NEW_VISITORS_PER_HOUR", "100000")
 
 from chatbot.settings import *  # noqa: E402,F403
 
