@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels (same-origin only)."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels (same origin only: scheme,
+host and port, `chatbot.socket_guards`)."""
 
 import os
 
@@ -17,14 +18,18 @@ if settings.SERVE_STATIC:
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from chatbot.conversations.routing import websocket_urlpatterns as chat_sockets  # noqa: E402
 from chatbot.desk.routing import websocket_urlpatterns as desk_sockets  # noqa: E402
+from chatbot.socket_guards import SameOriginValidator, UnknownPathConsumer  # noqa: E402
+
+# Any other path gets a socket closed with 4404 (Channels' router alone raised, an HTTP 500).
+unknown_path = [re_path(r"", UnknownPathConsumer.as_asgi())]
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(chat_sockets + desk_sockets))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(chat_sockets + desk_sockets + unknown_path))),
     }
 )

@@ -95,7 +95,7 @@ if not DEBUG and (
 if not SECRET_KEY:
     # DEBUG only: a key for this process's own development pages.
     SECRET_KEY = "debug-only-" + os.urandom(32).hex()
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -367,6 +367,19 @@ DEMO_STAFF_USERNAME = env_str("DEMO_STAFF_USERNAME", "admin")
 DEMO_STAFF_PASSWORD = env_str("DEMO_STAFF_PASSWORD", "")
 # Seconds a cached read of the active model variant stays fresh in a web process.
 ACTIVE_VARIANT_CACHE_S = env_float("ACTIVE_VARIANT_CACHE_S", 2.0)
+# --- Limits per visitor and per address (Redis, sliding windows: chatbot/conversations/limits.py) --
+VISITOR_LIMITS = env_bool("VISITOR_LIMITS", True)
+# Messages one visitor sends in a minute, across all their sockets.
+VISITOR_MAX_MESSAGES_PER_MINUTE = env_int("VISITOR_MAX_MESSAGES_PER_MINUTE", 20)
+# Answers one visitor has in progress at once, across their conversations.
+VISITOR_MAX_OPEN_ANSWERS = env_int("VISITOR_MAX_OPEN_ANSWERS", 2)
+# Chat sockets one visitor holds open at once (tabs).
+VISITOR_MAX_SOCKETS = env_int("VISITOR_MAX_SOCKETS", 10)
+# New chat sessions (visitor ids) one address is given in an hour.
+ADDRESS_MAX_NEW_VISITORS_PER_HOUR = env_int("ADDRESS_MAX_NEW_VISITORS_PER_HOUR", 20)
+# Proxies (addresses or networks) whose X-Forwarded-For names the client; empty: none.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+
 # --- Agents' desk ----------------------------------------------------------------------------------
 # Conversations one agent handles at once (their own setting at the desk overrides it).
 DESK_AGENT_CAPACITY = env_int("DESK_AGENT_CAPACITY", 5)

@@ -52,7 +52,7 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         raw = message.get("text")
         if raw is None and message.get("bytes") is not None:
             raw = message["bytes"]
-        if raw is not None and len(raw) > settings.WS_MAX_FRAME_BYTES:
+        if raw is not None and frame_too_big(raw, settings.WS_MAX_FRAME_BYTES):
             await self.close(code=CLOSE_TOO_BIG)
             return
         await super().websocket_receive(message)
@@ -105,6 +105,18 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     # -- events from the groups (type chatbot.events.CLIENT_EVENT) ------------------------------
     async def client_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+
+def frame_too_big(raw: str | bytes, limit: int) -> bool:
+    """Whether a frame is over `limit` bytes, a text frame counted in UTF-8 as it travelled (an
+    emoji is four bytes). Text frames are encoded only when their length leaves it in doubt."""
+    if isinstance(raw, bytes):
+        return len(raw) > limit
+    if len(raw) > limit:
+        return True
+    if len(raw) * 4 <= limit:
+        return False
+    return len(raw.encode("utf-8", "surrogatepass")) > limit
 
 
 class TypingThrottle:

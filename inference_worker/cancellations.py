@@ -31,19 +31,33 @@ class CancelWatcher:
         # of it (a redelivered task while the first still runs): each is cancelled, and each
         # task's unwatch leaves the other's watch in place.
         self._watched: dict[int, list[Cancellable]] = {}
+        # id(request) -> (the key saying whether staff follow its conversation, whom to tell).
+        self._staff: dict[int, tuple[str, Callable[[bool], None]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
         self._thread.start()
 
-    def watch(self, generation_id: int, request: Cancellable) -> None:
-        """Cancel `request` once the generation's flag is raised (it may be raised already)."""
+    def watch(
+        self,
+        generation_id: int,
+        request: Cancellable,
+        *,
+        staff_key: str | None = None,
+        on_staff: Callable[[bool], None] | None = None,
+    ) -> None:
+        """Cancel `request` once the generation's flag is raised (it may be raised already).
+        With `staff_key`, each poll also reads that key in the same MGET and tells `on_staff`
+        whether it is set (whether staff follow the answer's conversation)."""
         with self._lock:
             self._watched.setdefault(generation_id, []).append(request)
+            if staff_key is not None and on_staff is not None:
+                self._staff[id(request)] = (staff_key, on_staff)
 
     def unwatch(self, generation_id: int, request: Cancellable) -> None:
         with self._lock:
             requests = self._watched.get(generation_id, [])
+            self._staff.pop(id(request), None)
             if request in requests:
                 requests.remove(request)
             if not requests:
@@ -58,9 +72,15 @@ class CancelWatcher:
         are no longer watched. Returns their generation ids."""
         with self._lock:
             watched = list(self._watched.items())
+            staff = list(self._staff.values())
         if not watched:
             return []
-        flags = self._redis().mget([cancel_key(generation_id) for generation_id, _ in watched])
+        values = self._redis().mget(
+            [cancel_key(generation_id) for generation_id, _ in watched] + [key for key, _ in staff]
+        )
+        flags = values[: len(watched)]
+        for (_, on_staff), value in zip(staff, values[len(watched) :], strict=True):
+            on_staff(value is not None)
         cancelled = []
         for (generation_id, requests), flag in zip(watched, flags, strict=True):
             if flag is None:

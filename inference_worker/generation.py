@@ -17,6 +17,7 @@ from django.conf import settings
 from chatbot.conversations import protocol, selectors
 from chatbot.conversations.models import Conversation, Generation
 from chatbot.conversations.services import desk, generations
+from chatbot.desk.presence import staff_watch_key
 from inference_worker import metrics
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
@@ -112,7 +113,12 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     handle = watch.handle
     # The customer's stop, a new message or an agent taking over raise the generation's
     # cancellation flag; the runtime's one watcher reads every running generation's flag.
-    runtime.cancels.watch(generation.pk, handle)
+    runtime.cancels.watch(
+        generation.pk,
+        handle,
+        staff_key=None if suggestion else staff_watch_key(conversation.public_id),
+        on_staff=stream.set_staff_watching,
+    )
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
     timed_out = False
 
@@ -172,7 +178,8 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         metrics.GENERATIONS.labels(variant, "cancelled").inc()
         return "cancelled"
     done = stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
-    stream.publisher.publish(conversation.staff_group_name, protocol.staff_message_new(message=message))
+    if stream.staff_watching:
+        stream.publisher.publish(conversation.staff_group_name, protocol.staff_message_new(message=message))
     if action is not None:
         if done is not None:
             done.result(timeout=5)

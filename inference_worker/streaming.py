@@ -34,6 +34,13 @@ class AnswerStream:
     reasoning: list[str] = field(default_factory=list)
     last_flush: float = 0.0
     thinking_sent: bool = False
+    # Whether a desk socket follows the conversation (`chatbot.desk.presence`, read with the
+    # cancellation flags): the reasoning goes to the staff group only then, never to a channel
+    # nobody reads. True until first read, so a follower misses nothing at the start.
+    staff_watching: bool = True
+
+    def set_staff_watching(self, watching: bool) -> None:
+        self.staff_watching = watching
 
     def add(self, reasoning: str, answer: str) -> None:
         if reasoning:
@@ -70,7 +77,8 @@ class AnswerStream:
             if not self.thinking_sent and not self.answer:
                 self.send(protocol.answer_thinking(**ids))
                 self.thinking_sent = True
-            self.publisher.publish(self.staff_group, protocol.reasoning_delta(text="".join(self.reasoning), **ids))
+            if self.staff_watching:
+                self.publisher.publish(self.staff_group, protocol.reasoning_delta(text="".join(self.reasoning), **ids))
             self.reasoning.clear()
         if self.answer:
             self.send(protocol.answer_delta(text="".join(self.answer), **ids))

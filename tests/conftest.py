@@ -52,6 +52,16 @@ def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _visitor_limits_clear() -> None:
+    """Each test starts with no visitor or address counted (`chatbot.conversations.limits`): the
+    tests reuse visitor ids and all come from one address."""
+    client = get_redis()
+    keys = list(client.scan_iter("chatbot:limit:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _variant_cache_clear() -> None:
     from chatbot.serving.selectors import active_variant_cache_clear
 
@@ -242,6 +252,8 @@ def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
             "websockets-sansio",
             "--ws-per-message-deflate",
             "false",
+            "--ws-max-size",
+            str(settings.WS_MAX_FRAME_BYTES),
         ],
         cwd=ROOT,
         env=worker_env(),

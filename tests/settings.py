@@ -20,8 +20,14 @@ os.environ.setdefault("MAX_NEW_TOKENS", "96")
 # which MAX_NEW_TOKENS 96 would otherwise widen to 352 (generation: prompt_budget).
 os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "192")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+# Every page the browser tests load comes from 127.0.0.1 (tests/test_limits.py sets its own).
+os.environ.setdefault("ADDRESS_MAX_NEW_VISITORS_PER_HOUR", "100000")
 
 from chatbot.settings import *  # noqa: E402,F403
+
+# Django's test client asks for the host `testserver`, which the product does not serve.
+if "testserver" not in ALLOWED_HOSTS:  # noqa: F405
+    ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]  # noqa: F405
 
 if "pytest" in sys.modules:
     # The test process itself opens plain connections: its test code calls the ORM from

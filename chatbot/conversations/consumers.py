@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 
-from chatbot.conversations import protocol, selectors
+from chatbot.conversations import limits, protocol, selectors
 from chatbot.conversations.models import Conversation, new_public_id
 from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services import desk, ratings
@@ -18,7 +20,7 @@ from chatbot.conversations.services.customer import (
 )
 from chatbot.conversations.services.generations import conversation_cancel_answers
 from chatbot.events import CLIENT_EVENT, send_events
-from chatbot.sockets import Handler, JsonSocketConsumer, TypingThrottle
+from chatbot.sockets import CLOSE_TOO_MANY_ERRORS, Handler, JsonSocketConsumer, TypingThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ CLIENT_CLOSES_THAT_CANCEL = (1000, 1001)
 class CustomerChatConsumer(JsonSocketConsumer):
     visitor_id: str | None = None
     conversation: Conversation | None = None
+    counted = False  # this socket counts against its visitor's VISITOR_MAX_SOCKETS
     unmetered = frozenset({"typing"})
 
     def handlers(self) -> dict[str, Handler]:
@@ -49,12 +52,29 @@ class CustomerChatConsumer(JsonSocketConsumer):
         session = self.scope.get("session")
         self.visitor_id = session.get("visitor_id") if session is not None else None
         self.typing = TypingThrottle()
+        self.counted = False
         # Accept first: a close before the handshake would reach the browser as a bare 1006.
         await self.accept()
         if not self.visitor_id:
             await self.close(code=CLOSE_NO_SESSION)
+            return
+        self.counted = await sync_to_async(limits.visitor_socket_open, thread_sensitive=False)(
+            visitor_id=self.visitor_id, channel_name=self.channel_name
+        )
+        if not self.counted:
+            await self.send_json(
+                protocol.error(
+                    code="too_many_sockets",
+                    detail=f"This chat is open in {settings.VISITOR_MAX_SOCKETS} windows already; close one of them.",
+                )
+            )
+            await self.close(code=CLOSE_TOO_MANY_ERRORS)
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            await sync_to_async(limits.visitor_socket_close, thread_sensitive=False)(
+                visitor_id=self.visitor_id, channel_name=self.channel_name
+            )
         if self.conversation is not None:
             await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
             if code in CLIENT_CLOSES_THAT_CANCEL:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 
@@ -16,7 +17,7 @@ from chatbot.conversations.models import Conversation
 from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services import desk as desk_services
 from chatbot.desk import selectors
-from chatbot.desk.presence import presence_drop, presence_touch
+from chatbot.desk.presence import conversation_watch, presence_drop, presence_touch
 from chatbot.events import CLIENT_EVENT, send_events
 from chatbot.sockets import Handler, JsonSocketConsumer, TypingThrottle
 
@@ -112,6 +113,8 @@ class DeskConsumer(JsonSocketConsumer):
         if conversation is not None:
             await self.channel_layer.group_add(conversation.group_name, self.channel_name)
             await self.channel_layer.group_add(conversation.staff_group_name, self.channel_name)
+            # The worker streams the reasoning to the staff group only while someone follows it.
+            await sync_to_async(conversation_watch, thread_sensitive=False)(public_id=conversation.public_id)
 
     async def on_claim(self, content: dict[str, Any]) -> None:
         await self._act(
@@ -199,7 +202,11 @@ class DeskConsumer(JsonSocketConsumer):
         )
 
     async def on_ping(self, content: dict[str, Any]) -> None:
-        await database_sync_to_async(presence_touch)(user_id=self.user.pk, channel_name=self.channel_name)
+        await database_sync_to_async(presence_touch)(
+            user_id=self.user.pk,
+            channel_name=self.channel_name,
+            watching=self.watching.public_id if self.watching is not None else None,
+        )
         await super().on_ping(content)
 
     async def _act(self, content: dict[str, Any], action: Callable[[Conversation], T]) -> T:

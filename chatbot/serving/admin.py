@@ -83,8 +83,12 @@ class ServingStateAdmin(RollbackPermissionOnly):
     def _post(self, request: HttpRequest) -> HttpResponse:
         here = reverse("admin:serving_servingstate_changelist")
         if request.POST.get("action") == "compare":
-            services.comparison_request(user=request.user)
-            messages.info(request, "Comparison queued; this page shows its result when a worker has run it.")
+            try:
+                services.comparison_request(user=request.user)
+            except services.ComparisonRefused as exc:
+                messages.error(request, f"Comparison not queued: {exc}")
+            else:
+                messages.info(request, "Comparison queued; this page shows its result when a worker has run it.")
             return HttpResponseRedirect(here)
         if request.POST.get("confirm") != "yes":
             messages.error(request, "Tick the confirmation box to switch the serving model.")

@@ -67,20 +67,48 @@ def serving_variant_switch(
     return change
 
 
+class ComparisonRefused(ValueError):
+    """A comparison request refused, with the words to show the admin; nothing was queued."""
+
+
 def comparison_request(*, user: Any) -> VariantComparison:
     """Queue a comparison of the variants (held-out questions and recent customer questions) for
-    a worker that serves both; its result is stored on the returned row."""
+    a worker that serves both; its result is stored on the returned row.
+
+    One at a time: refused (ComparisonRefused) while another is pending or running. A pending one
+    that no worker took within CELERY_VISIBILITY_TIMEOUT_S (none serves both variants, say) is
+    ended FAILED and no longer holds the next back. Locks the serving-state row, so two requests
+    at once are serialised and the second sees the first's row."""
     from chatbot.celery import app
 
-    comparison = VariantComparison.objects.create(requested_by=user)
+    open_statuses = [VariantComparison.Status.PENDING, VariantComparison.Status.RUNNING]
+    with transaction.atomic():
+        ServingState.objects.select_for_update().get_or_create(
+            pk=1, defaults={"active_variant": settings.DEFAULT_MODEL_VARIANT}
+        )
+        stale = timezone.now() - timezone.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT_S)
+        VariantComparison.objects.filter(status=VariantComparison.Status.PENDING, created_at__lt=stale).update(
+            status=VariantComparison.Status.FAILED,
+            error=f"no worker took it within {settings.CELERY_VISIBILITY_TIMEOUT_S} s (none serves both variants?)",
+            finished_at=timezone.now(),
+        )
+        running = VariantComparison.objects.filter(status__in=open_statuses).order_by("created_at").first()
+        if running is not None:
+            by = f" by {running.requested_by}" if running.requested_by_id else ""
+            raise ComparisonRefused(
+                f"a comparison requested {running.created_at:%Y-%m-%d %H:%M:%S} UTC{by} is "
+                f"{running.get_status_display().lower()}; this page shows its result when it is done, "
+                "then you can run another."
+            )
+        comparison = VariantComparison.objects.create(requested_by=user)
 
-    def send() -> None:
-        try:
-            app.send_task(COMPARE_TASK, args=[comparison.pk], queue=COMPARE_QUEUE, retry=False, ignore_result=True)
-        except Exception as exc:  # noqa: BLE001
-            comparison_end(comparison_id=comparison.pk, error=f"broker unreachable: {exc}")
+        def send() -> None:
+            try:
+                app.send_task(COMPARE_TASK, args=[comparison.pk], queue=COMPARE_QUEUE, retry=False, ignore_result=True)
+            except Exception as exc:  # noqa: BLE001
+                comparison_end(comparison_id=comparison.pk, error=f"broker unreachable: {exc}")
 
-    transaction.on_commit(send)
+        transaction.on_commit(send)
     return comparison
 
 

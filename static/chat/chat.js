@@ -21,7 +21,7 @@ const EXPIRED_TEXT = "Your chat session expired — reload the page.";
 // Error codes that refuse a `message.send` (nothing stored): the text goes back to the customer.
 const REFUSED_SEND_CODES = new Set([
   "empty_message", "message_too_long", "invalid_client_id",
-  "conversation_closed", "conversation_not_found", "rate_limited",
+  "conversation_closed", "conversation_not_found", "rate_limited", "too_many_answers",
 ]);
 
 function errorText(code, maxChars) {
@@ -30,6 +30,8 @@ function errorText(code, maxChars) {
     conversation_not_found: "We couldn't find that conversation. Press “New conversation” to start again.",
     assistant_unavailable: "Your message was received, but the assistant is unavailable right now.",
     rate_limited: "You're sending messages too quickly. Please wait a moment.",
+    too_many_answers: "The assistant is still answering you in other conversations. Please wait for one to finish.",
+    too_many_sockets: "This chat is open in too many windows. Please close some of them.",
     message_too_long: `Messages can be at most ${maxChars} characters.`,
   };
   return fallbacks[code] || "Something went wrong.";

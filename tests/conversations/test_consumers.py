@@ -199,6 +199,26 @@ async def test_oversized_frame_closes_with_1009_and_stores_nothing():
     assert await counts() == (0, 0, 0)
 
 
+async def test_a_frame_over_the_limit_in_utf8_bytes_closes_with_1009_though_its_characters_are_fewer():
+    """An emoji is one character and four bytes: the limit counts what travelled."""
+    communicator, _ = await new_customer()
+    text = "\U0001f600" * (settings.WS_MAX_FRAME_BYTES // 4 + 64)
+    frame = json.dumps({"type": "message.send", "text": text, "client_id": "a"}, ensure_ascii=False)
+    assert len(frame) < settings.WS_MAX_FRAME_BYTES < len(frame.encode())
+    await communicator.send_to(text_data=frame)
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 1009}
+    assert await counts() == (0, 0, 0)
+
+
+async def test_a_frame_of_multibyte_text_within_the_byte_limit_passes():
+    communicator, _ = await new_customer()
+    frame = json.dumps({"type": "ping", "pad": "\u00e9" * (settings.WS_MAX_FRAME_BYTES // 2 - 40)}, ensure_ascii=False)
+    assert len(frame) * 4 > settings.WS_MAX_FRAME_BYTES >= len(frame.encode())
+    await communicator.send_to(text_data=frame)
+    assert await communicator.receive_json_from() == {"type": "pong"}
+    await communicator.disconnect()
+
+
 async def test_ping_pong_and_new_conversation():
     communicator, _ = await new_customer()
     await communicator.send_json_to({"type": "ping"})

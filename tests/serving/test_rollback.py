@@ -172,3 +172,47 @@ def test_a_comparison_whose_worker_died_is_ended_failed_by_the_sweep_and_the_pag
     VariantComparison.objects.filter(pk__in=[alive.pk, fresh.pk]).update(status=VariantComparison.Status.DONE)
     page = rollback_admin.get(URL).content.decode()
     assert "The last comparison failed: worker gone stopped while running it; run it again" in page
+
+
+def test_run_the_comparison_now_queues_one_at_a_time(rollback_admin, redis_client):
+    """A second request while one is pending or running is refused with words that say so, and
+    queues nothing; once it ended, the next is taken. One that no worker took for longer than
+    the broker's visibility timeout no longer holds the next back."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from chatbot.queues import COMPARE_QUEUE
+    from chatbot.serving.models import VariantComparison
+    from chatbot.serving.services import comparison_start
+
+    def request_comparison() -> list[str]:
+        response = rollback_admin.post(URL, {"action": "compare"}, follow=True)
+        assert response.status_code == 200
+        return [str(m) for m in response.context["messages"]]
+
+    redis_client.delete(COMPARE_QUEUE)
+    try:
+        assert request_comparison() == ["Comparison queued; this page shows its result when a worker has run it."]
+        first = VariantComparison.objects.get()
+        for status in ("pending", "running"):
+            if status == "running":
+                assert comparison_start(comparison_id=first.pk, worker="w")
+            (refused,) = request_comparison()
+            assert refused.startswith("Comparison not queued: a comparison requested") and f"is {status}" in refused
+            assert "by ops" in refused
+            assert VariantComparison.objects.count() == 1
+        assert redis_client.llen(COMPARE_QUEUE) == 1  # one task sent
+
+        VariantComparison.objects.filter(pk=first.pk).update(status=VariantComparison.Status.DONE)
+        assert request_comparison()[0].startswith("Comparison queued")
+        second = VariantComparison.objects.exclude(pk=first.pk).get()
+
+        VariantComparison.objects.filter(pk=second.pk).update(
+            created_at=timezone.now() - timezone.timedelta(seconds=settings.CELERY_VISIBILITY_TIMEOUT_S + 1)
+        )
+        assert request_comparison()[0].startswith("Comparison queued")
+        second.refresh_from_db()
+        assert second.status == VariantComparison.Status.FAILED and "no worker took it" in second.error
+        assert VariantComparison.objects.filter(status=VariantComparison.Status.PENDING).count() == 1
+    finally:
+        redis_client.delete(COMPARE_QUEUE)

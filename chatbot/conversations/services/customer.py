@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from chatbot.conversations import protocol
+from chatbot.conversations import limits, protocol
 from chatbot.conversations.models import Conversation, Generation, Message
 from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services.desk import conversation_handoff
@@ -21,11 +21,19 @@ from chatbot.sql import column, placeholders, table
 UNAVAILABLE_DETAIL = "The assistant is unavailable right now. Your message is saved; please try again in a moment."
 
 
-def visitor_id_ensure(*, session: Any) -> str:
-    """The visitor id kept in the customer's session, created on first visit."""
+class NewVisitorRefused(Exception):
+    """The address was given ADDRESS_MAX_NEW_VISITORS_PER_HOUR new chat sessions in the last hour."""
+
+
+def visitor_id_ensure(*, session: Any, address: str | None = None) -> str:
+    """The visitor id kept in the customer's session, created on first visit. A new one counts
+    against its `address`'s limit (when given); past it, NewVisitorRefused and the session is
+    left as it was."""
     visitor_id = session.get("visitor_id")
     if not visitor_id:
         visitor_id = secrets.token_urlsafe(24)
+        if address is not None and not limits.address_new_visitor_admit(address=address, visitor_id=visitor_id):
+            raise NewVisitorRefused(address)
         session["visitor_id"] = visitor_id
     return visitor_id
 
@@ -49,6 +57,9 @@ def customer_message_post(
     *, visitor_id: str, conversation: Conversation | None, text: str, client_id: str, new_public_id: str | None = None
 ) -> PostResult:
     """Save a customer's message, then (after the commit) hand a generation to a worker.
+
+    Refused (InvalidInput, nothing stored) past the visitor's limits (`limits.visitor_message_admit`:
+    messages a minute, open answers), counted in one Redis round trip before the commit.
 
     The message is saved before anything else can fail. Takes a row lock on the conversation so
     that two sockets posting at once cancel and create generations one after the other. A resent
@@ -87,14 +98,27 @@ def customer_message_post(
         )
         conversation.last_message_at = message.created_at
         conversation.save(update_fields=["last_message_at", "updated_at"])
+        bot_answers = conversation.status == Conversation.Status.BOT
         if answering:
-            conversation_cancel_answers(conversation=conversation, reason="the customer sent a new message")
+            # The new answer takes the cancelled one's place among the visitor's open answers.
+            conversation_cancel_answers(
+                conversation=conversation, reason="the customer sent a new message", replaced=bot_answers
+            )
 
         generation = None
-        if conversation.status == Conversation.Status.BOT:
+        if bot_answers:
             generation = Generation.objects.create(
                 conversation=conversation, prompt_message=message, model_variant=active_variant_get()
             )
+        # The visitor's limits, counted last (the rows' ids are the counters' members): a refusal
+        # rolls back everything above.
+        limits.visitor_message_admit(
+            visitor_id=visitor_id,
+            message_id=message.pk,
+            conversation_public_id=conversation.public_id,
+            generation_id=None if generation is None else generation.pk,
+        )
+        if generation is not None:
             transaction.on_commit(lambda: generation_enqueue(generation=generation))
     return PostResult(
         conversation=conversation,

@@ -16,7 +16,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from chatbot.conversations import protocol
+from chatbot.conversations import limits, protocol
 from chatbot.conversations.models import Conversation, Generation, Message
 from chatbot.events import send_event_on_commit
 from chatbot.queues import GENERATE_TASK, generation_queue
@@ -69,11 +69,30 @@ def _generation_end(*, generation: Generation, status: str, error: str) -> bool:
     return bool(updated)
 
 
-def generation_cancel(*, generation: Generation, reason: str) -> bool:
+def _answer_ended_on_commit(generation: Generation) -> None:
+    """A customer's answer ended: once committed, it no longer counts among the visitor's open
+    answers (`limits`)."""
+    if generation.kind != Generation.Kind.ANSWER:
+        return
+    conversation = generation.conversation
+    transaction.on_commit(
+        lambda: limits.visitor_answer_end(
+            visitor_id=conversation.visitor_id,
+            conversation_public_id=conversation.public_id,
+            generation_id=generation.pk,
+        )
+    )
+
+
+def generation_cancel(*, generation: Generation, reason: str, replaced: bool = False) -> bool:
     """Mark a pending or running generation CANCELLED and tell its worker (a Redis flag the
-    worker polls) and the customer. Returns False when it had already ended."""
+    worker polls) and the customer. Returns False when it had already ended. `replaced`: a new
+    answer in the same conversation takes its place among the visitor's open answers (counted
+    by `limits.visitor_message_admit`), so nothing is released here."""
     if not _generation_end(generation=generation, status=Generation.Status.CANCELLED, error=reason):
         return False
+    if not replaced:
+        _answer_ended_on_commit(generation)
 
     def flag() -> None:
         try:
@@ -89,11 +108,12 @@ def generation_cancel(*, generation: Generation, reason: str) -> bool:
     return True
 
 
-def conversation_cancel_answers(*, conversation: Conversation, reason: str) -> None:
+def conversation_cancel_answers(*, conversation: Conversation, reason: str, replaced: bool = False) -> None:
     """Cancel every bot answer of the conversation that is still pending or running (an agent's
-    suggestion runs on)."""
+    suggestion runs on); `replaced` as in `generation_cancel`."""
     for generation in conversation.generations.filter(status__in=Generation.OPEN_STATUSES, kind=Generation.Kind.ANSWER):
-        generation_cancel(generation=generation, reason=reason)
+        generation.conversation = conversation
+        generation_cancel(generation=generation, reason=reason, replaced=replaced)
 
 
 def generation_fail(*, generation: Generation, error: str, notify: bool = True, attempt: int | None = None) -> bool:
@@ -104,6 +124,7 @@ def generation_fail(*, generation: Generation, error: str, notify: bool = True, 
 
     if not _generation_end(generation=generation, status=Generation.Status.FAILED, error=error):
         return False
+    _answer_ended_on_commit(generation)
     conversation = generation.conversation
     if generation.kind == Generation.Kind.SUGGESTION:
         send_event_on_commit(
@@ -229,6 +250,7 @@ def generation_complete(
             _generation_end(
                 generation=generation, status=Generation.Status.CANCELLED, error="an agent owns the conversation"
             )
+            _answer_ended_on_commit(generation)
             return None
         message = Message.objects.create(
             conversation=conversation,
@@ -243,6 +265,7 @@ def generation_complete(
         generation.status = Generation.Status.DONE
         generation.finished_at = timezone.now()
         generation.save(update_fields=["status", "finished_at"])
+        _answer_ended_on_commit(generation)
         Conversation.objects.filter(pk=conversation.pk).update(
             last_message_at=message.created_at,
             first_response_at=Coalesce(F("first_response_at"), Value(message.created_at)),
