@@ -402,3 +402,19 @@ RATING_COMMENT_MAX_CHARS = env_int("RATING_COMMENT_MAX_CHARS", 1000)
 
 # Recent customer questions the variant comparison runs besides the held-out set.
 COMPARE_RECENT_QUESTIONS = env_int("COMPARE_RECENT_QUESTIONS", 50)
+
+# --- Gradual rollout and its guard (docs/rollback.md) -----------------------------------------------
+# The live comparison counts a rollout's conversations that started in its last N hours.
+ROLLOUT_WINDOW_HOURS = env_float("ROLLOUT_WINDOW_HOURS", 24.0)
+# How often each worker's sweep runs the guard (every worker does; the row lock lets one act).
+ROLLOUT_GUARD_INTERVAL_S = env_float("ROLLOUT_GUARD_INTERVAL_S", 15.0)
+# Conversations each arm needs behind a rate before the guard tests it (ratings, for CSAT).
+ROLLOUT_GUARD_MIN_CONVERSATIONS = env_int("ROLLOUT_GUARD_MIN_CONVERSATIONS", 200)
+ROLLOUT_GUARD_MIN_RATINGS = env_int("ROLLOUT_GUARD_MIN_RATINGS", 50)
+# One-sided significance level of each two-proportion test.
+ROLLOUT_GUARD_ALPHA = env_float("ROLLOUT_GUARD_ALPHA", 0.01)
+# How much worse (percentage points) the candidate must be on a signal for the guard to act.
+ROLLOUT_GUARD_FAILURE_POINTS = env_float("ROLLOUT_GUARD_FAILURE_POINTS", 2.0)
+ROLLOUT_GUARD_NO_ANSWER_POINTS = env_float("ROLLOUT_GUARD_NO_ANSWER_POINTS", 5.0)
+ROLLOUT_GUARD_HANDOFF_POINTS = env_float("ROLLOUT_GUARD_HANDOFF_POINTS", 5.0)
+ROLLOUT_GUARD_CSAT_POINTS = env_float("ROLLOUT_GUARD_CSAT_POINTS", 10.0)

@@ -21,6 +21,17 @@ QUEUE_WAIT = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
 GENERATIONS = Counter("chatbot_generations", "Generations ended, by outcome", ["variant", "outcome"])
+# The rollout guard (docs/rollback.md). Every worker sets the gauges from the database at each
+# check, so any worker's figure is the product's: alert on max(chatbot_rollout_guard_tripped) > 0.
+GUARD_TRIPPED = Gauge(
+    "chatbot_rollout_guard_tripped",
+    "1 while a rollout rolled back by the guard has not been acknowledged by staff",
+)
+GUARD_ROLLBACKS = Counter("chatbot_rollout_guard_rollbacks", "Rollouts this worker's guard rolled back", ["candidate"])
+GUARD_ENABLED = Gauge("chatbot_rollout_guard_enabled", "1 while the rollout guard is on")
+CANDIDATE_SHARE = Gauge(
+    "chatbot_rollout_candidate_share_percent", "Share of new conversations starting on the rollout's candidate"
+)
 
 
 def serve(port: int) -> None:

@@ -15,7 +15,9 @@ from chatbot.conversations.services.desk import conversations_resolve_idle
 from chatbot.conversations.services.generations import generation_requeue_orphans
 from chatbot.queues import COMPARE_QUEUE, generation_queue
 from chatbot.serving.heartbeats import WorkerStatus, heartbeat_delete, heartbeat_write
-from chatbot.serving.services import comparison_fail_orphans
+from chatbot.serving.models import ServingState
+from chatbot.serving.selectors import rollout_guard_alert
+from chatbot.serving.services import comparison_fail_orphans, rollout_guard_check
 from inference_worker import metrics
 from inference_worker.cancellations import CancelWatcher
 from inference_worker.engine.engine import BatchingEngine
@@ -117,6 +119,7 @@ class WorkerRuntime:
         self._heartbeat: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
         self._last_tokens: dict[str, tuple[float, int]] = {}
+        self._guard_due = 0.0  # time.monotonic() of the next rollout guard check
 
     @property
     def queues(self) -> list[str]:
@@ -198,10 +201,30 @@ class WorkerRuntime:
                 conversations_resolve_idle()
             except Exception:  # noqa: BLE001
                 logger.warning("orphan sweep failed", exc_info=True)
+            try:
+                self.guard()
+            except Exception:  # noqa: BLE001
+                logger.warning("rollout guard check failed", exc_info=True)
             finally:
                 # Back to the pool between sweeps; a connection broken by a database restart is
                 # dropped here instead of failing every sweep after it.
                 db.close_old_connections()
+
+    def guard(self, *, now: float | None = None) -> None:
+        """The rollout guard, every ROLLOUT_GUARD_INTERVAL_S from the sweep thread: it runs where
+        the product already runs (every worker; the database lock lets one act), with no
+        scheduler of its own. Its Prometheus gauges follow the database."""
+        now = time.monotonic() if now is None else now
+        if now < self._guard_due:
+            return
+        self._guard_due = now + settings.ROLLOUT_GUARD_INTERVAL_S
+        change = rollout_guard_check()
+        if change is not None:
+            metrics.GUARD_ROLLBACKS.labels(change.to_variant).inc()
+        state = ServingState.objects.filter(pk=1).first()
+        metrics.GUARD_ENABLED.set(1 if state is None or state.guard_enabled else 0)
+        metrics.CANDIDATE_SHARE.set(state.candidate_percent if state is not None and state.rollout_id else 0)
+        metrics.GUARD_TRIPPED.set(1 if rollout_guard_alert() is not None else 0)
 
     def stop(self) -> None:
         self._stop.set()

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from chatbot.conversations.models import Conversation, Generation, Message, Rating
 from chatbot.serving.models import VariantChange
+from chatbot.serving.selectors import ROLLOUT_COLUMNS, rollout_comparison, rollout_comparison_rows, rollout_shown
 
 GRAINS = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}
 HANDLED_BY = ("bot", "agent")
@@ -506,22 +507,39 @@ def variants(filters: Filters) -> list[Dataset]:
     changes = Dataset(
         "variant_changes",
         "Switches of the serving variant",
-        ["changed at", "from", "to", "by", "reason"],
+        ["changed at", "from", "to", "by", "reason", "change"],
         rows=[
             [
                 change.changed_at.isoformat(timespec="seconds"),
                 change.from_variant,
                 change.to_variant,
-                change.changed_by.get_username() if change.changed_by_id else "",
+                change.changed_by.get_username()
+                if change.changed_by_id
+                else ("the guard" if change.kind == VariantChange.Kind.GUARD_ROLLBACK else ""),
                 change.reason,
+                change.summary,
             ]
+            # The changes that move traffic: switches, rollout shares, the guard's rollbacks.
             for change in VariantChange.objects.filter(changed_at__gte=filters.start, changed_at__lt=filters.end)
+            .exclude(kind=VariantChange.Kind.GUARD_SETTING)
             .select_related("changed_by")
             .order_by("changed_at")
         ],
         free_text=("reason",),
     )
-    return [table, changes]
+    return [table, changes, rollout_dataset()]
+
+
+def rollout_dataset() -> Dataset:
+    """The gradual rollout's live comparison (the one running, else the latest; whatever the
+    page's filters: its window is its own), one row per arm."""
+    rollout = rollout_shown()
+    title = "Rollout: no rollout yet"
+    rows: list[list[Any]] = []
+    if rollout is not None:
+        title = f"Rollout of {rollout.candidate} beside {rollout.baseline}, {rollout.get_outcome_display().lower()}"
+        rows = rollout_comparison_rows(rollout_comparison(rollout=rollout))
+    return Dataset("rollout", title, list(ROLLOUT_COLUMNS), rows)
 
 
 def report(filters: Filters) -> list[Dataset]:

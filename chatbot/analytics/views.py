@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from chatbot.analytics.selectors import GRAINS, HANDLED_BY, Filters, dataset, report
+from chatbot.serving.selectors import rollout_guard_alert
 
 PERMISSION = "conversations.view_analytics"
 DEFAULT_DAYS = 30
@@ -116,6 +117,8 @@ def analytics_page(request: HttpRequest) -> HttpResponse:
             "grains": list(GRAINS),
             "query": request.GET.urlencode(),
             "store_name": settings.STORE_NAME,
+            "guard_alert": rollout_guard_alert(),
+            "rollout_title": next(d.title for d in datasets if d.name == "rollout"),
         },
     )
 

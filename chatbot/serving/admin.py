@@ -1,6 +1,7 @@
 """The rollback page in the Django admin: the active variant, each variant's readiness on the
-running workers, the latest comparison, the toggle (reason + confirmation) and its audit trail.
-Only staff with `serving.change_model_variant` see it."""
+running workers, the gradual rollout (its share, the live comparison of its arms, the guard),
+the latest comparison, the toggle (reason + confirmation) and its audit trail. Only staff with
+`serving.change_model_variant` see it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from chatbot.serving import services
+from chatbot.serving.guard import guard_assess
 from chatbot.serving.heartbeats import worker_status_list
-from chatbot.serving.models import ServingState, VariantChange, VariantComparison
-from chatbot.serving.selectors import active_variant_get
+from chatbot.serving.models import Rollout, ServingState, VariantChange, VariantComparison
+from chatbot.serving.selectors import (
+    ROLLOUT_COLUMNS,
+    rollout_comparison,
+    rollout_comparison_rows,
+    rollout_guard_alert,
+    rollout_shown,
+    serving_plan_get,
+)
 
 PERMISSION = "serving.change_model_variant"
 
@@ -50,7 +59,8 @@ class ServingStateAdmin(RollbackPermissionOnly):
             raise PermissionDenied
         if request.method == "POST":
             return self._post(request)
-        active = active_variant_get(fresh=True)
+        plan = serving_plan_get(fresh=True)
+        active = plan.baseline
         workers = worker_status_list()
         variants = []
         for name, config in settings.MODEL_VARIANTS.items():
@@ -77,6 +87,12 @@ class ServingStateAdmin(RollbackPermissionOnly):
             ).first(),
             "last_failed": VariantComparison.objects.filter(status=VariantComparison.Status.FAILED).first(),
             "history": VariantChange.objects.select_related("changed_by")[:50],
+            "plan": plan,
+            "candidates": [name for name in settings.MODEL_VARIANTS if name != active],
+            "guard_enabled": ServingState.objects.filter(pk=1).values_list("guard_enabled", flat=True).first()
+            is not False,
+            "guard_alert": rollout_guard_alert(),
+            **_rollout_context(),
         }
         return TemplateResponse(request, "admin/serving/rollback.html", context)
 
@@ -90,8 +106,41 @@ class ServingStateAdmin(RollbackPermissionOnly):
             else:
                 messages.info(request, "Comparison queued; this page shows its result when a worker has run it.")
             return HttpResponseRedirect(here)
+        action = request.POST.get("action")
+        if action == "acknowledge":
+            services.rollout_alert_acknowledge(user=request.user, rollout_id=_whole(request.POST.get("rollout")) or 0)
+            return HttpResponseRedirect(here)
+        if action == "guard":
+            try:
+                services.rollout_guard_set(
+                    user=request.user,
+                    enabled=request.POST.get("enabled") == "on",
+                    reason=request.POST.get("reason", ""),
+                )
+            except services.SwitchRefused as exc:
+                messages.error(request, f"Refused: {exc}")
+            else:
+                messages.success(request, f"The rollout guard is {request.POST.get('enabled')}.")
+            return HttpResponseRedirect(here)
         if request.POST.get("confirm") != "yes":
-            messages.error(request, "Tick the confirmation box to switch the serving model.")
+            messages.error(request, "Tick the confirmation box to change the serving model.")
+            return HttpResponseRedirect(here)
+        if action == "share":
+            percent = _whole(request.POST.get("percent"))
+            try:
+                if percent is None:
+                    raise services.SwitchRefused("The share is a whole percentage from 0 to 100.")
+                change = services.rollout_share_set(
+                    user=request.user,
+                    candidate=request.POST.get("candidate", ""),
+                    percent=percent,
+                    reason=request.POST.get("reason", ""),
+                    expected_percent=_whole(request.POST.get("expected_percent")),
+                )
+            except services.SwitchRefused as exc:
+                messages.error(request, f"Change refused: {exc}")
+            else:
+                messages.success(request, _share_message(change))
             return HttpResponseRedirect(here)
         try:
             change = services.serving_variant_switch(
@@ -111,12 +160,64 @@ class ServingStateAdmin(RollbackPermissionOnly):
         return HttpResponseRedirect(here)
 
 
+def _whole(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _share_message(change: VariantChange) -> str:
+    if change.percent_to == 100:
+        return f"{change.to_variant} is promoted: new generations now run on it (was {change.from_variant})."
+    if change.percent_to == 0:
+        return f"Rolled back: new generations all run on {change.from_variant} again."
+    return (
+        f"{change.percent_to}% of new conversations now start on {change.to_variant}; each keeps the "
+        "variant it started on."
+    )
+
+
+def _rollout_context() -> dict:
+    """The rollout shown (the running one, else the latest): its arms side by side and what the
+    guard sees on each signal."""
+    rollout = rollout_shown()
+    if rollout is None:
+        return {"rollout": None}
+    comparison = rollout_comparison(rollout=rollout)
+    rows = rollout_comparison_rows(comparison)
+    return {
+        "rollout": rollout,
+        "rollout_running": rollout.outcome == Rollout.Outcome.RUNNING,
+        "rollout_since": comparison.since,
+        # Transposed: one row per figure, the baseline's then the candidate's value.
+        "rollout_rows": [(name, rows[0][i], rows[1][i]) for i, name in enumerate(ROLLOUT_COLUMNS) if i],
+        "rollout_arms": [row[0] for row in rows],
+        "assessments": guard_assess(baseline=comparison.baseline, candidate=comparison.candidate),
+    }
+
+
+@admin.register(Rollout)
+class RolloutAdmin(RollbackPermissionOnly):
+    list_display = ("started_at", "candidate", "baseline", "started_by", "outcome", "ended_at")
+    list_filter = ("outcome",)
+
+
 @admin.register(VariantChange)
 class VariantChangeAdmin(RollbackPermissionOnly):
     """The audit trail: visible, never editable."""
 
-    list_display = ("changed_at", "changed_by", "from_variant", "to_variant", "reason")
-    list_filter = ("to_variant",)
+    list_display = (
+        "changed_at",
+        "kind",
+        "changed_by",
+        "from_variant",
+        "to_variant",
+        "percent_from",
+        "percent_to",
+        "reason",
+    )
+    list_filter = ("kind", "to_variant")
 
 
 @admin.register(VariantComparison)

@@ -272,6 +272,7 @@ function switchMarks(periods) {
   if (!changes || !changes.rows.length || !periods.length) return [];
   const at = column(changes, "changed at");
   const to = column(changes, "to");
+  const summary = column(changes, "change");
   const starts = periods.map((iso) => periodDate(iso).getTime());
   const length = PERIOD_MS[GRAIN] || DAY_MS;
   const marks = [];
@@ -289,7 +290,7 @@ function switchMarks(periods) {
     }
     if (position < -1.5 || position > starts.length + 0.5) continue; // far outside the periods drawn
     position = Math.min(Math.max(position, -0.5), starts.length - 0.5);
-    marks.push({ position, label: `→ ${row[to]}` });
+    marks.push({ position, label: summary >= 0 && row[summary] ? row[summary] : `→ ${row[to]}` });
   }
   return marks;
 }

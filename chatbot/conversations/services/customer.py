@@ -15,7 +15,8 @@ from chatbot.conversations.protocol import InvalidInput
 from chatbot.conversations.services.desk import conversation_handoff
 from chatbot.conversations.services.generations import conversation_cancel_answers, generation_enqueue
 from chatbot.conversations.validation import client_id_validate, message_text_validate
-from chatbot.serving.selectors import active_variant_get
+from chatbot.serving.selectors import rollout_conversation_variant, serving_plan_get
+from chatbot.serving.services import rollout_assign
 from chatbot.sql import column, placeholders, table
 
 UNAVAILABLE_DETAIL = "The assistant is unavailable right now. Your message is saved; please try again in a moment."
@@ -65,7 +66,8 @@ def customer_message_post(
     that two sockets posting at once cancel and create generations one after the other. A resent
     `client_id` returns the stored message instead of a second copy. Any answer still in
     progress is cancelled: the customer has moved on. While an agent owns the conversation the
-    bot does not answer. A new conversation takes `new_public_id` when given: the socket joins
+    bot does not answer. During a rollout a new conversation draws the variant it runs on for
+    good (`serving.services.rollout_assign`). A new conversation takes `new_public_id` when given: the socket joins
     that conversation's group before posting, so the answer's first events cannot go out before
     anyone listens.
     """
@@ -107,8 +109,14 @@ def customer_message_post(
 
         generation = None
         if bot_answers:
+            # During a rollout a new conversation draws its variant and keeps it (sticky).
+            plan = serving_plan_get()
+            if starts:
+                variant = rollout_assign(conversation=conversation, plan=plan)
+            else:
+                variant = rollout_conversation_variant(plan=plan, conversation_id=conversation.pk)
             generation = Generation.objects.create(
-                conversation=conversation, prompt_message=message, model_variant=active_variant_get()
+                conversation=conversation, prompt_message=message, model_variant=variant
             )
         # The visitor's limits, counted last (the rows' ids are the counters' members): a refusal
         # rolls back everything above.
