@@ -102,7 +102,7 @@ def start_conversations(count: int, *, seed: int, prefix: str) -> list[Conversat
     for i in range(count):
         public_id = f"{prefix}{rng.getrandbits(64):016x}"
         result = customer_message_post(
-            visitor_id=f"v{i}", conversation=None, text="Where is my order?", client_id="m1", new_public_id=public_id
+            visitor_id=f"{prefix}-v{i}", conversation=None, text="Where is my order?", client_id="m1", new_public_id=public_id
         )
         conversations.append(result.conversation)
     return conversations
@@ -125,7 +125,7 @@ def test_a_split_puts_its_share_of_new_conversations_on_the_candidate_and_each_k
     services.rollout_share_set(user=ops, candidate="fp16", percent=60, reason="step 2", expected_percent=30)
     for conversation in conversations[:60]:
         later = customer_message_post(
-            visitor_id="x", conversation=conversation, text="And the refund?", client_id="m2"
+            visitor_id=conversation.visitor_id, conversation=conversation, text="And the refund?", client_id="m2"
         ).generation
         assert later.model_variant == first_variant(conversation)
     newer = start_conversations(200, seed=6, prefix="b")
@@ -134,7 +134,7 @@ def test_a_split_puts_its_share_of_new_conversations_on_the_candidate_and_each_k
     # Back at 0%: every new generation runs on the baseline, the candidate's conversations too.
     services.rollout_share_set(user=ops, candidate="fp16", percent=0, reason="answers look wrong")
     later = customer_message_post(
-        visitor_id="x", conversation=on_candidate[0], text="Hello again?", client_id="m3"
+        visitor_id=on_candidate[0].visitor_id, conversation=on_candidate[0], text="Hello again?", client_id="m3"
     ).generation
     assert later.model_variant == "gptq-int4"
     assert all(first_variant(c) == "gptq-int4" for c in start_conversations(30, seed=7, prefix="c"))
