@@ -102,7 +102,11 @@ def start_conversations(count: int, *, seed: int, prefix: str) -> list[Conversat
     for i in range(count):
         public_id = f"{prefix}{rng.getrandbits(64):016x}"
         result = customer_message_post(
-            visitor_id=f"{prefix}-v{i}", conversation=None, text="Where is my order?", client_id="m1", new_public_id=public_id
+            visitor_id=f"{prefix}-v{i}",
+            conversation=None,
+            text="Where is my order?",
+            client_id="m1",
+            new_public_id=public_id,
         )
         conversations.append(result.conversation)
     return conversations
