@@ -21,11 +21,13 @@ import ipaddress
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from chatbot.conversations.protocol import InvalidInput
+from chatbot.desk.presence import PRESENCE_KEY, staff_watch_key
 from chatbot.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -43,16 +45,19 @@ NEW_VISITORS_KEY = "chatbot:limit:new-visitors:{address}"
 
 ADMITTED, TOO_MANY_MESSAGES, TOO_MANY_ANSWERS = 0, 1, 2
 
-# KEYS: the visitor's message window, their open answers.
+# KEYS: the visitor's message window, their open answers, the conversation's staff-watch key, the
+# desk's live sockets (chatbot/desk/presence.py).
 # ARGV: now, window s, max messages, the message's member, the answer's member ("" for a message
 # that starts no answer), its conversation's prefix, max open answers, an answer's lease s.
 # An answer's member is "<conversation>:<generation>": a new answer in a conversation replaces
 # the one it cancels, so it counts against the others only.
+# Returns {outcome, a desk socket follows the conversation (0/1), any desk socket is live (0/1)}:
+# the staff events of an admitted message go only where someone listens, in the same round trip.
 _ADMIT_MESSAGE = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {1, 0, 0} end
 local answer = ARGV[5]
 if answer ~= '' then
   local lease = tonumber(ARGV[8])
@@ -67,14 +72,15 @@ if answer ~= '' then
       others = others + 1
     end
   end
-  if others >= tonumber(ARGV[7]) then return 2 end
+  if others >= tonumber(ARGV[7]) then return {2, 0, 0} end
   for _, member in ipairs(replaced) do redis.call('ZREM', KEYS[2], member) end
   redis.call('ZADD', KEYS[2], now, answer)
   redis.call('EXPIRE', KEYS[2], math.ceil(lease))
 end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('EXPIRE', KEYS[1], math.ceil(window))
-return 0
+local desk = redis.call('ZCOUNT', KEYS[4], now, '+inf') > 0 and 1 or 0
+return {0, redis.call('EXISTS', KEYS[3]), desk}
 """
 
 # KEYS: a sorted set scored by when its members lapse. ARGV: now, lapse, max, member, ttl.
@@ -113,23 +119,38 @@ def answer_member(*, conversation_public_id: str, generation_id: int) -> str:
     return f"{conversation_public_id}:{generation_id}"
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Who listens for a customer's message besides the customer (read in the admit's round
+    trip): a desk socket following the conversation, any desk socket at all. Both True when
+    unknown (limits off, Redis away): an event then goes out rather than be lost."""
+
+    watching: bool = True
+    desk_open: bool = True
+
+
 def visitor_message_admit(
     *, visitor_id: str, message_id: int, conversation_public_id: str, generation_id: int | None
-) -> None:
+) -> Listeners:
     """Count a customer's message against their limits, and the answer it starts (if any)
     against their open answers; raises InvalidInput (`rate_limited`, `too_many_answers`), and
     counts nothing, when one is reached. Call it inside the transaction that stores the message:
-    a refusal rolls the message back. One Redis round trip."""
+    a refusal rolls the message back. One Redis round trip, which also tells who listens."""
     if not settings.VISITOR_LIMITS:
-        return
+        return Listeners()
     member = (
         ""
         if generation_id is None
         else answer_member(conversation_public_id=conversation_public_id, generation_id=generation_id)
     )
     try:
-        outcome = _script(_ADMIT_MESSAGE)(
-            keys=[MESSAGES_KEY.format(visitor=visitor_id), ANSWERS_KEY.format(visitor=visitor_id)],
+        outcome, watching, desk_open = _script(_ADMIT_MESSAGE)(
+            keys=[
+                MESSAGES_KEY.format(visitor=visitor_id),
+                ANSWERS_KEY.format(visitor=visitor_id),
+                staff_watch_key(conversation_public_id),
+                PRESENCE_KEY,
+            ],
             args=[
                 _now(),
                 MESSAGE_WINDOW_S,
@@ -143,7 +164,7 @@ def visitor_message_admit(
         )
     except Exception:  # noqa: BLE001 - Redis away: see the module's docstring
         _fail_open("count a message")
-        return
+        return Listeners()
     if outcome == TOO_MANY_MESSAGES:
         raise InvalidInput(
             "rate_limited",
@@ -156,6 +177,7 @@ def visitor_message_admit(
             f"The assistant is already answering you in {settings.VISITOR_MAX_OPEN_ANSWERS} conversations; "
             "wait for an answer to finish (or stop one), then send this again.",
         )
+    return Listeners(watching=bool(watching), desk_open=bool(desk_open))
 
 
 def visitor_answer_end(*, visitor_id: str, conversation_public_id: str, generation_id: int) -> None:

@@ -237,3 +237,32 @@ def test_new_chat_sessions_per_address_and_hour(settings, client):
 def test_the_client_address_behind_trusted_proxies(settings, peer, forwarded, trusted, expected):
     settings.TRUSTED_PROXIES = trusted
     assert limits.client_address(peer=peer, forwarded_for=forwarded) == expected
+
+
+# -- nothing published to a channel nobody reads ------------------------------------------------------
+def test_staff_hear_of_a_customer_message_only_where_a_desk_listens(answers_stay_open, redis_client):
+    """The admit's round trip tells whether a desk socket follows the conversation and whether
+    any desk is open: the staff events go only there (and both when it cannot tell)."""
+    from chatbot.desk import presence
+
+    redis_client.delete(presence.PRESENCE_KEY)
+    post = customer.customer_message_post(visitor_id="quiet", conversation=None, text="hello", client_id="a")
+    assert post.staff_events == []  # no desk open anywhere: nothing is published
+
+    presence.presence_touch(user_id=1, channel_name="desk-socket")  # a desk is open, on its lists
+    post = customer.customer_message_post(visitor_id="quiet", conversation=post.conversation, text="b", client_id="b")
+    assert [group for group, _ in post.staff_events] == ["desk"]
+
+    presence.conversation_watch(public_id=post.conversation.public_id)  # and follows this conversation
+    post = customer.customer_message_post(visitor_id="quiet", conversation=post.conversation, text="c", client_id="c")
+    assert [event["type"] for _, event in post.staff_events] == ["staff.message.new", "desk.conversation"]
+    redis_client.delete(presence.PRESENCE_KEY, presence.staff_watch_key(post.conversation.public_id))
+
+
+def test_without_the_limits_staff_events_always_go_out(settings, answers_stay_open, redis_client):
+    from chatbot.desk import presence
+
+    settings.VISITOR_LIMITS = False
+    redis_client.delete(presence.PRESENCE_KEY)
+    post = customer.customer_message_post(visitor_id="quiet2", conversation=None, text="hello", client_id="a")
+    assert len(post.staff_events) == 2

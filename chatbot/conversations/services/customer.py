@@ -120,7 +120,7 @@ def customer_message_post(
             )
         # The visitor's limits, counted last (the rows' ids are the counters' members): a refusal
         # rolls back everything above.
-        limits.visitor_message_admit(
+        listeners = limits.visitor_message_admit(
             visitor_id=visitor_id,
             message_id=message.pk,
             conversation_public_id=conversation.public_id,
@@ -133,7 +133,7 @@ def customer_message_post(
         message=message,
         generation=generation,
         created=True,
-        staff_events=_staff_events(conversation, message),
+        staff_events=_staff_events(conversation, message, listeners=listeners),
     )
 
 
@@ -162,18 +162,25 @@ def _post_lookups_sql() -> str:
     )
 
 
-def _staff_events(conversation: Conversation, message: Message) -> list[tuple[str, dict]]:
+def _staff_events(
+    conversation: Conversation, message: Message, *, listeners: limits.Listeners
+) -> list[tuple[str, dict]]:
     """What staff hear of a customer's message: those watching the conversation see it, and the
-    desk's lists its latest line."""
-    return [
-        (conversation.staff_group_name, protocol.staff_message_new(message=message)),
-        (
-            protocol.DESK_GROUP,
-            protocol.desk_conversation(
-                conversation=protocol.desk_conversation_payload(conversation, last_message=message.text)
-            ),
-        ),
-    ]
+    desk's lists its latest line; only where someone listens (nothing is published to a channel
+    nobody reads: a desk opened later reads the lists and the transcript from the database)."""
+    events = []
+    if listeners.watching:
+        events.append((conversation.staff_group_name, protocol.staff_message_new(message=message)))
+    if listeners.desk_open:
+        events.append(
+            (
+                protocol.DESK_GROUP,
+                protocol.desk_conversation(
+                    conversation=protocol.desk_conversation_payload(conversation, last_message=message.text)
+                ),
+            )
+        )
+    return events
 
 
 def customer_handoff_request(
