@@ -20,6 +20,10 @@ os.environ.setdefault("MAX_NEW_TOKENS", "96")
 # which MAX_NEW_TOKENS 96 would otherwise widen to 352 (generation: prompt_budget).
 os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "192")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+# The shared live worker's rollout guard stays quiet: its queries every few seconds could meet
+# pytest-django's flush (TRUNCATE of every table) between tests in a deadlock. The guard drill
+# starts a worker of its own with a short interval.
+os.environ.setdefault("ROLLOUT_GUARD_INTERVAL_S", "3600")
 # Every page the browser tests load comes from 127.0.0.1 (tests/test_limits.py sets its own).
 os.environ.setdefault("ADDRESS_MAX_NEW_VISITORS_PER_HOUR", "100000")
 
