@@ -39,6 +39,26 @@ class DenseOutput:
         return self.status in ("finished", "failed")
 
 
+@dataclass(frozen=True)
+class ReasoningMarkers:
+    """The checkpoint's reasoning tokens: `<think>`, `</think>`, and what closes a reasoning the
+    engine cuts at its budget (the tokenization of `"\\n</think>\\n\\n"`, the template's own)."""
+
+    think_open: int
+    think_close: int
+    closing: tuple[int, ...]
+
+    def opens_reasoning(self, prompt_ids: Sequence[int]) -> bool:
+        """Whether a generation after this prompt starts inside `<think>` (R1's template ends
+        the prompt with `<think>\\n`)."""
+        for token in reversed(prompt_ids):
+            if token == self.think_close:
+                return False
+            if token == self.think_open:
+                return True
+        return False
+
+
 @dataclass
 class _Row:
     request_id: str
@@ -46,6 +66,12 @@ class _Row:
     max_new_tokens: int
     arrived_at: float = 0.0
     generated: list[int] = field(default_factory=list)
+    # The reasoning budget: after this many tokens inside `<think>` the row's next inputs are the
+    # closing tokens instead of what it sampled (None: no budget).
+    reasoning_budget: int | None = None
+    thinking: bool = False
+    reasoning_tokens: int = 0
+    forcing: list[int] = field(default_factory=list)
 
 
 class Runner(Protocol):
@@ -79,8 +105,11 @@ class DenseBatchManager:
         eos_token_ids: Sequence[int],
         prefill_wait_s: float = 0.0,
         idle_exit_s: float = LOOP_IDLE_EXIT_S,
+        reasoning: ReasoningMarkers | None = None,
     ) -> None:
         self.runner = runner
+        # Without markers (a model with no `<think>` tokens) no budget applies.
+        self.reasoning = reasoning
         self.idle_exit_s = idle_exit_s
         self.max_batch = max_batch
         # While rows are decoding, arrivals may wait up to this long to be prefilled together
@@ -102,12 +131,21 @@ class DenseBatchManager:
         self.loop_threads_started = 0
 
     # -- the manager interface the engine uses ----------------------------------------------
-    def add_request(self, input_ids: list[int], request_id: str, max_new_tokens: int, streaming: bool = True) -> str:
-        self._incoming.put(
-            _Row(
-                request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now()
-            )
+    def add_request(
+        self,
+        input_ids: list[int],
+        request_id: str,
+        max_new_tokens: int,
+        streaming: bool = True,
+        reasoning_budget: int | None = None,
+    ) -> str:
+        row = _Row(
+            request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now()
         )
+        if self.reasoning is not None and self.reasoning.opens_reasoning(row.prompt_ids):
+            row.thinking = True
+            row.reasoning_budget = reasoning_budget
+        self._incoming.put(row)
         self._ensure_thread()
         self._wake.set()
         return request_id
@@ -204,9 +242,31 @@ class DenseBatchManager:
         return True
 
     def _advance(self, row: _Row, token: int) -> DenseOutput:
+        if row.thinking and not row.forcing and self._over_budget(row) and token != self.reasoning.think_close:
+            row.forcing = list(self.reasoning.closing)
+        forced = bool(row.forcing)
+        if forced:
+            # The row's reasoning is being closed: what it sampled is dropped and the closing
+            # token becomes its next input, in this same batch (no other row is touched).
+            token = row.forcing.pop(0)
         row.generated.append(token)
+        if row.thinking:
+            self._follow_reasoning(row, token, forced=forced)
         done = token in self.eos or len(row.generated) >= row.max_new_tokens
         return DenseOutput(row.request_id, list(row.generated), "finished" if done else "decoding")
+
+    def _follow_reasoning(self, row: _Row, token: int, *, forced: bool) -> None:
+        if token == self.reasoning.think_close:
+            row.thinking = False
+            return
+        if not forced:
+            row.reasoning_tokens += 1
+
+    @staticmethod
+    def _over_budget(row: _Row) -> bool:
+        """The row has reasoned for its whole budget: its next token closes the reasoning (the
+        model's own `</think>`, or else the closing fed in its place)."""
+        return row.reasoning_budget is not None and row.reasoning_tokens >= row.reasoning_budget
 
     def _take_arrivals(self) -> list[_Row]:
         while True:
