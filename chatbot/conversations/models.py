@@ -38,6 +38,7 @@ class Conversation(models.Model):
         NO_ANSWER_TWICE = "no_answer_twice", "The bot had no answer twice in a row"
         AGENT_TAKEOVER = "agent_takeover", "An agent took it over from the bot"
         BOT_HANDOFF = "bot_handoff", "The bot handed it over"
+        NO_ANSWER_IN_TIME = "no_answer_in_time", "The bot's allowance ran out before it answered"
 
     class ResolvedBy(models.TextChoices):
         BOT = "bot", "The bot"
@@ -177,6 +178,11 @@ class Message(models.Model):
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
     # ...and the engine's own part of it: from submission to the batch to the first token.
     engine_time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    # From the customer's message being saved to the first token of the answer, after the
+    # reasoning (null when there was no answer text): what the customer waits to read a word.
+    time_to_first_answer_token_ms = models.FloatField(null=True, blank=True)
+    # The engine closed the reasoning at its budget (REASONING_BUDGET_TOKENS).
+    reasoning_cut = models.BooleanField(default=False)
     latency_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
 

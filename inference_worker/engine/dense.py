@@ -21,7 +21,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from inference_worker.engine.stream import THINK_CLOSE, THINK_OPEN
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,28 @@ class ReasoningMarkers:
             if token == self.think_open:
                 return True
         return False
+
+    def cut_at_budget(self, generated: Sequence[int], budget: int | None) -> bool:
+        """Whether the engine closed this generation's reasoning at `budget` (as `DenseBatchManager`
+        does: no `</think>` among the first `budget` tokens, and the closing right after them)."""
+        if budget is None or self.think_close in generated[:budget]:
+            return False
+        return tuple(generated[budget : budget + len(self.closing)]) == self.closing
+
+
+def reasoning_markers(tokenizer: Any) -> ReasoningMarkers | None:
+    """The tokenizer's `<think>` / `</think>` tokens and the closing a budget feeds (the template's
+    `"\\n</think>\\n\\n"`); None where it has no such tokens (no reasoning budget then)."""
+    if tokenizer is None:
+        return None
+    unk = getattr(tokenizer, "unk_token_id", None)
+    think_open, think_close = (tokenizer.convert_tokens_to_ids(token) for token in (THINK_OPEN, THINK_CLOSE))
+    if not isinstance(think_open, int) or not isinstance(think_close, int) or unk in (think_open, think_close):
+        return None
+    closing = tuple(tokenizer.encode("\n" + THINK_CLOSE + "\n\n", add_special_tokens=False))
+    if think_close not in closing or closing[0] == think_close:
+        return None
+    return ReasoningMarkers(think_open=think_open, think_close=think_close, closing=closing)
 
 
 @dataclass

@@ -32,8 +32,7 @@ from transformers.generation.continuous_batching.requests import GenerationOutpu
 
 from inference_worker.engine.admission import AdmissionQueue
 from inference_worker.engine.backends import BACKENDS, DEFAULT_BACKEND
-from inference_worker.engine.dense import ReasoningMarkers
-from inference_worker.engine.stream import THINK_CLOSE, THINK_OPEN
+from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.types import EngineEvent, Listener, RequestHandle, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -82,21 +81,6 @@ def ensure_cache_fits(model: Any, max_batch: int, context_tokens: int, free_byte
             f"(CONTEXT_BUDGET_TOKENS + MAX_NEW_TOKENS) needs {needed / 2**30:.1f} GiB, and "
             f"{free_bytes / 2**30:.1f} GiB of GPU memory is free: lower one of those settings"
         )
-
-
-def reasoning_markers(tokenizer: Any) -> ReasoningMarkers | None:
-    """The tokenizer's `<think>` / `</think>` tokens and the closing a budget feeds (the template's
-    `"\\n</think>\\n\\n"`); None where it has no such tokens (no reasoning budget then)."""
-    if tokenizer is None:
-        return None
-    unk = getattr(tokenizer, "unk_token_id", None)
-    think_open, think_close = (tokenizer.convert_tokens_to_ids(token) for token in (THINK_OPEN, THINK_CLOSE))
-    if not isinstance(think_open, int) or not isinstance(think_close, int) or unk in (think_open, think_close):
-        return None
-    closing = tuple(tokenizer.encode("\n" + THINK_CLOSE + "\n\n", add_special_tokens=False))
-    if think_close not in closing:
-        return None
-    return ReasoningMarkers(think_open=think_open, think_close=think_close, closing=closing)
 
 
 class BatchingEngine:
