@@ -101,7 +101,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     except ValueError as exc:
         return fail(f"prompt: {exc}")
 
-    budget = settings.MODEL_VARIANTS.get(variant, {}).get("reasoning_budget_tokens", settings.REASONING_BUDGET_TOKENS)
+    budget = reasoning_budget(conversation=conversation, variant=variant)
     created = generation.created_at.timestamp()
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
     sink = GenerationSink(
@@ -235,6 +235,14 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
     )
     return "done"
+
+
+def reasoning_budget(*, conversation: Conversation, variant: str) -> int | None:
+    """Tokens the answer may reason for before the engine closes it: the conversation's own (a
+    staff test's), else its variant's, else REASONING_BUDGET_TOKENS (None: no budget)."""
+    if conversation.reasoning_budget_tokens is not None:
+        return conversation.reasoning_budget_tokens
+    return settings.MODEL_VARIANTS.get(variant, {}).get("reasoning_budget_tokens", settings.REASONING_BUDGET_TOKENS)
 
 
 def _suggestion_done(*, generation: Generation, text: str, stream: AnswerStream, variant: str) -> str:

@@ -53,6 +53,9 @@ class Conversation(models.Model):
     handoff_reason = models.CharField(max_length=32, choices=HandoffReason.choices, blank=True)
     # The words behind the reason, where there are some (the model's own, say).
     handoff_detail = models.CharField(max_length=500, blank=True)
+    # Staff tests: this conversation's reasoning budget, over its variant's and
+    # REASONING_BUDGET_TOKENS (`manage.py reasoning_budget`); null: theirs.
+    reasoning_budget_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)

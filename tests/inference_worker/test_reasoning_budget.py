@@ -96,3 +96,20 @@ def test_a_budget_of_zero_closes_the_reasoning_at_once(demo):
     (tokens,) = run_batch(demo, "padded", [prompt], budget=0)
     assert tokens[: len(closing)] == closing
     assert len(tokens) > len(closing)
+
+
+@pytest.mark.django_db
+def test_an_answers_budget_is_its_conversations_then_its_variants_then_the_settings(settings):
+    from chatbot.conversations.models import Conversation
+    from inference_worker.generation import reasoning_budget
+
+    settings.REASONING_BUDGET_TOKENS = 64
+    settings.MODEL_VARIANTS = {**settings.MODEL_VARIANTS, "fp16": {**settings.MODEL_VARIANTS["fp16"]}}
+    settings.MODEL_VARIANTS["fp16"]["reasoning_budget_tokens"] = 32
+    conversation = Conversation.objects.create(visitor_id="v1")
+    assert reasoning_budget(conversation=conversation, variant="gptq-int4") == 64
+    assert reasoning_budget(conversation=conversation, variant="fp16") == 32
+    conversation.reasoning_budget_tokens = 0
+    assert reasoning_budget(conversation=conversation, variant="fp16") == 0
+    settings.REASONING_BUDGET_TOKENS = None
+    assert reasoning_budget(conversation=Conversation(visitor_id="v2"), variant="gptq-int4") is None
