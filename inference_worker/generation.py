@@ -229,6 +229,10 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         desk.conversation_handoff_if_no_answer_twice(conversation=message.conversation)
     metrics.TOKENS.labels(variant).inc(generated)
     metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
+    if measures["time_to_first_answer_token_ms"] is not None:
+        metrics.TIME_TO_ANSWER.labels(variant).observe(measures["time_to_first_answer_token_ms"] / 1000)
+    if cut:
+        metrics.REASONING_CUT.labels(variant).inc()
     metrics.QUEUE_WAIT.labels(variant).observe(measures["queue_wait_ms"] / 1000)
     metrics.GENERATIONS.labels(variant, "done").inc()
     logger.info(
