@@ -3,7 +3,7 @@ one run, on the demo model (4-bit GPTQ and FP16 variants).
 
     .venv/bin/python bench/engine.py [--sessions 1,8,32,64] [--requests-per-session 4] [--stagger 0.5]
                                      [--max-new-tokens 64] [--variants gptq-int4,fp16] [--rounds 1]
-                                     [--loop-threads N] [--json]
+                                     [--loop-threads N] [--reasoning-budget N] [--json]
 
 Sessions arrive at staggered times (spread evenly over --stagger seconds); each sends its
 requests one after another (the next when its answer is complete). Sequential `generate` is
@@ -11,8 +11,11 @@ measured first and again after each round of engine runs (`--rounds`, default 1)
 row's speed-up is over the mean of the two baseline runs around it, and with several rounds a
 last table gives each configuration's speed-up per round and their median. Greedy decoding, so both ways
 produce the same tokens for the same prompts. Reported per configuration: aggregate tokens/s,
-time to first token p50/p95 (from the request's arrival, waiting included), per-session decode
-tokens/s, and the speed-up over sequential `generate` measured in the same run.
+time to first token p50/p95 (from the request's arrival, waiting included), time to the first
+answer token p50/p95 (after the reasoning: what a customer waits to read; the engine's at the
+stream's beat, as the worker stores it), the share of requests whose reasoning the engine cut at
+`--reasoning-budget` (the engine rows only; sequential `generate` has no budget), per-session
+decode tokens/s, and the speed-up over sequential `generate` measured in the same run.
 
 Both get the same cores: `generate` runs with torch's default threads (one per core) and the
 engine's batch loop with as many (`--loop-threads` to change it). Loading, `generate` and the
@@ -41,16 +44,29 @@ def prompts_from_corpus(tokenizer, count: int) -> list[list[int]]:
 
 
 class _FirstToken:
-    """A generate() streamer that notes when the first new token arrives."""
+    """A generate() streamer that notes when the first new token arrives, and the first token of
+    the answer (the first that shows text after `</think>`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer) -> None:
         self.calls = 0
         self.first_at: float | None = None
+        self.answer_at: float | None = None
+        self.tokenizer = tokenizer
+        self.think_close = tokenizer.convert_tokens_to_ids("</think>")
+        self.answering = False
 
     def put(self, value) -> None:
         self.calls += 1
-        if self.calls == 2 and self.first_at is None:  # the first put is the prompt
-            self.first_at = time.perf_counter()
+        if self.calls == 1:
+            return  # the first put is the prompt
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        for token in value.reshape(-1).tolist():
+            if token == self.think_close:
+                self.answering = True
+            elif self.answering and self.answer_at is None and self.tokenizer.decode([token]).strip():
+                self.answer_at = now
 
     def end(self) -> None:
         pass
@@ -62,13 +78,13 @@ def run_sequential(loaded, prompts, *, max_new_tokens: int, arrivals: list[float
     model, config = loaded.model, greedy_config(loaded, max_new_tokens)
     with torch.no_grad():  # warm up outside the measurement, as the engine is
         model.generate(torch.tensor([prompts[0]]), generation_config=greedy_config(loaded, 4))
-    ttfts, per_request, tokens = [], [], 0
+    ttfts, ttfas, per_request, tokens = [], [], [], 0
     start = time.perf_counter()
     for prompt, arrival in zip(prompts, arrivals, strict=True):
         now = time.perf_counter() - start
         if now < arrival:
             time.sleep(arrival - now)
-        streamer = _FirstToken()
+        streamer = _FirstToken(loaded.tokenizer)
         began = time.perf_counter()
         with torch.no_grad():
             out = model.generate(torch.tensor([prompt]), generation_config=config, streamer=streamer)
@@ -76,10 +92,12 @@ def run_sequential(loaded, prompts, *, max_new_tokens: int, arrivals: list[float
         generated = out.shape[1] - len(prompt)
         tokens += generated
         ttfts.append((streamer.first_at or ended) - (start + arrival))
+        if streamer.answer_at is not None:
+            ttfas.append(streamer.answer_at - (start + arrival))
         if generated > 1:
             per_request.append((generated - 1) / (ended - (streamer.first_at or began)))
     elapsed = time.perf_counter() - start
-    return summary("sequential generate", 1, len(prompts), tokens, elapsed, ttfts, per_request)
+    return summary("sequential generate", 1, len(prompts), tokens, elapsed, ttfts, per_request, ttfas)
 
 
 def run_padded(loaded, prompts, *, max_new_tokens: int) -> dict:
@@ -122,18 +140,22 @@ def greedy_config(loaded, max_new_tokens: int):
 
 class _DecodingSink:
     """Does with each update what the worker's sink does, short of publishing it: decodes the
-    text so far and splits the reasoning from the answer."""
+    text so far and splits the reasoning from the answer, and notes when the first answer text
+    came (as the worker stores it: at the stream's beat, STREAM_FLUSH_INTERVAL_S)."""
 
     def __init__(self, tokenizer) -> None:
         from inference_worker.engine.stream import IncrementalDecoder
 
         self.decoder = IncrementalDecoder(lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
+        self.answer_at: float | None = None
 
     def on_event(self, event) -> None:
         pass
 
     def on_tokens(self, tokens, *, final: bool) -> None:
-        self.decoder.update(tokens, final=final)
+        _reasoning, answer = self.decoder.update(tokens, final=final)
+        if answer and self.answer_at is None:
+            self.answer_at = time.perf_counter()
 
     def flush(self) -> None:
         pass
@@ -151,6 +173,7 @@ def run_engine(
     prefill_wait_ms: float,
     flush_interval_s: float = 0.05,
     loop_threads: int = 1,
+    reasoning_budget: int | None = None,
 ) -> dict:
     from inference_worker.engine.engine import BatchingEngine
     from inference_worker.engine.pump import StreamPump
@@ -170,7 +193,7 @@ def run_engine(
     # Warm the engine (first batch builds the cache) outside the measurement.
     list(engine.submit(prompts[0], max_new_tokens=4).events())
     steps_before = len(engine.steps)
-    ttfts, per_request, tokens = [], [], 0
+    ttfts, ttfas, cut, per_request, tokens = [], [], [], [], 0
     lock = threading.Lock()
     # Streamed as the worker streams: one pump thread for every request, decoding the text of
     # each every flush interval (STREAM_FLUSH_INTERVAL_S); the session threads only wait for
@@ -183,12 +206,20 @@ def run_engine(
         time.sleep(stagger * index / max(sessions, 1))
         for turn in range(per_session):
             prompt = prompts[(index * per_session + turn) % len(prompts)]
-            watch = pump.submit(engine, prompt, sink=_DecodingSink(loaded.tokenizer), max_new_tokens=max_new_tokens)
+            sink = _DecodingSink(loaded.tokenizer)
+            watch = pump.submit(
+                engine, prompt, sink=sink, max_new_tokens=max_new_tokens, reasoning_budget=reasoning_budget
+            )
             watch.done.wait()
             handle = watch.handle
             with lock:
                 tokens += len(handle.generated)
                 ttfts.append(handle.time_to_first_token_s or 0.0)
+                if sink.answer_at is not None:
+                    ttfas.append(sink.answer_at - handle.submitted_at)
+                cut.append(
+                    engine.reasoning is not None and engine.reasoning.cut_at_budget(handle.generated, reasoning_budget)
+                )
                 if len(handle.generated) > 1 and handle.first_token_at and handle.finished_at:
                     per_request.append((len(handle.generated) - 1) / (handle.finished_at - handle.first_token_at))
 
@@ -209,7 +240,9 @@ def run_engine(
         elapsed,
         ttfts,
         per_request,
+        ttfas,
     )
+    result["cut_percent"] = 100 * sum(cut) / max(1, len(cut))
     result["mean_batch"] = sum(len(s.request_ids) for s in steps) / max(1, len(steps))
     return result
 
@@ -233,9 +266,12 @@ def print_rounds(rows: list[dict]) -> None:
     )
 
 
-def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request) -> dict:
+def summary(name, sessions, requests, tokens, elapsed, ttfts, per_request, ttfas=()) -> dict:
     return {
         **throughput_row(name, sessions, tokens, elapsed, ttfts),
+        # To the first answer token (after the reasoning), from the request's arrival.
+        "ttfa_p50_ms": percentile(ttfas, 50) * 1000,
+        "ttfa_p95_ms": percentile(ttfas, 95) * 1000,
         "requests": requests,
         "seconds": elapsed,
         "session_tokens_per_s": percentile(per_request, 50),
@@ -260,6 +296,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the engine runs, each round between two baseline runs"
+    )
+    parser.add_argument(
+        "--reasoning-budget",
+        type=int,
+        default=None,
+        help="the engine closes each request's reasoning after this many tokens (REASONING_BUDGET_TOKENS)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -289,6 +331,7 @@ def main() -> None:
         "torch_threads": baseline_threads,
         "loop_threads": loop_threads,
         "max_new_tokens": args.max_new_tokens,
+        "reasoning_budget": args.reasoning_budget,
         "variants": {},
     }
 
@@ -333,6 +376,7 @@ def main() -> None:
                             prefill_wait_ms=settings.ENGINE_PREFILL_WAIT_MS,
                             loop_threads=loop_threads,
                             flush_interval_s=settings.STREAM_FLUSH_INTERVAL_S,
+                            reasoning_budget=args.reasoning_budget,
                         )
                     )
             if args.padded_reference and round_index == 0:
@@ -363,7 +407,8 @@ def main() -> None:
             print(
                 f"\n{variant}  ({config['path']}, {loaded.precision}, {report['torch_threads']} torch threads for generate,"
                 f" {loop_threads} for the engine's loop,"
-                f" greedy, {args.max_new_tokens} new tokens max)"
+                f" greedy, {args.max_new_tokens} new tokens max,"
+                f" reasoning budget {args.reasoning_budget if args.reasoning_budget is not None else 'none'})"
             )
             print_table(
                 [
@@ -374,6 +419,9 @@ def main() -> None:
                     "x seq",
                     "TTFT p50 ms",
                     "TTFT p95 ms",
+                    "answer p50 ms",
+                    "answer p95 ms",
+                    "cut %",
                     "session tok/s",
                     "mean batch",
                 ],
@@ -386,6 +434,9 @@ def main() -> None:
                         r["speedup"],
                         r["ttft_p50_ms"],
                         r["ttft_p95_ms"],
+                        r["ttfa_p50_ms"],
+                        r["ttfa_p95_ms"],
+                        r.get("cut_percent", float("nan")),
                         r["session_tokens_per_s"],
                         r.get("mean_batch", 1.0),
                     ]

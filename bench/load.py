@@ -9,8 +9,9 @@ conversation, and sends its messages one after another, each when the previous a
 complete. All customers arrive at the same instant (a burst: each sends its first message as
 soon as its chat is open), or spread evenly over --ramp seconds; with --first-together, every
 customer opens the chat first and then all the first messages leave at the same instant. Measured per message:
-send -> first streamed event of the model's output (`answer.thinking` or `answer.delta`), and
-send -> `answer.done`; p50/p95/p99 and errors per level of concurrency. The path's overhead is
+send -> first streamed event of the model's output (`answer.thinking` or `answer.delta`),
+send -> first answer text (`answer.delta`, after the reasoning: what the customer waits to read
+a word), and send -> `answer.done`; p50/p95/p99 and errors per level of concurrency. The path's overhead is
 the customer's time to first token minus the engine's own (submission to the batch -> first
 token, stored on each message), i.e. web -> Redis -> Celery -> worker -> Redis -> socket.
 Reads the stored messages through Django, so run it with the product's settings.
@@ -76,17 +77,20 @@ async def customer(
                 question = QUESTIONS[(index + turn) % len(QUESTIONS)]
                 sent, sent_wall = time.perf_counter(), time.time()
                 await socket.send(json.dumps({"type": "message.send", "text": question, "client_id": uuid.uuid4().hex}))
-                first, first_wall = None, None
+                first, first_wall, answer = None, None, None
                 while True:
                     event = json.loads(await asyncio.wait_for(socket.recv(), timeout=120))
                     kind = event["type"]
                     if kind in ("answer.thinking", "answer.delta") and first is None:
                         first, first_wall = time.perf_counter(), time.time()
+                    if kind == "answer.delta" and answer is None:
+                        answer = time.perf_counter()
                     elif kind == "answer.done":
                         done = time.perf_counter()
                         results.append(
                             {
                                 "first_ms": ((first or done) - sent) * 1000,
+                                "answer_ms": None if answer is None else (answer - sent) * 1000,
                                 "done_ms": (done - sent) * 1000,
                                 "message_id": event["message"]["id"],
                                 "sent_wall": sent_wall,
@@ -135,6 +139,7 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
     hops = path_hops(results, stored)
     first_hops = path_hops([r for r in results if r["turn"] == 0], stored)
     first = [r["first_ms"] for r in results]
+    answered = [r["answer_ms"] for r in results if r["answer_ms"] is not None]
     done = [r["done_ms"] for r in results]
     first_sends = [r["sent_wall"] for r in results if r["turn"] == 0]
     return {
@@ -148,6 +153,8 @@ async def run_level(base_url: str, customers: int, messages: int, ramp: float = 
         "first_p50_ms": percentile(first, 50),
         "first_p95_ms": percentile(first, 95),
         "first_p99_ms": percentile(first, 99),
+        "answer_p50_ms": percentile(answered, 50),
+        "answer_p95_ms": percentile(answered, 95),
         "done_p50_ms": percentile(done, 50),
         "done_p95_ms": percentile(done, 95),
         "done_p99_ms": percentile(done, 99),
@@ -263,6 +270,8 @@ def main() -> None:
             "first p50",
             "p95",
             "p99",
+            "answer p50",
+            "p95",
             "done p50",
             "p95",
             "p99",
@@ -277,6 +286,8 @@ def main() -> None:
                 r["first_p50_ms"],
                 r["first_p95_ms"],
                 r["first_p99_ms"],
+                r["answer_p50_ms"],
+                r["answer_p95_ms"],
                 r["done_p50_ms"],
                 r["done_p95_ms"],
                 r["done_p99_ms"],
@@ -287,7 +298,8 @@ def main() -> None:
         ],
     )
     print(
-        "(milliseconds; 'first' = send -> first streamed model output; overhead = that minus the engine's own time to first token)"
+        "(milliseconds; 'first' = send -> first streamed model output, reasoning included;"
+        " 'answer' = send -> first answer text; overhead = that minus the engine's own time to first token)"
     )
     if args.first_together:
         start = "all leave at the same instant, once every customer has opened the chat"

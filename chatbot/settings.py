@@ -44,6 +44,11 @@ def env_optional_float(name: str) -> float | None:
     return env_float(name, 0.0)
 
 
+def env_optional_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else None
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -280,6 +285,8 @@ for _variant, _config in MODEL_VARIANTS.items():
     for _key in ("temperature", "top_p"):
         if (_value := env_optional_float(f"{_prefix}_{_key.upper()}")) is not None:
             _config[_key] = _value
+    if (_budget := env_optional_int(f"{_prefix}_REASONING_BUDGET_TOKENS")) is not None:
+        _config["reasoning_budget_tokens"] = _budget
 DEFAULT_MODEL_VARIANT = env_str("DEFAULT_MODEL_VARIANT", "gptq-int4")
 if DEFAULT_MODEL_VARIANT not in MODEL_VARIANTS:
     raise ValueError(f"DEFAULT_MODEL_VARIANT must be one of {sorted(MODEL_VARIANTS)}")
@@ -300,6 +307,21 @@ if GPTQ_CPU_DTYPE not in ("auto", "bfloat16", "float32"):
 GENERATION_TEMPERATURE = env_optional_float("GENERATION_TEMPERATURE")
 GENERATION_TOP_P = env_optional_float("GENERATION_TOP_P")
 MAX_NEW_TOKENS = env_int("MAX_NEW_TOKENS", 256)
+# Tokens a generation may spend inside <think> before the engine closes the reasoning itself and
+# the model answers (the dense backend; unset: no budget). Per variant:
+# MODEL_<VARIANT>_REASONING_BUDGET_TOKENS. The answer keeps what MAX_NEW_TOKENS leaves after it.
+REASONING_BUDGET_TOKENS = env_optional_int("REASONING_BUDGET_TOKENS")
+# The least of MAX_NEW_TOKENS a budget must leave to the answer.
+REASONING_ANSWER_RESERVE_TOKENS = 32
+for _name, _budget in [("REASONING_BUDGET_TOKENS", REASONING_BUDGET_TOKENS)] + [
+    (f"MODEL_{_v.upper().replace('-', '_')}_REASONING_BUDGET_TOKENS", _c.get("reasoning_budget_tokens"))
+    for _v, _c in MODEL_VARIANTS.items()
+]:
+    if _budget is not None and not 0 <= _budget <= MAX_NEW_TOKENS - REASONING_ANSWER_RESERVE_TOKENS:
+        raise ValueError(
+            f"{_name} must be between 0 and MAX_NEW_TOKENS - {REASONING_ANSWER_RESERVE_TOKENS} "
+            f"({MAX_NEW_TOKENS - REASONING_ANSWER_RESERVE_TOKENS}), so that the answer keeps room"
+        )
 CONTEXT_BUDGET_TOKENS = env_int("CONTEXT_BUDGET_TOKENS", 768)
 SYSTEM_PROMPT = env_str("SYSTEM_PROMPT", "")
 

@@ -144,6 +144,7 @@ class RemoteEngine:
         request_id: str | None = None,
         listener: Listener | None = None,
         arrival: float | None = None,
+        reasoning_budget: int | None = None,
     ) -> RequestHandle:
         with self._lock:
             # Checked under the lock that `_fail_all` takes after the child is found gone: a
@@ -156,12 +157,13 @@ class RemoteEngine:
                 request_id=request_id,
                 prompt_ids=list(prompt_ids),
                 max_new_tokens=max_new_tokens or self.spec.max_new_tokens,
+                reasoning_budget=reasoning_budget,
                 _engine=self,
                 _listener=listener,
             )
             self._handles[request_id] = handle
         arrival = time.time() if arrival is None else arrival  # the worker's clock, not the child's turn
-        self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens, arrival))
+        self._send(("submit", request_id, handle.prompt_ids, handle.max_new_tokens, arrival, reasoning_budget))
         return handle
 
     def cancel(self, request_id: str) -> None:
@@ -354,7 +356,7 @@ def serve(conn: Connection) -> None:
             break
         try:
             if message[0] == "submit":
-                _, request_id, prompt_ids, max_new_tokens, arrival = message
+                _, request_id, prompt_ids, max_new_tokens, arrival, reasoning_budget = message
                 listener = outbox.listener(request_id)
                 try:
                     engine.submit(
@@ -363,6 +365,7 @@ def serve(conn: Connection) -> None:
                         request_id=request_id,
                         listener=listener,
                         arrival=arrival,
+                        reasoning_budget=reasoning_budget,
                     )
                 except Exception as exc:  # noqa: BLE001 - that request fails; the others go on
                     logger.exception("engine %s: request %s refused", spec.variant, request_id)

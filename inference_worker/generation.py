@@ -19,6 +19,7 @@ from chatbot.conversations.models import Conversation, Generation
 from chatbot.conversations.services import desk, generations
 from chatbot.desk.presence import staff_watch_key
 from inference_worker import metrics
+from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.engine.types import Engine
@@ -33,6 +34,12 @@ logger = logging.getLogger(__name__)
 # How often a task thread waiting for its answer checks the generation's time limit.
 TIME_LIMIT_CHECK_S = 1.0
 EMPTY_ANSWER_TEXT = "Sorry, I don't have an answer to that. Could you rephrase, or ask to talk to a person?"
+# Shown when the new-token allowance ran out (or the model stopped) inside the reasoning, before
+# any answer: the conversation goes to a person at once.
+NO_ANSWER_IN_TIME_TEXT = (
+    "Sorry, I couldn't work out an answer to that in time. I'm passing you to a colleague from our team; "
+    "they will answer you here."
+)
 # Shown when the model handed off without writing an answer before its action.
 HANDED_OVER_TEXT = "I'm passing you to a colleague from our team; they will answer you here."
 
@@ -94,6 +101,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     except ValueError as exc:
         return fail(f"prompt: {exc}")
 
+    budget = reasoning_budget(conversation=conversation, variant=variant)
     created = generation.created_at.timestamp()
     stops = [t for t in (tokenizer.eos_token, tokenizer.pad_token) if t]
     sink = GenerationSink(
@@ -106,7 +114,12 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         # In the engine's queue the answer's place is by the message's arrival (`created`): task
         # threads reach the engine in either order, and a rerun keeps its place in line.
         watch = runtime.pump.submit(
-            engine, prompt_ids, sink=sink, request_id=f"g{generation.pk}.{generation.attempts}", arrival=created
+            engine,
+            prompt_ids,
+            sink=sink,
+            request_id=f"g{generation.pk}.{generation.attempts}",
+            arrival=created,
+            reasoning_budget=budget,
         )
     except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
         return give_back(engine) or fail(f"engine: {exc}")
@@ -152,6 +165,10 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     generated = len(handle.generated)
     think_close = tokenizer.convert_tokens_to_ids("</think>")
     reasoning_tokens = handle.generated.index(think_close) if think_close in handle.generated else generated
+    markers = reasoning_markers(tokenizer)
+    cut = markers is not None and markers.cut_at_budget(handle.generated, budget)
+    if cut:
+        reasoning_tokens = budget
     first_token_wall = sink.first_token_wall or finished_wall
     decode_s = finished_wall - first_token_wall
     measures = {
@@ -161,15 +178,25 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "queue_wait_ms": ((sink.admitted_wall or finished_wall) - created) * 1000,
         "time_to_first_token_ms": (first_token_wall - created) * 1000,
         "engine_time_to_first_token_ms": (handle.time_to_first_token_s or 0.0) * 1000,
+        "time_to_first_answer_token_ms": (sink.first_answer_wall - created) * 1000 if result.answer else None,
+        "reasoning_cut": cut,
         "latency_ms": (finished_wall - created) * 1000,
         "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
     }
     # The model's own handoff action (a block after the answer, never shown): the conversation
     # goes to a person once the customer has the answer. Only the block hands off, never words.
     action = parse_handoff(result.hidden)
+    # The allowance ended inside the reasoning: never an empty answer, and a person takes over.
+    unfinished = result.in_reasoning
+    if result.answer:
+        text = result.answer
+    elif action:
+        text = HANDED_OVER_TEXT
+    else:
+        text = NO_ANSWER_IN_TIME_TEXT if unfinished else EMPTY_ANSWER_TEXT
     message = generations.generation_complete(
         generation_id=generation.pk,
-        text=result.answer or (HANDED_OVER_TEXT if action else EMPTY_ANSWER_TEXT),
+        text=text,
         reasoning=result.reasoning,
         measures=measures,
         no_answer=not result.answer and action is None,
@@ -186,6 +213,14 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         desk.conversation_handoff(
             conversation=message.conversation, reason=Conversation.HandoffReason.BOT_HANDOFF, detail=action.detail
         )
+    elif unfinished:
+        if done is not None:
+            done.result(timeout=5)
+        desk.conversation_handoff(
+            conversation=message.conversation,
+            reason=Conversation.HandoffReason.NO_ANSWER_IN_TIME,
+            detail=f"the reasoning was still going after {generated} tokens",
+        )
     elif message.no_answer:
         # A second answer in a row with nothing to say hands the conversation to a person, once
         # the customer has the answer (the handoff's events must not overtake it).
@@ -194,12 +229,24 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         desk.conversation_handoff_if_no_answer_twice(conversation=message.conversation)
     metrics.TOKENS.labels(variant).inc(generated)
     metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
+    if measures["time_to_first_answer_token_ms"] is not None:
+        metrics.TIME_TO_ANSWER.labels(variant).observe(measures["time_to_first_answer_token_ms"] / 1000)
+    if cut:
+        metrics.REASONING_CUT.labels(variant).inc()
     metrics.QUEUE_WAIT.labels(variant).observe(measures["queue_wait_ms"] / 1000)
     metrics.GENERATIONS.labels(variant, "done").inc()
     logger.info(
         "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
     )
     return "done"
+
+
+def reasoning_budget(*, conversation: Conversation, variant: str) -> int | None:
+    """Tokens the answer may reason for before the engine closes it: the conversation's own (a
+    staff test's), else its variant's, else REASONING_BUDGET_TOKENS (None: no budget)."""
+    if conversation.reasoning_budget_tokens is not None:
+        return conversation.reasoning_budget_tokens
+    return settings.MODEL_VARIANTS.get(variant, {}).get("reasoning_budget_tokens", settings.REASONING_BUDGET_TOKENS)
 
 
 def _suggestion_done(*, generation: Generation, text: str, stream: AnswerStream, variant: str) -> str:

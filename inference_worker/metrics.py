@@ -14,6 +14,13 @@ TTFT = Histogram(
     ["variant"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+TIME_TO_ANSWER = Histogram(
+    "chatbot_time_to_first_answer_token_seconds",
+    "From the customer's message to the first token of the answer, after the reasoning",
+    ["variant"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+)
+REASONING_CUT = Counter("chatbot_reasoning_cut", "Answers whose reasoning the engine closed at its budget", ["variant"])
 QUEUE_WAIT = Histogram(
     "chatbot_queue_wait_seconds",
     "From the customer's message to a place in the batch",

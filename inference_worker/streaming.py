@@ -92,6 +92,7 @@ class GenerationSink:
     stream: AnswerStream
     decoder: IncrementalDecoder
     first_token_wall: float | None = None
+    first_answer_wall: float | None = None  # the first answer text, after the reasoning
     admitted_wall: float | None = None
 
     def on_event(self, event: EngineEvent) -> None:
@@ -107,7 +108,10 @@ class GenerationSink:
     def on_tokens(self, tokens: tuple[int, ...], *, final: bool) -> None:
         if self.first_token_wall is None and tokens:
             self.first_token_wall = time.time()
-        self.stream.add(*self.decoder.update(tokens, final=final))
+        reasoning, answer = self.decoder.update(tokens, final=final)
+        if self.first_answer_wall is None and answer:
+            self.first_answer_wall = time.time()
+        self.stream.add(reasoning, answer)
         if final:
             self.stream.maybe_flush(force=True)
 

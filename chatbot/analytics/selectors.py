@@ -437,16 +437,29 @@ def variants(filters: Filters) -> list[Dataset]:
         .annotate(n=Count("id"))
     )
     # The answers per variant and their measures' percentiles, in one pass over the answers.
-    sql, params = _sql(answers, "model_variant", "time_to_first_token_ms", "tokens_per_s", "queue_wait_ms")
+    sql, params = _sql(
+        answers,
+        "model_variant",
+        "time_to_first_token_ms",
+        "time_to_first_answer_token_ms",
+        "reasoning_tokens",
+        "tokens_per_s",
+        "queue_wait_ms",
+    )
     measured = percentile_columns(
-        f"SELECT m.model_variant AS g, m.time_to_first_token_ms AS ttft, m.tokens_per_s AS speed, "
+        f"SELECT m.model_variant AS g, m.time_to_first_token_ms AS ttft, "
+        f"m.time_to_first_answer_token_ms AS ttfa, m.reasoning_tokens AS reasoning, m.tokens_per_s AS speed, "
         f"m.queue_wait_ms AS wait FROM ({sql}) m",
         params,
-        {"ttft": (50, 95), "speed": (50,), "wait": (50, 95)},
+        {"ttft": (50, 95), "ttfa": (50, 95), "reasoning": (50,), "speed": (50,), "wait": (50, 95)},
         count=True,
     )
+    # Answers whose reasoning the engine closed at its budget (REASONING_BUDGET_TOKENS).
+    cut = dict(answers.filter(reasoning_cut=True).values_list("model_variant").annotate(n=Count("id")))
     answer_counts = {variant: figures["n"] for variant, figures in measured.items()}
     ttft = {variant: figures["ttft"] for variant, figures in measured.items()}
+    ttfa = {variant: figures["ttfa"] for variant, figures in measured.items()}
+    reasoning = {variant: figures["reasoning"] for variant, figures in measured.items()}
     speed = {variant: figures["speed"] for variant, figures in measured.items()}
     wait = {variant: figures["wait"] for variant, figures in measured.items()}
     # Each conversation counts for every variant that answered in it: one pass over the bot's
@@ -488,6 +501,10 @@ def variants(filters: Filters) -> list[Dataset]:
             "ratings",
             "CSAT %",
             "handoff rate %",
+            "first answer token p50 ms",
+            "first answer token p95 ms",
+            "reasoning tokens p50",
+            "cut by budget %",
         ],
     )
     for variant, figures in per_variant.items():
@@ -502,6 +519,9 @@ def variants(filters: Filters) -> list[Dataset]:
                 figures["rated"],
                 _rate(figures["happy"], figures["rated"]),
                 _rate(figures["handed"], figures["count"]),
+                *_ms(ttfa.get(variant, [None, None])),
+                _one_decimal(reasoning.get(variant, [None])[0]),
+                _rate(cut.get(variant, 0), answer_counts.get(variant, 0)),
             ]
         )
     changes = Dataset(

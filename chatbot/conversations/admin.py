@@ -38,7 +38,17 @@ class ReadOnly:
 
 class MessageInline(ReadOnly, admin.TabularInline):
     model = Message
-    fields = ("created_at", "author", "author_user", "text", "thinking", "model_variant", "ttft", "completion_tokens")
+    fields = (
+        "created_at",
+        "author",
+        "author_user",
+        "text",
+        "thinking",
+        "model_variant",
+        "ttft",
+        "ttfa",
+        "completion_tokens",
+    )
     readonly_fields = fields
     extra = 0
     show_change_link = True
@@ -50,6 +60,10 @@ class MessageInline(ReadOnly, admin.TabularInline):
     @admin.display(description="time to first token")
     def ttft(self, message: Message) -> str:
         return rounded_ms(message.time_to_first_token_ms)
+
+    @admin.display(description="time to first answer token", ordering="time_to_first_answer_token_ms")
+    def ttfa(self, message: Message) -> str:
+        return rounded_ms(message.time_to_first_answer_token_ms)
 
 
 class NoteInline(ReadOnly, admin.TabularInline):
@@ -158,8 +172,18 @@ class ConversationAdmin(ReadOnly, admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnly, admin.ModelAdmin):
-    list_display = ("id", "conversation", "author", "created_at", "model_variant", "completion_tokens", "ttft")
-    list_filter = ("author", "model_variant", "no_answer")
+    list_display = (
+        "id",
+        "conversation",
+        "author",
+        "created_at",
+        "model_variant",
+        "completion_tokens",
+        "ttft",
+        "ttfa",
+        "reasoning_cut",
+    )
+    list_filter = ("author", "model_variant", "no_answer", "reasoning_cut")
     search_fields = ("text",)
     exclude = ("reasoning",)
     readonly_fields = [f.name for f in Message._meta.fields if f.name != "reasoning"] + ["thinking"]
@@ -171,6 +195,10 @@ class MessageAdmin(ReadOnly, admin.ModelAdmin):
     @admin.display(description="time to first token", ordering="time_to_first_token_ms")
     def ttft(self, message: Message) -> str:
         return rounded_ms(message.time_to_first_token_ms)
+
+    @admin.display(description="time to first answer token", ordering="time_to_first_answer_token_ms")
+    def ttfa(self, message: Message) -> str:
+        return rounded_ms(message.time_to_first_answer_token_ms)
 
 
 @admin.register(Generation)

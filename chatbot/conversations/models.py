@@ -38,6 +38,7 @@ class Conversation(models.Model):
         NO_ANSWER_TWICE = "no_answer_twice", "The bot had no answer twice in a row"
         AGENT_TAKEOVER = "agent_takeover", "An agent took it over from the bot"
         BOT_HANDOFF = "bot_handoff", "The bot handed it over"
+        NO_ANSWER_IN_TIME = "no_answer_in_time", "The bot's allowance ran out before it answered"
 
     class ResolvedBy(models.TextChoices):
         BOT = "bot", "The bot"
@@ -52,6 +53,9 @@ class Conversation(models.Model):
     handoff_reason = models.CharField(max_length=32, choices=HandoffReason.choices, blank=True)
     # The words behind the reason, where there are some (the model's own, say).
     handoff_detail = models.CharField(max_length=500, blank=True)
+    # Staff tests: this conversation's reasoning budget, over its variant's and
+    # REASONING_BUDGET_TOKENS (`manage.py reasoning_budget`); null: theirs.
+    reasoning_budget_tokens = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
@@ -177,6 +181,11 @@ class Message(models.Model):
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
     # ...and the engine's own part of it: from submission to the batch to the first token.
     engine_time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    # From the customer's message being saved to the first token of the answer, after the
+    # reasoning (null when there was no answer text): what the customer waits to read a word.
+    time_to_first_answer_token_ms = models.FloatField(null=True, blank=True)
+    # The engine closed the reasoning at its budget (REASONING_BUDGET_TOKENS).
+    reasoning_cut = models.BooleanField(default=False)
     latency_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
 

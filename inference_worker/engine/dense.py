@@ -21,7 +21,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from inference_worker.engine.stream import THINK_CLOSE, THINK_OPEN
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,48 @@ class DenseOutput:
         return self.status in ("finished", "failed")
 
 
+@dataclass(frozen=True)
+class ReasoningMarkers:
+    """The checkpoint's reasoning tokens: `<think>`, `</think>`, and what closes a reasoning the
+    engine cuts at its budget (the tokenization of `"\\n</think>\\n\\n"`, the template's own)."""
+
+    think_open: int
+    think_close: int
+    closing: tuple[int, ...]
+
+    def opens_reasoning(self, prompt_ids: Sequence[int]) -> bool:
+        """Whether a generation after this prompt starts inside `<think>` (R1's template ends
+        the prompt with `<think>\\n`)."""
+        for token in reversed(prompt_ids):
+            if token == self.think_close:
+                return False
+            if token == self.think_open:
+                return True
+        return False
+
+    def cut_at_budget(self, generated: Sequence[int], budget: int | None) -> bool:
+        """Whether the engine closed this generation's reasoning at `budget` (as `DenseBatchManager`
+        does: no `</think>` among the first `budget` tokens, and the closing right after them)."""
+        if budget is None or self.think_close in generated[:budget]:
+            return False
+        return tuple(generated[budget : budget + len(self.closing)]) == self.closing
+
+
+def reasoning_markers(tokenizer: Any) -> ReasoningMarkers | None:
+    """The tokenizer's `<think>` / `</think>` tokens and the closing a budget feeds (the template's
+    `"\\n</think>\\n\\n"`); None where it has no such tokens (no reasoning budget then)."""
+    if tokenizer is None:
+        return None
+    unk = getattr(tokenizer, "unk_token_id", None)
+    think_open, think_close = (tokenizer.convert_tokens_to_ids(token) for token in (THINK_OPEN, THINK_CLOSE))
+    if not isinstance(think_open, int) or not isinstance(think_close, int) or unk in (think_open, think_close):
+        return None
+    closing = tuple(tokenizer.encode("\n" + THINK_CLOSE + "\n\n", add_special_tokens=False))
+    if think_close not in closing or closing[0] == think_close:
+        return None
+    return ReasoningMarkers(think_open=think_open, think_close=think_close, closing=closing)
+
+
 @dataclass
 class _Row:
     request_id: str
@@ -46,6 +90,12 @@ class _Row:
     max_new_tokens: int
     arrived_at: float = 0.0
     generated: list[int] = field(default_factory=list)
+    # The reasoning budget: after this many tokens inside `<think>` the row's next inputs are the
+    # closing tokens instead of what it sampled (None: no budget).
+    reasoning_budget: int | None = None
+    thinking: bool = False
+    reasoning_tokens: int = 0
+    forcing: list[int] = field(default_factory=list)
 
 
 class Runner(Protocol):
@@ -79,8 +129,11 @@ class DenseBatchManager:
         eos_token_ids: Sequence[int],
         prefill_wait_s: float = 0.0,
         idle_exit_s: float = LOOP_IDLE_EXIT_S,
+        reasoning: ReasoningMarkers | None = None,
     ) -> None:
         self.runner = runner
+        # Without markers (a model with no `<think>` tokens) no budget applies.
+        self.reasoning = reasoning
         self.idle_exit_s = idle_exit_s
         self.max_batch = max_batch
         # While rows are decoding, arrivals may wait up to this long to be prefilled together
@@ -102,12 +155,21 @@ class DenseBatchManager:
         self.loop_threads_started = 0
 
     # -- the manager interface the engine uses ----------------------------------------------
-    def add_request(self, input_ids: list[int], request_id: str, max_new_tokens: int, streaming: bool = True) -> str:
-        self._incoming.put(
-            _Row(
-                request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now()
-            )
+    def add_request(
+        self,
+        input_ids: list[int],
+        request_id: str,
+        max_new_tokens: int,
+        streaming: bool = True,
+        reasoning_budget: int | None = None,
+    ) -> str:
+        row = _Row(
+            request_id=request_id, prompt_ids=list(input_ids), max_new_tokens=max_new_tokens, arrived_at=self._now()
         )
+        if self.reasoning is not None and self.reasoning.opens_reasoning(row.prompt_ids):
+            row.thinking = True
+            row.reasoning_budget = reasoning_budget
+        self._incoming.put(row)
         self._ensure_thread()
         self._wake.set()
         return request_id
@@ -204,9 +266,31 @@ class DenseBatchManager:
         return True
 
     def _advance(self, row: _Row, token: int) -> DenseOutput:
+        if row.thinking and not row.forcing and self._over_budget(row) and token != self.reasoning.think_close:
+            row.forcing = list(self.reasoning.closing)
+        forced = bool(row.forcing)
+        if forced:
+            # The row's reasoning is being closed: what it sampled is dropped and the closing
+            # token becomes its next input, in this same batch (no other row is touched).
+            token = row.forcing.pop(0)
         row.generated.append(token)
+        if row.thinking:
+            self._follow_reasoning(row, token, forced=forced)
         done = token in self.eos or len(row.generated) >= row.max_new_tokens
         return DenseOutput(row.request_id, list(row.generated), "finished" if done else "decoding")
+
+    def _follow_reasoning(self, row: _Row, token: int, *, forced: bool) -> None:
+        if token == self.reasoning.think_close:
+            row.thinking = False
+            return
+        if not forced:
+            row.reasoning_tokens += 1
+
+    @staticmethod
+    def _over_budget(row: _Row) -> bool:
+        """The row has reasoned for its whole budget: its next token closes the reasoning (the
+        model's own `</think>`, or else the closing fed in its place)."""
+        return row.reasoning_budget is not None and row.reasoning_tokens >= row.reasoning_budget
 
     def _take_arrivals(self) -> list[_Row]:
         while True:

@@ -32,6 +32,7 @@ from transformers.generation.continuous_batching.requests import GenerationOutpu
 
 from inference_worker.engine.admission import AdmissionQueue
 from inference_worker.engine.backends import BACKENDS, DEFAULT_BACKEND
+from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.types import EngineEvent, Listener, RequestHandle, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,8 @@ class BatchingEngine:
             raise ValueError(f"unknown dense cache {dense_cache!r}: 'auto', 'padded' or 'slots'")
         self.dense_cache = dense_cache
         self.cuda_graphs = cuda_graphs
+        self.reasoning = reasoning_markers(tokenizer)
+        self._budget_ignored_logged = False
         self._admission: AdmissionQueue[RequestHandle] = AdmissionQueue(max_active=max_batch)
         self._handles: dict[str, RequestHandle] = {}
         self._lock = threading.Lock()
@@ -195,6 +198,7 @@ class BatchingEngine:
             max_batch=self.max_batch,
             eos_token_ids=[e for e in eos_ids if e is not None],
             prefill_wait_s=self.prefill_wait_s,
+            reasoning=self.reasoning,
         )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -226,9 +230,12 @@ class BatchingEngine:
         request_id: str | None = None,
         listener: Listener | None = None,
         arrival: float | None = None,
+        reasoning_budget: int | None = None,
     ) -> RequestHandle:
         """Queue a request; beyond `max_batch` it waits in order of `arrival` (wall-clock
-        seconds: when the customer's message was saved; now when None)."""
+        seconds: when the customer's message was saved; now when None). After
+        `reasoning_budget` tokens inside `<think>` the dense backend closes the reasoning (the
+        paged backend has no per-row way to, and ignores it)."""
         if self._manager is None:
             raise RuntimeError(f"engine for {self.variant} is not running")
         request_id = request_id or f"r{next(self._ids)}"
@@ -236,9 +243,13 @@ class BatchingEngine:
             request_id=request_id,
             prompt_ids=list(prompt_ids),
             max_new_tokens=max_new_tokens or self.max_new_tokens,
+            reasoning_budget=reasoning_budget,
             _engine=self,
             _listener=listener,
         )
+        if reasoning_budget is not None and self.backend != "dense" and not self._budget_ignored_logged:
+            self._budget_ignored_logged = True
+            logger.warning("engine %s: the %s backend has no reasoning budget", self.variant, self.backend)
         with self._lock:
             self._handles[request_id] = handle
             started = self._admission.submit(request_id, handle, arrival=arrival)
@@ -263,11 +274,13 @@ class BatchingEngine:
             handle.admitted_at = now
             handle.status = "running"
             handle._emit(EngineEvent("started"))
+            budget = {"reasoning_budget": handle.reasoning_budget} if self.backend == "dense" else {}
             self._manager.add_request(
                 handle.prompt_ids,
                 request_id=request_id,
                 max_new_tokens=handle.max_new_tokens,
                 streaming=True,
+                **budget,
             )
 
     def _announce_positions(self) -> None:

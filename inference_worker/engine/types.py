@@ -41,6 +41,7 @@ class RequestHandle:
     request_id: str
     prompt_ids: list[int]
     max_new_tokens: int
+    reasoning_budget: int | None = None  # tokens inside `<think>` before the engine closes it
     submitted_at: float = field(default_factory=time.perf_counter)
     admitted_at: float | None = None
     first_token_at: float | None = None
@@ -103,10 +104,13 @@ class Engine(Protocol):
         request_id: str | None = None,
         listener: Listener | None = None,
         arrival: float | None = None,
+        reasoning_budget: int | None = None,
     ) -> RequestHandle:
         """Queue a request. Its events go to `listener` (called on the engine's thread; it must
         return at once), or else to the handle's `events()`. Beyond the batch it waits in order
         of `arrival` (wall-clock seconds: when the customer's message was saved; now when None).
+        After `reasoning_budget` tokens inside `<think>` the engine closes the reasoning by
+        feeding the closing tokens as the request's next inputs (None: no budget).
         Raises RuntimeError when the engine is not running."""
         ...
 

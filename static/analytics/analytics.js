@@ -524,10 +524,17 @@ const VIEWS = {
   },
 
   ttft(card, dataset, body) {
-    groupedBars(card, dataset, body, ["TTFT p50 ms", "TTFT p95 ms"], ["p50", "p95"], {
-      format: formatMs,
-      tick: (value) => `${value} ms`,
-    });
+    groupedBars(
+      card,
+      dataset,
+      body,
+      ["TTFT p50 ms", "TTFT p95 ms", "first answer token p50 ms", "first answer token p95 ms"],
+      ["first token p50", "first token p95", "first answer token p50", "first answer token p95"],
+      {
+        format: formatMs,
+        tick: (value) => `${value} ms`,
+      },
+    );
   },
 
   "variant-rates": (card, dataset, body) => {

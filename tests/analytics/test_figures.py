@@ -164,8 +164,27 @@ def test_variants_side_by_side(history):
     table = {row[0]: row[1:] for row in rows(variants(PERIOD), "variants")}
     # 4-bit: answers with TTFT 100, 200, 400 (p50 200, p95 380), tokens/s 50, 40, 60, waits 10,
     # 20, 40 (p50 20, p95 38); one failure; rated 5 and 4; no handoff in its conversations.
-    assert table["gptq-int4"] == [3, 1, 200, 380, 50.0, 20, 38, 2, 100.0, 0.0]
-    assert table["fp16"] == [1, 0, 300, 300, 30.0, 30, 30, 1, 0.0, 100.0]
+    # None of them measured a first answer token or a reasoning, none was cut by a budget.
+    assert table["gptq-int4"] == [3, 1, 200, 380, 50.0, 20, 38, 2, 100.0, 0.0, None, None, None, 0.0]
+    assert table["fp16"] == [1, 0, 300, 300, 30.0, 30, 30, 1, 0.0, 100.0, None, None, None, 0.0]
+
+
+def test_variants_show_the_time_to_the_first_answer_token_and_the_share_cut_by_the_budget(history):
+    first = Conversation.objects.get(created_at=MONDAY)
+    for seconds, ttfa, reasoning, cut in [(40, 900, 128, True), (80, 500, 40, False), (120, 700, 128, True)]:
+        Message.objects.filter(pk=bot_answer(first, at(seconds=seconds), "gptq-int4", 100, 50, 10).pk).update(
+            time_to_first_answer_token_ms=ttfa, reasoning_tokens=reasoning, reasoning_cut=cut
+        )
+    table = {
+        row[0]: dict(zip(variants(PERIOD)[0].columns[1:], row[1:], strict=True))
+        for row in rows(variants(PERIOD), "variants")
+    }
+    figures = table["gptq-int4"]
+    assert figures["answers"] == 6
+    # The three answers that measured it: 500, 700, 900 (p50 700, p95 880); reasoning 40, 128, 128.
+    assert (figures["first answer token p50 ms"], figures["first answer token p95 ms"]) == (700, 880)
+    assert figures["reasoning tokens p50"] == 128.0
+    assert figures["cut by budget %"] == round(100 * 2 / 6, 1)
 
 
 def test_variants_count_each_conversation_once_however_many_answers_it_has(history):
@@ -174,7 +193,7 @@ def test_variants_count_each_conversation_once_however_many_answers_it_has(histo
     bot_answer(first, at(seconds=80), "gptq-int4", 100, 50, 10)
     table = {row[0]: row[1:] for row in rows(variants(PERIOD), "variants")}
     assert table["gptq-int4"][0] == 5  # answers
-    assert table["gptq-int4"][7:] == [2, 100.0, 0.0]  # still two rated conversations, CSAT, handoffs
+    assert table["gptq-int4"][7:10] == [2, 100.0, 0.0]  # still two rated conversations, CSAT, handoffs
 
 
 def test_filters(history):
@@ -209,4 +228,4 @@ def test_the_same_figures_on_sqlite(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "8 passed, 1 skipped" in run.stdout
+    assert "9 passed, 1 skipped" in run.stdout

@@ -29,6 +29,8 @@ def test_path_bench_starts_the_product_measures_its_customers_and_stops_it(test_
     level = json.loads(run.stdout[run.stdout.index("{") :])["levels"][0]
     assert (level["customers"], level["answers"], level["errors"]) == (2, 4, 0), level
     assert level["path_overhead_p95_ms"] > 0  # measured from the stored generations of this run
+    # The first answer text comes after the first streamed output (the reasoning's) and before the end.
+    assert level["first_p50_ms"] < level["answer_p50_ms"] <= level["done_p50_ms"], level
     # Nothing is left running: neither the web server nor the worker (nor its engine processes).
     for pattern in (f"port {env['BENCH_PORT']}", "run_worker --name bench-"):
         assert subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 1, pattern

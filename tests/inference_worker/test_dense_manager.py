@@ -223,3 +223,50 @@ def test_an_idle_loop_ends_its_thread_and_the_next_request_starts_one():
     finally:
         m.stop()
     assert not m.is_running()
+
+
+THINK, END_THINK = 5, 6
+CLOSING = (200, END_THINK, 200, 200)  # "\n", "</think>", "\n", "\n"
+
+
+def test_a_row_over_its_reasoning_budget_gets_the_closing_as_inputs_and_the_other_rows_are_untouched():
+    """The fake model counts up from its last token and never closes its reasoning: at the budget
+    the manager feeds the closing instead of what it sampled, one token a step, and the model
+    goes on from the closing's last token. The other row, with no budget, counts on."""
+    runner = FakeRunner()
+    m = DenseBatchManager(
+        runner=runner,
+        max_batch=4,
+        eos_token_ids=[EOS],
+        reasoning=dense.ReasoningMarkers(think_open=THINK, think_close=END_THINK, closing=CLOSING),
+    )
+    m.output_router = out = Collector()
+    m.add_request([1, THINK, 10], request_id="cut", max_new_tokens=12, reasoning_budget=3)
+    m.add_request([1, THINK, 40], request_id="free", max_new_tokens=12)
+    for _ in range(12):
+        m.step()
+    final = {o.request_id: o.generated_tokens for step in out.steps for o in step}
+    assert final["cut"] == [11, 12, 13, 200, END_THINK, 200, 200, 201, 202, 203, 204, 205]
+    assert final["free"] == list(range(41, 53))
+    assert m.reasoning.cut_at_budget(final["cut"], 3) and not m.reasoning.cut_at_budget(final["free"], 3)
+    # Every step was one pass over both rows: the cut row never left the batch.
+    assert runner.calls[:12] == [("step", 0, 2)] + [("step", 2, 0)] * 11
+
+
+def test_a_reasoning_that_closes_at_the_budget_by_itself_or_a_prompt_outside_one_is_not_cut():
+    runner = FakeRunner()
+    m = DenseBatchManager(
+        runner=runner,
+        max_batch=4,
+        eos_token_ids=[EOS],
+        reasoning=dense.ReasoningMarkers(think_open=THINK, think_close=END_THINK, closing=CLOSING),
+    )
+    m.output_router = out = Collector()
+    # Three reasoning tokens (3, 4, 5), the budget, and the model's own </think> (6) right after.
+    m.add_request([THINK, 2], request_id="closes", max_new_tokens=6, reasoning_budget=3)
+    m.add_request([THINK, END_THINK, 50], request_id="answering", max_new_tokens=6, reasoning_budget=0)
+    for _ in range(6):
+        m.step()
+    final = {o.request_id: o.generated_tokens for step in out.steps for o in step}
+    assert final["closes"] == [3, 4, 5, 6, 7, 8] and not m.reasoning.cut_at_budget(final["closes"], 3)
+    assert final["answering"] == [51, 52, 53, 54, 55, 56]

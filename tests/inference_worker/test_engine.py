@@ -231,3 +231,20 @@ def test_an_engine_runs_the_dense_backend_unless_told_and_takes_only_a_resolved_
     assert BatchingEngine(model=model, tokenizer=None, variant="test", max_batch=1, max_new_tokens=1).backend == "dense"
     with pytest.raises(ValueError, match="unknown engine backend 'auto'"):
         BatchingEngine(model=model, tokenizer=None, variant="test", max_batch=1, max_new_tokens=1, backend="auto")
+
+
+def test_the_paged_backend_ignores_a_reasoning_budget_and_says_so_once(model, caplog):
+    """transformers' paged batching has no way to change one request's next input: a budget is
+    ignored there (docs/deployment.md), with a warning, and the answer is as without one."""
+    engine = make_engine(model, "paged")
+    try:
+        with caplog.at_level("WARNING", logger="inference_worker.engine.engine"):
+            budgeted = [engine.submit([1, 2, 3], reasoning_budget=2) for _ in range(2)]
+        for handle in budgeted:
+            assert drain(handle)[-1].kind == "finished"
+        plain = engine.submit([1, 2, 3])
+        drain(plain)
+    finally:
+        engine.stop()
+    assert all(list(handle.generated) == list(plain.generated) for handle in budgeted)
+    assert [r.getMessage() for r in caplog.records].count("engine test: the paged backend has no reasoning budget") == 1
