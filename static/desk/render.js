@@ -77,7 +77,8 @@ export function listEntry(conversation, list, { selected = false } = {}) {
   const tags = make("span", "entry__tags");
   if (list === "waiting" && conversation.handoff_reason_label) {
     // The model's own handoff says why: its reason's code next to the label, its words on hover.
-    const why = conversation.handoff_detail ? conversation.handoff_detail.split(":")[0] : "";
+    const own = conversation.handoff_reason === "bot_handoff" && conversation.handoff_detail;
+    const why = own ? conversation.handoff_detail.split(":")[0] : "";
     const label = why ? `${conversation.handoff_reason_label} · ${why.replace(/_/g, " ")}` : conversation.handoff_reason_label;
     const tag = make("span", `tag tag--${conversation.handoff_reason || "reason"}`, label);
     if (conversation.handoff_detail) tag.title = conversation.handoff_detail;
