@@ -14,6 +14,12 @@ Variants:
 - `paged-graphs`: transformers' continuous batching with CUDA graphs and async batching (what
   the worker runs on CUDA with ENGINE_BACKEND=paged, ENGINE_CUDA_GRAPHS);
 - `paged`: the same without them (transformers' default when attention takes a mask);
+- `reasoning`: long reasoning, as a real R1 checkpoint writes it: each request "reasons"
+  --reasoning-tokens (1,024) inside `<think>`, then answers --answer-tokens (128), on the dense
+  slot backend; the same with the engine's reasoning budget (--reasoning-budget, 256) closing
+  the reasoning early. Random weights never close a reasoning by themselves, so the engine's
+  budget closes both: at 1,024 (the model's own length, "no budget") and at the budget. Rows
+  report the time to the first answer token (after the closing) p50/p95 beside the first token;
 - `worker`: what the worker itself runs, at the largest session count only: the model saved to
   disk with a small tokenizer and loaded by the worker's own code in an engine process of its
   own (`inference_worker/engine_process.py`: its `RemoteEngine`, the worker's settings' defaults,
@@ -52,7 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_table, throughput_row  # noqa: E402
+from common import percentile, print_table, throughput_row  # noqa: E402
 
 R1_DISTILL_QWEN_1_5B = dict(
     vocab_size=151936,
@@ -108,6 +114,9 @@ def main() -> None:
         default="dense,paged-graphs,worker,dense-eager,dense-padded,dense-padded-cudnn,paged-graphs-cudnn",
     )
     parser.add_argument("--worker-backend", default="auto", choices=["auto", "dense", "paged"])
+    parser.add_argument("--reasoning-tokens", type=int, default=1024, help="`reasoning`: the model's own reasoning")
+    parser.add_argument("--answer-tokens", type=int, default=128, help="`reasoning`: the answer after it")
+    parser.add_argument("--reasoning-budget", type=int, default=256, help="`reasoning`: the engine's budget")
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--sequential-requests", type=int, default=2)
@@ -178,6 +187,20 @@ def main() -> None:
             print(json.dumps({"graph_check": report["graph_check"]}), flush=True)
     saved: dict[str, str] = {}
     for name in args.variants.split(","):
+        if name == "reasoning":
+            for sessions in sessions_list:
+                for budget in (args.reasoning_tokens, args.reasoning_budget):
+                    if time.perf_counter() - begun > args.budget_seconds:
+                        mode = reasoning_mode(sessions, budget, args)
+                        add(
+                            {
+                                **throughput_row(mode, sessions, 0, None, []),
+                                "note": f"skipped: past {args.budget_seconds:.0f} s",
+                            }
+                        )
+                        continue
+                    add(reasoning_row(model, generation, prompts[:sessions], budget, args))
+            continue
         if name == "worker":
             sessions = max(sessions_list)
             if time.perf_counter() - begun > args.budget_seconds:
@@ -213,7 +236,18 @@ def main() -> None:
         f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens"
     )
     print_table(
-        ["mode", "tokens", "tok/s", "TTFT p50 ms", "TTFT p95 ms", "step p50 ms", "per-session tok/s", "note"],
+        [
+            "mode",
+            "tokens",
+            "tok/s",
+            "TTFT p50 ms",
+            "TTFT p95 ms",
+            "answer p50 ms",
+            "answer p95 ms",
+            "step p50 ms",
+            "per-session tok/s",
+            "note",
+        ],
         [
             [
                 r["mode"],
@@ -221,6 +255,8 @@ def main() -> None:
                 r["tokens_per_s"],
                 r["ttft_p50_ms"],
                 r["ttft_p95_ms"],
+                r.get("answer_p50_ms", float("nan")),
+                r.get("answer_p95_ms", float("nan")),
                 r.get("step_p50_ms", float("nan")),
                 r.get("per_session_tokens_per_s", float("nan")),
                 r.get("note", ""),
@@ -312,6 +348,87 @@ def engine_row(model, generation, prompts, name, args) -> dict:
     if graphs:
         row["note"] = "; ".join(filter(None, [row.get("note"), graphs]))
     return {**row, "step_p50_ms": statistics.median(gaps) * 1000 if gaps else float("nan")}
+
+
+# Token ids standing for `<think>`, `</think>` and the closing the engine feeds (`\n</think>\n\n`
+# is three tokens in R1-Distill's tokenizer: "\n", "</think>", "\n\n"), in a random-weight model.
+THINK_OPEN, THINK_CLOSE, NEWLINE, DOUBLE_NEWLINE = 3, 4, 5, 6
+
+
+def reasoning_mode(sessions: int, budget: int, args) -> str:
+    own = budget >= args.reasoning_tokens
+    what = f"reasons {args.reasoning_tokens}" if own else f"budget {budget} of {args.reasoning_tokens}"
+    return f"reasoning ({what}), {sessions} sessions"
+
+
+def reasoning_row(model, generation, prompts, budget: int, args) -> dict:
+    """Requests that reason inside `<think>` until the engine closes the reasoning at `budget`
+    tokens, then answer --answer-tokens; the time to the first answer token (the first token after
+    the closing) from each request's submission, beside the first token's."""
+    from inference_worker.engine.dense import ReasoningMarkers
+    from inference_worker.engine.engine import BatchingEngine
+
+    sessions = len(prompts)
+    mode = reasoning_mode(sessions, budget, args)
+    closing = (NEWLINE, THINK_CLOSE, DOUBLE_NEWLINE)
+    new_tokens = budget + len(closing) + args.answer_tokens
+    prompts = [[*prompt[:-1], THINK_OPEN] for prompt in prompts]  # R1's prompt ends inside `<think>`
+    answer_at: dict[int, float] = {}
+    counts = [0] * sessions
+
+    def listener(index: int):
+        def on_event(event) -> None:
+            if event.kind == "tokens":
+                counts[index] += len(event.tokens)
+                if index not in answer_at and counts[index] > budget + len(closing):
+                    answer_at[index] = time.perf_counter()
+
+        return on_event
+
+    engine = None
+    try:
+        engine = BatchingEngine(
+            model=model,
+            tokenizer=None,
+            variant="bench",
+            max_batch=sessions,
+            max_new_tokens=new_tokens,
+            context_tokens=args.prompt_tokens + new_tokens,
+            generation_config=generation,
+            backend="dense",
+            dense_cache="slots",
+            cuda_graphs=True,
+        )
+        engine.reasoning = ReasoningMarkers(think_open=THINK_OPEN, think_close=THINK_CLOSE, closing=closing)
+        engine.start()
+        warm = engine.submit(prompts[0], max_new_tokens=4)
+        for _event in warm.events(poll_s=0.5):
+            pass
+        started = time.perf_counter()
+        deadline = started + args.row_seconds
+        handles = [
+            engine.submit(prompt, max_new_tokens=new_tokens, reasoning_budget=budget, listener=listener(i))
+            for i, prompt in enumerate(prompts)
+        ]
+        cut = False
+        while not all(h.finished_at for h in handles):
+            if time.perf_counter() > deadline:
+                cut = True
+                break
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    except Exception as exc:  # noqa: BLE001 - one row failing must not lose the others
+        return {**throughput_row(mode, sessions, 0, None, []), "note": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        if engine is not None:
+            engine.stop()
+    row = handles_row(mode, handles, elapsed, cut, args)
+    waits = [answer_at[i] - handles[i].submitted_at for i in sorted(answer_at)]
+    closed = sum(tuple(h.generated[budget : budget + len(closing)]) == closing for h in handles)
+    row["answer_p50_ms"] = percentile(waits, 50) * 1000
+    row["answer_p95_ms"] = percentile(waits, 95) * 1000
+    row["note"] = "; ".join(filter(None, [row.get("note"), f"{closed}/{sessions} closed at {budget}"]))
+    return row
 
 
 def graphs_note(engine, engine_args: dict) -> str:

@@ -105,3 +105,23 @@ def test_a_dense_row_notes_whether_its_cuda_graphs_stayed_on():
         assert gpu.graphs_note(engine, gpu.VARIANTS["dense-eager"][1]) == ""
     finally:
         engine.stop()
+
+
+def test_the_long_reasoning_rows_close_every_reasoning_at_its_budget_and_time_the_first_answer_token():
+    """`--variants reasoning`: each request reasons N tokens (the engine closes it at N, as the
+    model itself would) or is cut at the budget, then answers; rows give the first answer token."""
+    report = run_gpu_bench(
+        *("--tiny", "--sessions", "1,3", "--prompt-tokens", "8", "--variants", "reasoning"),
+        *("--reasoning-tokens", "16", "--answer-tokens", "4", "--reasoning-budget", "6"),
+    )
+    rows = report["rows"][1:]
+    assert [row["mode"] for row in rows] == [
+        "reasoning (reasons 16), 1 sessions",
+        "reasoning (budget 6 of 16), 1 sessions",
+        "reasoning (reasons 16), 3 sessions",
+        "reasoning (budget 6 of 16), 3 sessions",
+    ]
+    for row, budget in zip(rows, (16, 6, 16, 6), strict=True):
+        assert row["tokens"] == row["sessions"] * (budget + 3 + 4)  # reasoning, the closing, the answer
+        assert row["note"] == f"{row['sessions']}/{row['sessions']} closed at {budget}"
+        assert row["ttft_p50_ms"] <= row["answer_p50_ms"]
