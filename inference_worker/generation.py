@@ -207,26 +207,23 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     done = stream.send(protocol.answer_done(message=message, attempt=stream.attempt))
     if stream.staff_watching:
         stream.publisher.publish(conversation.staff_group_name, protocol.staff_message_new(message=message))
-    if action is not None:
+    if action is not None or unfinished or message.no_answer:
+        # Any handoff waits until the customer has the answer (its events must not overtake it).
         if done is not None:
             done.result(timeout=5)
-        desk.conversation_handoff(
-            conversation=message.conversation, reason=Conversation.HandoffReason.BOT_HANDOFF, detail=action.detail
-        )
-    elif unfinished:
-        if done is not None:
-            done.result(timeout=5)
-        desk.conversation_handoff(
-            conversation=message.conversation,
-            reason=Conversation.HandoffReason.NO_ANSWER_IN_TIME,
-            detail=f"the reasoning was still going after {generated} tokens",
-        )
-    elif message.no_answer:
-        # A second answer in a row with nothing to say hands the conversation to a person, once
-        # the customer has the answer (the handoff's events must not overtake it).
-        if done is not None:
-            done.result(timeout=5)
-        desk.conversation_handoff_if_no_answer_twice(conversation=message.conversation)
+        if action is not None:
+            desk.conversation_handoff(
+                conversation=message.conversation, reason=Conversation.HandoffReason.BOT_HANDOFF, detail=action.detail
+            )
+        elif unfinished:
+            desk.conversation_handoff(
+                conversation=message.conversation,
+                reason=Conversation.HandoffReason.NO_ANSWER_IN_TIME,
+                detail=f"the reasoning was still going after {generated} tokens",
+            )
+        else:
+            # A second answer in a row with nothing to say hands the conversation to a person.
+            desk.conversation_handoff_if_no_answer_twice(conversation=message.conversation)
     metrics.TOKENS.labels(variant).inc(generated)
     metrics.TTFT.labels(variant).observe(measures["time_to_first_token_ms"] / 1000)
     if measures["time_to_first_answer_token_ms"] is not None:

@@ -188,8 +188,9 @@ def parse_answer(*, tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]
         reasoning_ids, reply_ids, closed = ids[:cut], ids[cut + 1 :], True
     else:
         reasoning_ids, reply_ids, closed = [], ids, False
-    reply, _, hidden = tokenizer.decode(reply_ids, skip_special_tokens=True).partition(HANDOFF_OPEN)
-    action = parse_handoff(HANDOFF_OPEN + hidden) if _ else None
+    text = tokenizer.decode(reply_ids, skip_special_tokens=True)
+    reply, opened, _ = text.partition(HANDOFF_OPEN)
+    action = parse_handoff(text[len(reply) :]) if opened else None
     return ParsedAnswer(
         reasoning=tokenizer.decode(reasoning_ids, skip_special_tokens=True).strip(),
         reply=reply.strip(),

@@ -229,17 +229,23 @@ THINK, END_THINK = 5, 6
 CLOSING = (200, END_THINK, 200, 200)  # "\n", "</think>", "\n", "\n"
 
 
-def test_a_row_over_its_reasoning_budget_gets_the_closing_as_inputs_and_the_other_rows_are_untouched():
-    """The fake model counts up from its last token and never closes its reasoning: at the budget
-    the manager feeds the closing instead of what it sampled, one token a step, and the model
-    goes on from the closing's last token. The other row, with no budget, counts on."""
+def budgeted_manager() -> tuple[FakeRunner, DenseBatchManager]:
+    """A manager over the fake model that knows the reasoning markers (so budgets apply)."""
     runner = FakeRunner()
-    m = DenseBatchManager(
+    manager = DenseBatchManager(
         runner=runner,
         max_batch=4,
         eos_token_ids=[EOS],
         reasoning=dense.ReasoningMarkers(think_open=THINK, think_close=END_THINK, closing=CLOSING),
     )
+    return runner, manager
+
+
+def test_a_row_over_its_reasoning_budget_gets_the_closing_as_inputs_and_the_other_rows_are_untouched():
+    """The fake model counts up from its last token and never closes its reasoning: at the budget
+    the manager feeds the closing instead of what it sampled, one token a step, and the model
+    goes on from the closing's last token. The other row, with no budget, counts on."""
+    runner, m = budgeted_manager()
     m.output_router = out = Collector()
     m.add_request([1, THINK, 10], request_id="cut", max_new_tokens=12, reasoning_budget=3)
     m.add_request([1, THINK, 40], request_id="free", max_new_tokens=12)
@@ -254,13 +260,7 @@ def test_a_row_over_its_reasoning_budget_gets_the_closing_as_inputs_and_the_othe
 
 
 def test_a_reasoning_that_closes_at_the_budget_by_itself_or_a_prompt_outside_one_is_not_cut():
-    runner = FakeRunner()
-    m = DenseBatchManager(
-        runner=runner,
-        max_batch=4,
-        eos_token_ids=[EOS],
-        reasoning=dense.ReasoningMarkers(think_open=THINK, think_close=END_THINK, closing=CLOSING),
-    )
+    runner, m = budgeted_manager()
     m.output_router = out = Collector()
     # Three reasoning tokens (3, 4, 5), the budget, and the model's own </think> (6) right after.
     m.add_request([THINK, 2], request_id="closes", max_new_tokens=6, reasoning_budget=3)

@@ -31,12 +31,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, GenerationConfig
 
         from inference_worker.demo_model.evaluate import evaluate_models
         from inference_worker.demo_model.quantize import stdout_to_stderr
-        from inference_worker.engine_factory import Sampling
+        from inference_worker.engine_factory import checkpoint_sampling
         from inference_worker.prompting import prompt_budget
+        from inference_worker.runtime import engine_spec
 
         fp16_path = settings.MODEL_VARIANTS["fp16"]["path"]
         # The prompt budget and the sampling the worker would use (runtime.engine_spec).
@@ -46,11 +47,12 @@ class Command(BaseCommand):
             max_new_tokens=settings.MAX_NEW_TOKENS,
         )
         sampling = {}
-        for variant, config in settings.MODEL_VARIANTS.items():
-            temperature = config.get("temperature", settings.GENERATION_TEMPERATURE)
-            top_p = config.get("top_p", settings.GENERATION_TOP_P)
-            if temperature is not None:
-                sampling[variant] = Sampling(temperature=temperature, top_p=1.0 if top_p is None else top_p)
+        for variant in settings.MODEL_VARIANTS:
+            # As the worker resolves it (engine_factory.generation_config_for): the settings'
+            # override over the checkpoint's own generation config.
+            spec = engine_spec(variant)
+            config = GenerationConfig.from_pretrained(spec.path)
+            sampling[variant] = checkpoint_sampling(config, temperature=spec.temperature, top_p=spec.top_p)
 
         # Loading the GPTQ checkpoint imports gptqmodel, which prints to stdout; stdout is the
         # report here (one JSON object with --json).
