@@ -27,6 +27,7 @@ REASONS = {
     "complaint": "A complaint the bot cannot resolve",
     "legal": "The customer mentions legal action",
     "angry": "The customer is angry",
+    "not_in_help_center": "The help center has no answer to this",
 }
 REASON_MAX_CHARS = 200
 UNSPECIFIED = "unspecified"

@@ -188,6 +188,14 @@ class Message(models.Model):
     reasoning_cut = models.BooleanField(default=False)
     latency_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
+    # The knowledge base's passages the answer was given, as they were then
+    # (chatbot.knowledge.text.Passage.snapshot, plus "cited": whether the answer names it). The
+    # cited ones are the answer's sources, shown to the customer as links to the help page.
+    passages = models.JSONField(default=list, blank=True)
+
+    @property
+    def sources(self) -> list[dict]:
+        return [p for p in self.passages or () if p.get("cited")]
 
     class Meta:
         ordering = ["created_at", "id"]

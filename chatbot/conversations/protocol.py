@@ -76,6 +76,11 @@ def message_payload(message: Message) -> Frame:
         "text": message.text,
         "created_at": message.created_at.isoformat(),
         "generation_id": message.generation_id,
+        # The help-center passages a bot answer names, as links ([n] in the text is its "n").
+        "sources": [
+            {"n": s.get("n"), "title": s.get("title", ""), "heading": s.get("heading", ""), "url": s.get("url", "")}
+            for s in message.sources
+        ],
     }
 
 
@@ -109,6 +114,8 @@ def staff_message_payload(message: Message) -> Frame:
         "model_variant": message.model_variant,
         "time_to_first_token_ms": message.time_to_first_token_ms,
         "no_answer": message.no_answer,
+        # Every passage the answer was given (cited or not), with its text as it was then.
+        "passages": message.passages or [],
     }
 
 
