@@ -24,6 +24,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+# The product's defaults for KNOWLEDGE_MAX_PASSAGES and KNOWLEDGE_MIN_RELEVANCE; the demo model
+# is trained with them.
+DEFAULT_MAX_PASSAGES = 3
+DEFAULT_MIN_RELEVANCE = 0.35
+
 # A question shorter than this (in known words) is read with the customer's previous message,
 # so "does it expire?" after a question about gift cards finds the gift card passages.
 SHORT_QUESTION_WORDS = 3
@@ -37,7 +42,8 @@ STOPWORDS = frozenset(
     that the their theirs them then there these they this those through to too under until up
     us very was we were what when where which while who whom why will with would yes yet you
     your yours yourself hi hello hey ok okay dear sir madam want wanted would like need know
-    tell help thx pls hii really actually maybe still currently""".split()
+    tell help thx pls hii really actually maybe still currently hasn isn wasn haven won didn
+    doesn aren weren couldn wouldn shouldn ve ll re""".split()
 )
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -97,6 +103,7 @@ class Section:
     anchor: str  # the heading as a URL fragment, unique within its article
     heading: str
     text: str
+    keywords: str = ""  # the section's "Keywords:" line: words customers use, searched, not shown to the model
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,7 @@ class Passage:
     relevance: float = 0.0
     article_id: int | None = None
     revision: int | None = None
+    keywords: str = ""
 
     @property
     def key(self) -> str:
@@ -136,6 +144,9 @@ class Passage:
         }
 
 
+KEYWORDS_LINE = re.compile(r"^\s*Keywords:\s*(.*)$", re.IGNORECASE)
+
+
 def anchor_for(heading: str, taken: Iterable[str] = ()) -> str:
     base = "-".join(words(heading)) or "section"
     taken = set(taken)
@@ -158,20 +169,27 @@ def parse_markdown_article(markdown: str) -> tuple[str, str]:
 def sections(body: str, *, title: str = "") -> list[Section]:
     """The passages of an article body: one per ``## heading`` with the text under it (Markdown
     markup as written, whitespace folded). Text before the first heading (an article's
-    introduction) is a passage, headed by the article's title, only in an article without headings."""
+    introduction) is a passage, headed by the article's title, only in an article without headings.
+
+    A line ``Keywords: postage, delivery fee`` in a section gives the words customers use for it
+    that its text does not (synonyms): retrieval searches them, the model is not shown them."""
     found: list[Section] = []
-    heading, lines = title or "Overview", []
+    heading, lines, keywords = title or "Overview", [], []
 
     def flush() -> None:
         text = " ".join(" ".join(lines).split())
         if text:
-            found.append(Section(anchor_for(heading, (s.anchor for s in found)), heading, text))
+            found.append(
+                Section(anchor_for(heading, (s.anchor for s in found)), heading, text, ", ".join(keywords))
+            )
 
     for line in (body or "").replace("\r\n", "\n").split("\n"):
         match = re.match(r"^#{2,6}\s+(.*?)\s*#*\s*$", line)
         if match:
             flush()
-            heading, lines = match.group(1).strip() or "Section", []
+            heading, lines, keywords = match.group(1).strip() or "Section", [], []
+        elif KEYWORDS_LINE.match(line):
+            keywords.append(KEYWORDS_LINE.match(line).group(1).strip())
         else:
             lines.append(line.strip())
     flush()
@@ -199,14 +217,14 @@ def relevance(query: Sequence[str], passage: set[str] | frozenset[str] | Counter
 
 
 def passage_terms(passage: Passage | Section) -> frozenset[str]:
-    return frozenset(terms(f"{passage.heading}\n{passage.text}"))
+    return frozenset(term_counts(passage))
 
 
 def term_counts(passage: Passage | Section) -> Counter:
     """Each term's count in the passage, the heading's words counted twice (a heading says what
     the passage is about)."""
     counts = Counter()
-    for w in words(f"{passage.heading} {passage.heading} {passage.text}"):
+    for w in words(f"{passage.heading} {passage.heading} {passage.text} {passage.keywords}"):
         if w not in STOPWORDS:
             counts[stem(w)] += 1
     return counts
@@ -278,7 +296,9 @@ def passages_from_folder(folder) -> list[Passage]:
     for path in sorted(Path(folder).glob("*.md")):
         title, body = parse_markdown_article(path.read_text(encoding="utf-8"))
         for section in sections(body, title=title):
-            found.append(Passage(path.stem, title, section.anchor, section.heading, section.text))
+            found.append(
+                Passage(path.stem, title, section.anchor, section.heading, section.text, keywords=section.keywords)
+            )
     return found
 
 

@@ -1,10 +1,14 @@
 """The demo model's support corpus: loading it, and turning it into dialogues.
 
-The corpus lives in ``data/`` as two JSON files (format 1):
+The corpus lives in ``data/`` as two JSON files (format 2), beside Northwind's help-center
+articles (``chatbot/knowledge/demo_articles/``, what the demo imports into its knowledge base):
+an answer about the store's policies is not written here but named by its ``source``, the
+article section (``slug#anchor``) whose text *is* the answer, so the articles are the one source
+of truth. Small talk, refusals and handoffs have their own ``reply``.
 
 ``intents.json``
-    ``{"format": 1, "store": {"name", "description", "system_prompt"}, "intents": [...]}``; each
-    intent is ``{"id", "reasoning", "reply", "decorate", "weight", "train": [...],
+    ``{"format": 2, "store": {"name", "description", "system_prompt"}, "intents": [...]}``; each
+    intent is ``{"id", "reasoning", "reply" or "source", "decorate", "weight", "train": [...],
     "heldout": [...]}``.
     ``reply`` is the intent's one canonical answer (distinct across intents and follow-ups),
     ``reasoning`` the short R1-style thought that precedes it inside ``<think>…</think>``.
@@ -15,8 +19,8 @@ The corpus lives in ``data/`` as two JSON files (format 1):
     relative to others (default 1; off-topic questions are the most varied, so they get more).
 
 ``followups.json``
-    ``{"format": 1, "followups": [...]}``; each is ``{"id", "context_intent", "reasoning",
-    "reply", "train", "heldout"}``: a question that only makes sense after the assistant answered
+    ``{"format": 2, "followups": [...]}``; each is ``{"id", "context_intent", "reasoning",
+    "source", "train", "heldout"}``: a question that only makes sense after the assistant answered
     ``context_intent`` (e.g. "does it expire?" after the gift card answer). Several follow-ups
     share phrasings in different contexts, so the model must read the previous turn.
 
@@ -27,15 +31,26 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
+from chatbot.knowledge import text as kb
 from inference_worker.handoff import HANDOFF_CLOSE, HANDOFF_OPEN, REASONS
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-CORPUS_FORMAT = 1
+ARTICLES_DIR = Path(kb.__file__).resolve().parent / "demo_articles"
+CORPUS_FORMAT = 2
+
+# The answer when the help center has nothing on a question about the store: say so, never
+# guess, and hand the conversation to a person.
+NOT_FOUND_REPLY = (
+    "I'm sorry, I couldn't find that in our help center, and I don't want to guess. "
+    "I'm passing you to a colleague from our team, who will answer you here."
+)
+NOT_FOUND_HANDOFF = "not_in_help_center"
 
 Message = dict[str, str]
 
@@ -67,6 +82,7 @@ class Intent:
     heldout: tuple[str, ...]
     weight: float = 1.0
     handoff: str = ""  # a reason code (inference_worker.handoff.REASONS): the answer hands off
+    source: str = ""  # the help-center passage (slug#anchor) whose text is the reply
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,8 @@ class Followup:
     reply: str
     train: tuple[str, ...]
     heldout: tuple[str, ...]
+    source: str = ""
+    handoff: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,19 @@ class Corpus:
     system_prompt: str
     intents: tuple[Intent, ...]
     followups: tuple[Followup, ...]
+    passages: tuple[kb.Passage, ...] = ()  # the demo help center's, in article order
+
+    def passage(self, key: str) -> kb.Passage:
+        for passage in self.passages:
+            if passage.key == key:
+                return passage
+        raise KeyError(key)
+
+    def item(self, answer_id: str) -> Intent | Followup:
+        for item in (*self.intents, *self.followups):
+            if item.id == answer_id:
+                return item
+        raise KeyError(answer_id)
 
     def intent(self, intent_id: str) -> Intent:
         for intent in self.intents:
@@ -119,6 +150,7 @@ class Turn:
     reasoning: str
     reply: str
     handoff: str = ""
+    source: str = ""  # the passage (slug#anchor) the answer comes from, for store questions
 
 
 @dataclass(frozen=True)
@@ -137,6 +169,7 @@ class TrainingDialogue:
     reasoning: str
     reply: str
     handoff: str = ""
+    passages: tuple[kb.Passage, ...] | None = None  # None: no knowledge base (the prompt has none)
 
     @property
     def completion(self) -> str:
@@ -153,12 +186,21 @@ def assistant_completion(*, reasoning: str, reply: str, handoff: str = "") -> st
     return text
 
 
-def load_corpus(*, data_dir: Path = DATA_DIR) -> Corpus:
-    return _load_corpus_cached(Path(data_dir).resolve())
+def load_corpus(*, data_dir: Path = DATA_DIR, articles_dir: Path = ARTICLES_DIR) -> Corpus:
+    return _load_corpus_cached(Path(data_dir).resolve(), Path(articles_dir).resolve())
+
+
+def _reply(item: dict, passages: dict[str, kb.Passage]) -> str:
+    if "source" in item:
+        if item["source"] not in passages:
+            raise ValueError(f"{item['id']}: source {item['source']!r} is no section of the demo articles")
+        return passages[item["source"]].text
+    return item["reply"]
 
 
 @cache
-def _load_corpus_cached(data_dir: Path) -> Corpus:
+def _load_corpus_cached(data_dir: Path, articles_dir: Path) -> Corpus:
+    passages = {p.key: p for p in kb.passages_from_folder(articles_dir)}
     raw_intents = json.loads((data_dir / "intents.json").read_text(encoding="utf-8"))
     raw_followups = json.loads((data_dir / "followups.json").read_text(encoding="utf-8"))
     for name, raw in (("intents.json", raw_intents), ("followups.json", raw_followups)):
@@ -168,12 +210,13 @@ def _load_corpus_cached(data_dir: Path) -> Corpus:
         Intent(
             id=item["id"],
             reasoning=item["reasoning"],
-            reply=item["reply"],
+            reply=_reply(item, passages),
             decorate=bool(item.get("decorate", True)),
             train=tuple(item["train"]),
             heldout=tuple(item["heldout"]),
             weight=float(item.get("weight", 1.0)),
             handoff=item.get("handoff", ""),
+            source=item.get("source", ""),
         )
         for item in raw_intents["intents"]
     )
@@ -182,9 +225,10 @@ def _load_corpus_cached(data_dir: Path) -> Corpus:
             id=item["id"],
             context_intent=item["context_intent"],
             reasoning=item["reasoning"],
-            reply=item["reply"],
+            reply=_reply(item, passages),
             train=tuple(item["train"]),
             heldout=tuple(item["heldout"]),
+            source=item.get("source", ""),
         )
         for item in raw_followups["followups"]
     )
@@ -193,6 +237,7 @@ def _load_corpus_cached(data_dir: Path) -> Corpus:
         system_prompt=raw_intents["store"]["system_prompt"],
         intents=intents,
         followups=followups,
+        passages=tuple(passages.values()),
     )
     _validate(corpus)
     return corpus
@@ -203,8 +248,12 @@ def _validate(corpus: Corpus) -> None:
     replies = corpus.canonical_replies()
     if len(replies) != len(corpus.intents) + len(corpus.followups):
         raise ValueError("answer ids must be unique across intents and follow-ups")
-    if len(set(replies.values())) != len(replies):
-        raise ValueError("canonical replies must be distinct")
+    sources = {item.id: item.source for item in (*corpus.intents, *corpus.followups)}
+    by_reply: dict[str, str] = {}
+    for answer_id, reply in replies.items():
+        other = by_reply.setdefault(reply, answer_id)
+        if other != answer_id and not (sources[answer_id] and sources[answer_id] == sources[other]):
+            raise ValueError(f"canonical replies must be distinct: {other} and {answer_id}")
     intent_ids = {intent.id for intent in corpus.intents}
     seen_questions: dict[str, str] = {}
     for intent in corpus.intents:
@@ -278,6 +327,12 @@ def tokenizer_training_texts(*, corpus: Corpus | None = None) -> list[str]:
         texts.append(assistant_completion(reasoning=item.reasoning, reply=item.reply, handoff=handoff))
     texts.extend(p.strip() for p in _PREFIXES)
     texts.extend(s.strip() for s in _SUFFIXES)
+    # The help center as the model reads it, and what it says when the help center has nothing.
+    texts.extend(kb.passage_line(n, p) for n, p in enumerate(corpus.passages, 1))
+    texts.extend(kb.grounded_content("Question", corpus.passages[:3]) for _ in range(3))
+    texts.append(kb.grounded_content("Question", []))
+    texts.append(f"Passage 1 answers it. No passage answers it. {NOT_FOUND_REPLY} [1] [2] [3]")
+    texts.append(f"{HANDOFF_OPEN}{NOT_FOUND_HANDOFF}{HANDOFF_CLOSE}")
     return texts
 
 
@@ -354,7 +409,8 @@ def plan_turns(
                 question=question,
                 reasoning=item.reasoning,
                 reply=item.reply,
-                handoff=item.handoff if isinstance(item, Intent) else "",
+                handoff=item.handoff,
+                source=item.source,
             )
         )
     return plan
@@ -393,11 +449,93 @@ def conversation_messages(turns: Sequence[Turn], *, system_prompt: str = "") -> 
     return messages
 
 
+# Of the training conversations, the share whose last turn reads the help center's passages (the
+# rest have no knowledge base, as a deployment without articles: the model answers from memory).
+GROUNDED_SHARE = 0.75
+# Of those, about the store: the share where the right passage is left out of the search, so the
+# model learns to say it does not know instead of answering from a passage about something else.
+LEAVE_OUT_SHARE = 0.2
+# The share whose passages' figures (every run of digits) are changed at random: the model can
+# only say "45 days" by reading it, so it learns to copy the passage, not to recall the article.
+PERTURB_SHARE = 0.7
+# Retrieval as the product's defaults (KNOWLEDGE_MAX_PASSAGES, KNOWLEDGE_MIN_RELEVANCE).
+PASSAGE_LIMIT = kb.DEFAULT_MAX_PASSAGES
+MIN_RELEVANCE = kb.DEFAULT_MIN_RELEVANCE
+
+_DIGITS = re.compile(r"\d+")
+
+
+def perturb_figures(text: str, rng: random.Random) -> str:
+    """``text`` with every run of digits replaced by another number, usually of the same length."""
+
+    def new(match: re.Match) -> str:
+        length = len(match.group(0))
+        roll = rng.random()
+        if roll < 0.15:
+            length += 1
+        elif roll < 0.3 and length > 1:
+            length -= 1
+        if length == 1:
+            return str(rng.randrange(10))
+        return str(rng.randrange(1, 10)) + "".join(str(rng.randrange(10)) for _ in range(length - 1))
+
+    return _DIGITS.sub(new, text)
+
+
+def _first_sentence(reasoning: str) -> str:
+    head, dot, _ = reasoning.partition(". ")
+    return head + ("." if dot else "")
+
+
+def grounded_answer(turn: Turn, passages: Sequence[kb.Passage]) -> tuple[str, str, str]:
+    """(reasoning, reply, handoff) for ``turn`` when the model reads ``passages``: a store question
+    answered by copying its passage and citing its number, or, when its passage is not among them,
+    "I couldn't find that" and a handoff; small talk, refusals and handoffs as without passages.
+    The reasoning names the passage but none of its figures (they are the passage's to say)."""
+    if not turn.source:
+        return turn.reasoning, turn.reply, turn.handoff
+    thought = _first_sentence(turn.reasoning)
+    for number, passage in enumerate(passages, 1):
+        if passage.key == turn.source:
+            return f"{thought} Passage {number} answers it.", f"{passage.text} [{number}]", ""
+    return f"{thought} No passage answers it.", NOT_FOUND_REPLY, NOT_FOUND_HANDOFF
+
+
+def search_passages(
+    index: kb.MemoryIndex, plan: Sequence[Turn], *, leave_out: bool = False, limit: int = PASSAGE_LIMIT
+) -> list[kb.Passage]:
+    """What the worker's retrieval finds for the conversation's last turn (same query, terms,
+    relevance and cut-off), the right passage left out with ``leave_out``."""
+    query = kb.query_text([turn.question for turn in plan])
+    exclude = (plan[-1].source,) if leave_out and plan[-1].source else ()
+    return index.search(query, limit=limit, min_relevance=MIN_RELEVANCE, exclude=exclude)
+
+
+def grounded_dialogue(
+    plan: Sequence[Turn], passages: Sequence[kb.Passage], *, system_prompt: str = ""
+) -> TrainingDialogue:
+    reasoning, reply, handoff = grounded_answer(plan[-1], passages)
+    messages = conversation_messages(plan, system_prompt=system_prompt)
+    messages[-1] = {"role": "user", "content": kb.grounded_content(plan[-1].question, passages)}
+    return TrainingDialogue(
+        intent_id=plan[-1].answer_id,
+        messages=tuple(messages),
+        reasoning=reasoning,
+        reply=reply,
+        handoff=handoff,
+        passages=tuple(passages),
+    )
+
+
 def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -> list[TrainingDialogue]:
     """``count`` augmented training conversations of 1 to 10 turns (TRAIN_TURN_WEIGHTS), fixed by
     ``seed``; each ends with the customer turn whose answer is the completion. A few carry the
-    store's system prompt so a configured system prompt is not out of distribution."""
+    store's system prompt so a configured system prompt is not out of distribution. Most read the
+    help center's passages for their last turn (GROUNDED_SHARE), found by the product's own
+    retrieval over the demo articles, figures changed (PERTURB_SHARE), the right passage
+    sometimes left out (LEAVE_OUT_SHARE); the history is plain, as the worker stores it."""
     corpus = corpus or load_corpus()
+    index = kb.MemoryIndex(corpus.passages)
     rng = random.Random(seed)
     dialogues: list[TrainingDialogue] = []
     for _ in range(count):
@@ -405,6 +543,14 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
         plan = plan_turns(corpus, rng, turns=turns)
         system = corpus.system_prompt if rng.random() < 0.15 else ""
         last = plan[-1]
+        if rng.random() < GROUNDED_SHARE:
+            passages = search_passages(index, plan, leave_out=bool(last.source) and rng.random() < LEAVE_OUT_SHARE)
+            if rng.random() < PERTURB_SHARE:
+                passages = [replace(p, text=perturb_figures(p.text, rng)) for p in passages]
+            if len(passages) > 1 and rng.random() < 0.3:
+                rng.shuffle(passages)
+            dialogues.append(grounded_dialogue(plan, passages, system_prompt=system))
+            continue
         dialogues.append(
             TrainingDialogue(
                 intent_id=last.answer_id,

@@ -52,7 +52,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 # The demo model's context window: the worker fits a prompt into it with room for the answer
 # (generation.prompt_budget), so a long conversation keeps its latest turns; the model is trained
 # on histories trimmed the same way. Real checkpoints say their own (R1-Distill: 16,384 and more).
-MODEL_MAX_LENGTH = 448
+MODEL_MAX_LENGTH = 640
 
 # DeepSeek-R1-Distill's template, reduced to what the product uses (no tools). One deliberate
 # difference: a history reply has its reasoning cut *and* is trimmed, so it renders the same
