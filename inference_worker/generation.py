@@ -18,11 +18,13 @@ from chatbot.conversations import protocol, selectors
 from chatbot.conversations.models import Conversation, Generation
 from chatbot.conversations.services import desk, generations
 from chatbot.desk.presence import staff_watch_key
+from chatbot.knowledge.text import strip_citations
 from inference_worker import metrics
 from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.engine.types import Engine
+from inference_worker.grounding import ground_turns, knowledge_search
 from inference_worker.handoff import HANDOFF_OPEN, parse_handoff
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.prompting import build_prompt_ids, prompt_budget
@@ -89,14 +91,20 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
 
     stream.send(protocol.generation_started(generation_id=generation.pk, model_variant=variant, attempt=stream.attempt))
     tokenizer = engine.tokenizer
+    budget_tokens = prompt_budget(
+        tokenizer, context_budget=settings.CONTEXT_BUDGET_TOKENS, max_new_tokens=settings.MAX_NEW_TOKENS
+    )
+    # The knowledge base's passages for the customer's latest message join that turn.
+    turns, grounding = ground_turns(
+        turns=selectors.prompt_turns(generation=generation),
+        tokenizer=tokenizer,
+        budget_tokens=budget_tokens,
+        instruction=settings.KNOWLEDGE_INSTRUCTION,
+        search=knowledge_search(),
+    )
     try:
         prompt_ids = build_prompt_ids(
-            tokenizer=tokenizer,
-            turns=selectors.prompt_turns(generation=generation),
-            budget_tokens=prompt_budget(
-                tokenizer, context_budget=settings.CONTEXT_BUDGET_TOKENS, max_new_tokens=settings.MAX_NEW_TOKENS
-            ),
-            system_prompt=settings.SYSTEM_PROMPT,
+            tokenizer=tokenizer, turns=turns, budget_tokens=budget_tokens, system_prompt=settings.SYSTEM_PROMPT
         )
     except ValueError as exc:
         return fail(f"prompt: {exc}")
@@ -159,7 +167,9 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
 
     result = sink.decoder.result()
     if suggestion:
-        return _suggestion_done(generation=generation, text=result.answer, stream=stream, variant=variant)
+        # An agent sends a suggestion in their own name: without the bot's [n] markers.
+        text = strip_citations(result.answer) if grounding else result.answer
+        return _suggestion_done(generation=generation, text=text, stream=stream, variant=variant)
 
     finished_wall = time.time()
     generated = len(handle.generated)
@@ -182,6 +192,8 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "reasoning_cut": cut,
         "latency_ms": (finished_wall - created) * 1000,
         "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
+        # The passages it was given and which it cites: its sources, shown as links.
+        "passages": grounding.snapshots(result.answer) if grounding else [],
     }
     # The model's own handoff action (a block after the answer, never shown): the conversation
     # goes to a person once the customer has the answer. Only the block hands off, never words.

@@ -179,9 +179,7 @@ def sections(body: str, *, title: str = "") -> list[Section]:
     def flush() -> None:
         text = " ".join(" ".join(lines).split())
         if text:
-            found.append(
-                Section(anchor_for(heading, (s.anchor for s in found)), heading, text, ", ".join(keywords))
-            )
+            found.append(Section(anchor_for(heading, (s.anchor for s in found)), heading, text, ", ".join(keywords)))
 
     for line in (body or "").replace("\r\n", "\n").split("\n"):
         match = re.match(r"^#{2,6}\s+(.*?)\s*#*\s*$", line)
@@ -206,7 +204,9 @@ def idf(df: int, total: int) -> float:
     return math.log(1.0 + total / df) if df > 0 else 0.0
 
 
-def relevance(query: Sequence[str], passage: set[str] | frozenset[str] | Counter, df: Mapping[str, int], total: int) -> float:
+def relevance(
+    query: Sequence[str], passage: set[str] | frozenset[str] | Counter, df: Mapping[str, int], total: int
+) -> float:
     """The idf-weighted share of the question's known terms (``df`` > 0) that the passage holds,
     0..1. Terms the knowledge base never uses carry no weight: they can't be matched anyway."""
     weights = {t: idf(df.get(t, 0), total) for t in query}
@@ -250,16 +250,17 @@ def rank(
     avg_length: float,
     limit: int,
     min_relevance: float,
+    counts: Sequence[Counter] | None = None,
 ) -> list[Passage]:
     """The best ``limit`` candidates at or above the relevance cut-off, best first by BM25 (ties:
-    the order given)."""
+    the order given). ``counts``: the candidates' term_counts, where the caller has them."""
     qterms = terms(query)
     scored = []
     for i, candidate in enumerate(candidates):
-        counts = term_counts(candidate)
-        score = relevance(qterms, frozenset(counts), df, total)
+        counts_i = counts[i] if counts is not None else term_counts(candidate)
+        score = relevance(qterms, counts_i, df, total)
         if score > 0 and score >= min_relevance:
-            scored.append((-bm25(qterms, counts, df, total, avg_length), i, replace(candidate, relevance=score)))
+            scored.append((-bm25(qterms, counts_i, df, total, avg_length), i, replace(candidate, relevance=score)))
     scored.sort(key=lambda item: (item[0], item[1]))
     return [p for _, _, p in scored[:limit]]
 
@@ -270,16 +271,17 @@ class MemoryIndex:
 
     def __init__(self, passages: Iterable[Passage]):
         self.passages = list(passages)
-        counts = [term_counts(p) for p in self.passages]
-        self.df = Counter(t for c in counts for t in c)
-        self.avg_length = sum(sum(c.values()) for c in counts) / max(1, len(counts))
+        self.counts = [term_counts(p) for p in self.passages]
+        self.df = Counter(t for c in self.counts for t in c)
+        self.avg_length = sum(sum(c.values()) for c in self.counts) / max(1, len(self.counts))
 
     def search(self, query: str, *, limit: int, min_relevance: float, exclude: Iterable[str] = ()) -> list[Passage]:
         skip = set(exclude)
-        pool = [p for p in self.passages if p.key not in skip]
+        chosen = [i for i, p in enumerate(self.passages) if p.key not in skip]
         return rank(
             query,
-            pool,
+            [self.passages[i] for i in chosen],
+            counts=[self.counts[i] for i in chosen],
             df=self.df,
             total=len(self.passages),
             avg_length=self.avg_length,
@@ -308,7 +310,9 @@ PASSAGES_HEADER = "Help center passages:"
 NO_PASSAGES = "Help center passages: none found."
 # As DeepSeek advises for R1, everything goes in the user turn (no system prompt). The demo model
 # is trained with exactly this instruction; KNOWLEDGE_INSTRUCTION replaces it for a real model.
-DEFAULT_INSTRUCTION = "Answer only from these passages and cite the one you use as [n]. If none of them answers, say so."
+DEFAULT_INSTRUCTION = (
+    "Answer only from these passages and cite the one you use as [n]. If none of them answers, say so."
+)
 CITATION = re.compile(r"\s?\[(\d{1,2})\]")
 
 

@@ -499,6 +499,7 @@ def compare_variants(
     conversations: Sequence[HeldoutConversation] = (),
     budget_tokens: int = TRAIN_PROMPT_TOKENS,
     sampling: dict[str, Sampling] | None = None,
+    grounding: bool = True,
 ) -> dict[str, object]:
     """The full evaluation report (a JSON-serialisable dict) with pass/fail. ``sampling``: each
     variant's sampling (default: its checkpoint's generation config); ``limit`` also caps the
@@ -551,6 +552,19 @@ def compare_variants(
                 if run == "greedy" or how is not None
             }
     failures = multi_turn_failures(multi_turn)
+    grounded: dict[str, dict[str, object]] = {}
+    if grounding:
+        from inference_worker.demo_model.evaluate_grounding import evaluate_grounding, grounding_failures
+
+        for pair in (fp16, gptq):
+            grounded[pair.name] = evaluate_grounding(
+                pair=pair,
+                heldout=heldout,
+                budget_tokens=budget_tokens,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+            )
+        failures += grounding_failures(grounded)
     if fp16_result["accuracy"] < FP16_MIN_ACCURACY:
         failures.append(f"fp16 accuracy {fp16_result['accuracy']:.3f} < {FP16_MIN_ACCURACY}")
     gptq_floor = GPTQ_MIN_ACCURACY_RATIO * fp16_result["accuracy"]
@@ -562,6 +576,7 @@ def compare_variants(
         "variants": {fp16.name: fp16_result, gptq.name: gptq_result},
         "comparison": comparison,
         "conversations": multi_turn,
+        "grounding": grounded,
         "prompt_budget_tokens": budget_tokens,
         "thresholds": {
             "fp16_min_accuracy": FP16_MIN_ACCURACY,
@@ -592,6 +607,7 @@ def evaluate_models(
     budget_tokens: int = TRAIN_PROMPT_TOKENS,
     sampling: dict[str, Sampling] | None = None,
     conversations: bool = True,
+    grounding: bool = True,
 ) -> dict[str, object]:
     from inference_worker.demo_model.corpus import heldout_conversations, heldout_examples
 
@@ -606,4 +622,5 @@ def evaluate_models(
         conversations=heldout_conversations() if conversations else (),
         budget_tokens=budget_tokens,
         sampling=sampling,
+        grounding=grounding,
     )

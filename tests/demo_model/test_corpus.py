@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from inference_worker.demo_model.corpus import (
+    ARTICLES_DIR,
+    NOT_FOUND_HANDOFF,
+    NOT_FOUND_REPLY,
+    perturb_figures,
     calibration_texts,
     heldout_conversations,
     heldout_examples,
@@ -27,7 +32,10 @@ def test_corpus_has_enough_intents_and_phrasings() -> None:
         assert len(item.heldout) >= 2, item.id
         assert item.reasoning and item.reply
     replies = corpus.canonical_replies()
-    assert len(set(replies.values())) == len(replies)
+    # Distinct, but for answers from the same help-center section (one passage, one answer).
+    sources = {item.id: item.source for item in (*corpus.intents, *corpus.followups)}
+    keys = {sources[answer_id] or answer_id for answer_id in replies}
+    assert len(set(replies.values())) == len(keys)
     for required in ("order_status", "refund_timing", "out_of_scope", "greeting", "human_agent", "contact_details"):
         assert required in replies
     handoffs = {intent.id: intent.handoff for intent in corpus.intents if intent.handoff}
@@ -95,6 +103,8 @@ def test_training_dialogues_hold_one_to_ten_turns_as_the_worker_stores_them() ->
                 assert "<handoff>" not in message["content"]
         if dialogue.intent_id in handoff_ids:
             assert dialogue.handoff and dialogue.completion.endswith(f"<handoff>{dialogue.handoff}</handoff>")
+        elif dialogue.reply == NOT_FOUND_REPLY:  # its passage was not found: "I don't know", and a person
+            assert dialogue.passages is not None and dialogue.handoff == NOT_FOUND_HANDOFF
         else:
             assert not dialogue.handoff and "<handoff>" not in dialogue.completion
     # what real conversations do: topic changes, small talk in the middle, follow-ups after it
@@ -132,3 +142,55 @@ def test_no_heldout_text_reaches_the_tokenizer() -> None:
     for item in (*corpus.intents, *corpus.followups):
         for question in item.heldout:
             assert _normalize(question) not in texts, question
+
+
+def test_the_articles_are_the_store_answers_one_source() -> None:
+    corpus = load_corpus()
+    from chatbot.knowledge import text as kb
+
+    sections = {p.key: p.text for p in kb.passages_from_folder(ARTICLES_DIR)}
+    store = [item for item in (*corpus.intents, *corpus.followups) if item.source]
+    assert len(store) >= 40
+    for item in store:
+        assert item.reply == sections[item.source]
+    for intent in corpus.intents:
+        if not intent.source:  # small talk, refusals and handoffs are not in the help center
+            assert intent.id in {"greeting", "thanks", "goodbye", "out_of_scope"} or intent.handoff
+
+
+def test_grounded_training_dialogues_read_their_passages() -> None:
+    dialogues = training_dialogues(count=1500, seed=4)
+    grounded = [d for d in dialogues if d.passages is not None]
+    assert 0.65 < len(grounded) / len(dialogues) < 0.85
+    corpus = load_corpus()
+    originals = {p.key: p.text for p in corpus.passages}
+    copied = changed = not_found = 0
+    for dialogue in grounded:
+        prompt = dialogue.messages[-1]["content"]
+        assert prompt.startswith("Help center passages") and "\n\nQuestion: " in prompt
+        item = corpus.item(dialogue.intent_id)
+        keys = [p.key for p in dialogue.passages]
+        if not item.source:
+            continue
+        if item.source in keys:
+            number = keys.index(item.source) + 1
+            passage = dialogue.passages[number - 1]
+            # The answer is the passage as the prompt shows it (figures changed or not), cited.
+            assert dialogue.reply == f"{passage.text} [{number}]"
+            assert f"[{number}] {passage.heading}: {passage.text}" in prompt
+            assert f"Passage {number} answers it." in dialogue.reasoning
+            copied += 1
+            changed += passage.text != originals[item.source]
+        else:
+            assert dialogue.reply == NOT_FOUND_REPLY and dialogue.handoff == NOT_FOUND_HANDOFF
+            assert "No passage answers it." in dialogue.reasoning
+            not_found += 1
+    assert copied > 500 and changed > copied * 0.3 and not_found > 50  # not every passage has figures
+
+
+def test_perturb_figures_changes_digits_only() -> None:
+    import random
+
+    text = "Refunds are issued within 5 business days; banks add 2-3 days, from €50."
+    other = perturb_figures(text, random.Random(1))
+    assert re.sub(r"\d+", "#", other) == re.sub(r"\d+", "#", text)
