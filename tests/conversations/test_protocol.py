@@ -157,9 +157,10 @@ def test_staff_get_every_passage_an_answer_was_given_with_its_text_and_whether_i
     payload = protocol.staff_message_payload(message)
     assert payload["passages"] == PASSAGES
     assert [p["n"] for p in payload["sources"]] == [1]
-    assert protocol.staff_message_payload(Message(author="customer", text="hi", created_at=timezone.now()))[
-        "passages"
-    ] == []
+    assert (
+        protocol.staff_message_payload(Message(author="customer", text="hi", created_at=timezone.now()))["passages"]
+        == []
+    )
 
 
 def test_no_message_frame_for_customers_carries_passages():

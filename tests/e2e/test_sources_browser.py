@@ -169,9 +169,7 @@ def test_the_customer_sees_the_cited_source_as_a_link_and_staff_see_every_passag
     shot(chat, "chat-phone")
 
     # The agent opens the conversation from the bot's live list.
-    agent = get_user_model().objects.create_user(
-        username="kim", password=PASSWORD, first_name="Kim", is_staff=True
-    )
+    agent = get_user_model().objects.create_user(username="kim", password=PASSWORD, first_name="Kim", is_staff=True)
     agent.user_permissions.add(Permission.objects.get(codename="handle_conversations"))
     staff_context = browser.new_context(viewport={"width": 1280, "height": 860})
     desk = staff_context.new_page()
