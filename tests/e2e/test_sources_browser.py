@@ -238,3 +238,50 @@ def test_the_customer_sees_the_cited_source_as_a_link_and_staff_see_every_passag
     assert chat_problems == [] and desk_problems == [] and admin_problems == []
     for context in (customer_context, staff_context, admin_context):
         context.close()
+
+
+def test_only_help_pages_and_http_urls_become_links_and_only_markers_of_a_source_are_drawn_as_links(
+    browser, web_server_url
+):
+    """static/js/sources.js (the chat's and the desk's): a URL becomes a link only if it is a help
+    page of this site or http(s); a marker "[n]" is a link only where a source has that n; the
+    text is set as text."""
+    urls = {
+        "/help/returns#return-window": "/help/returns#return-window",
+        "https://help.example.com/returns": "https://help.example.com/returns",
+        "HTTP://example.com/": "http://example.com/",
+        "javascript:alert(1)": None,
+        "//evil.example.com/": None,
+        "/admin/": None,
+        "data:text/html,<b>x</b>": None,
+        " /help/returns": None,
+        "": None,
+    }
+    page = browser.new_page()
+    problems = record_problems(page)
+    page.goto(web_server_url + "/")
+    page.wait_for_selector("#connection-status:has-text('Connected')")
+    result = page.evaluate(
+        """async (urls) => {
+          const { safeUrl, fillCitedText } = await import("/static/js/sources.js");
+          const el = document.createElement("div");
+          fillCitedText(el, "<b>Yes</b> [1], see [3] and [2].", [
+            { n: 1, url: "/help/a#b", heading: "A" },
+            { n: 2, url: "javascript:alert(1)", heading: "B" },
+          ]);
+          return {
+            urls: urls.map((url) => safeUrl(url)),
+            text: el.textContent,
+            links: [...el.querySelectorAll("a")].map((a) => [a.textContent, a.getAttribute("href"), a.rel, a.target]),
+            sups: el.querySelectorAll("sup").length,
+            bold: el.querySelectorAll("b").length,
+          };
+        }""",
+        list(urls),
+    )
+    assert result["urls"] == list(urls.values())
+    assert result["text"] == "<b>Yes</b> [1], see [3] and [2]."
+    assert result["links"] == [["[1]", "/help/a#b", "noopener", "_blank"]]
+    assert (result["sups"], result["bold"]) == (2, 0)  # [2] names a source without a safe link: text
+    assert problems == []
+    page.close()
