@@ -230,8 +230,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def live_server_url(live_worker, tmp_path_factory) -> Iterator[str]:
+def live_server_url(live_worker, web_server_url) -> str:
     """The real ASGI app under uvicorn, on the test database, the real Redis and the live worker."""
+    return web_server_url
+
+
+@pytest.fixture(scope="session")
+def web_server_url(django_db_setup, tmp_path_factory) -> Iterator[str]:
+    """The real ASGI app under uvicorn, on the test database and the real Redis; no worker (tests
+    that draw stored conversations need no model)."""
     import urllib.request
 
     port = free_port()

@@ -1,7 +1,8 @@
 """Conversations in the Django admin, read-only: their status and owner change only through the
 services (the desk, the customer's chat, the worker), which keep their rules (the bot's silence,
 the customer told, the queue, the times analytics read). Figures are rounded to what a person
-reads; a bot answer's reasoning is collapsed."""
+reads; a bot answer's reasoning is collapsed, and so are the knowledge-base passages it was given
+(numbered, the cited ones marked, each with its text as it was and a link to its help page)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from chatbot.conversations.models import AgentProfile, Conversation, Generation, Message, Note, Rating
 
@@ -23,6 +24,43 @@ def collapsed(label: str, text: str) -> str:
     if not text:
         return "—"
     return format_html("<details><summary>{}</summary><div class='reasoning'>{}</div></details>", label, text)
+
+
+def help_link(url: str) -> str:
+    """A link to a passage's help page, only for one of ours (/help/...) or a plain http(s) URL."""
+    if not isinstance(url, str) or not (url.startswith("/help/") or url.startswith(("http://", "https://"))):
+        return ""
+    return format_html("<a href='{}' target='_blank' rel='noopener'>{}</a>", url, url)
+
+
+def passage_item(passage: dict) -> str:
+    relevance = passage.get("relevance")
+    return format_html(
+        "<li class='passage{}'><div class='passage__head'><b>[{}]</b> {}{} <span class='passage__meta'>{}{}</span>"
+        "</div><div class='passage__text'>{}</div>{}</li>",
+        " passage--cited" if passage.get("cited") else "",
+        passage.get("n", "?"),
+        passage.get("heading") or passage.get("title") or "",
+        format_html(" — <i>{}</i>", passage["title"]) if passage.get("title") else "",
+        f"relevance {relevance:.2f}" if isinstance(relevance, int | float) else "",
+        format_html(" · <strong class='passage__cited'>{}</strong>", "cited") if passage.get("cited") else "",
+        passage.get("text", ""),
+        help_link(passage.get("url", "")),
+    )
+
+
+def passages_html(passages: list[dict] | None) -> str:
+    """A bot answer's passages, collapsed: "Passages (3) · cited [1]", then each one."""
+    passages = [p for p in passages or () if isinstance(p, dict)]
+    if not passages:
+        return "—"
+    cited = " ".join(f"[{p.get('n')}]" for p in passages if p.get("cited")) or "none"
+    return format_html(
+        "<details class='passages'><summary>Passages ({}) · cited {}</summary><ol class='passages__list'>{}</ol></details>",
+        len(passages),
+        cited,
+        format_html_join("", "{}", ((passage_item(p),) for p in passages)),
+    )
 
 
 class ReadOnly:
@@ -44,6 +82,7 @@ class MessageInline(ReadOnly, admin.TabularInline):
         "author_user",
         "text",
         "thinking",
+        "used_passages",
         "model_variant",
         "ttft",
         "ttfa",
@@ -56,6 +95,10 @@ class MessageInline(ReadOnly, admin.TabularInline):
     @admin.display(description="reasoning")
     def thinking(self, message: Message) -> str:
         return collapsed("Reasoning", message.reasoning)
+
+    @admin.display(description="knowledge-base passages")
+    def used_passages(self, message: Message) -> str:
+        return passages_html(message.passages)
 
     @admin.display(description="time to first token")
     def ttft(self, message: Message) -> str:
@@ -185,12 +228,19 @@ class MessageAdmin(ReadOnly, admin.ModelAdmin):
     )
     list_filter = ("author", "model_variant", "no_answer", "reasoning_cut")
     search_fields = ("text",)
-    exclude = ("reasoning",)
-    readonly_fields = [f.name for f in Message._meta.fields if f.name != "reasoning"] + ["thinking"]
+    exclude = ("reasoning", "passages")
+    readonly_fields = [f.name for f in Message._meta.fields if f.name not in ("reasoning", "passages")] + [
+        "thinking",
+        "used_passages",
+    ]
 
     @admin.display(description="reasoning")
     def thinking(self, message: Message) -> str:
         return collapsed("Reasoning", message.reasoning)
+
+    @admin.display(description="knowledge-base passages")
+    def used_passages(self, message: Message) -> str:
+        return passages_html(message.passages)
 
     @admin.display(description="time to first token", ordering="time_to_first_token_ms")
     def ttft(self, message: Message) -> str:

@@ -3,6 +3,7 @@
  * connection status. Customer, bot and agent text is only ever set as text (textContent / Text
  * nodes), never as HTML.
  */
+import { externalLink, fillCitedText, safeUrl } from "../js/sources.js";
 import { formatTime } from "../js/text.js";
 
 const AUTHOR_LABELS = { customer: "You", bot: "Assistant", agent: "Support agent", system: "" };
@@ -88,7 +89,10 @@ export class MessageList {
       ? `${message.author_name} · ${AUTHOR_LABELS.agent}`
       : AUTHOR_LABELS[author];
     if (label) el.append(make("div", "message__author", label));
-    el.append(make("div", "message__text", message.text || ""));
+    const text = make("div", "message__text");
+    fillCitedText(text, message.text, message.sources);
+    el.append(text);
+    setSources(el, message.sources);
     el.append(make("div", "message__meta"));
     const genId = generationId || message.generation_id;
     if (genId) el.dataset.generationId = genId;
@@ -119,6 +123,35 @@ export class MessageList {
     bubble.querySelector(".message__text").append(String(text ?? ""));
     if (follow) this.scrollToBottom();
   }
+}
+
+/**
+ * The "Sources" line under a bot answer: each help-center section it cites, as a link (its
+ * heading; the article's title beside it), opening in a new tab. None: no line.
+ */
+function setSources(el, sources) {
+  el.querySelector(".sources")?.remove();
+  const list = (Array.isArray(sources) ? sources : []).filter((source) => source && typeof source === "object");
+  if (list.length === 0) return;
+  const box = make("div", "sources");
+  box.append(make("span", "sources__label", "Sources"));
+  const items = make("ol", "sources__list");
+  for (const source of list) {
+    const item = make("li", "source");
+    if (Number.isInteger(source.n)) item.dataset.n = source.n;
+    const heading = String(source.heading || source.title || "Help center");
+    const title = String(source.title || "");
+    const href = safeUrl(source.url);
+    const name = href ? externalLink(href, "source__link", heading) : make("span", "source__link", heading);
+    if (title) name.title = href ? `${title} (opens in a new tab)` : title;
+    item.append(name);
+    if (title && title !== heading) item.append(make("span", "source__title", title));
+    items.append(item);
+  }
+  box.append(items);
+  const meta = el.querySelector(".message__meta");
+  if (meta) meta.before(box);
+  else el.append(box);
 }
 
 /** Marks a message element as stored: its id and time. */
@@ -182,7 +215,8 @@ export function restartAnswer(bubble) {
 /** Turns an answer's bubble into the stored message. */
 export function completeAnswer(bubble, message) {
   setIndicator(bubble, null);
-  bubble.querySelector(".message__text").textContent = message.text || "";
+  fillCitedText(bubble.querySelector(".message__text"), message.text, message.sources);
+  setSources(bubble, message.sources);
   bubble.classList.remove("message--streaming");
   bubble.removeAttribute("aria-busy");
   delete bubble.dataset.state;

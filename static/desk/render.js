@@ -3,6 +3,7 @@
  * with their reasoning and measures, private notes) and notices. Customer, agent and bot text,
  * names and reasons are only ever set as text (textContent / Text nodes), never as HTML.
  */
+import { externalLink, fillCitedText, safeUrl } from "../js/sources.js";
 import { formatAge, formatTime } from "../js/text.js";
 
 export const STATUS_LABELS = {
@@ -192,8 +193,56 @@ export function fillMessage(el, message, customerName = "Customer") {
   const meta = author === "bot" ? [...botMeasures(message), time] : [time];
   el.replaceChildren(itemHead(name, meta));
   if (author === "bot" && message.no_answer) el.append(make("span", "tag tag--no-answer", "no answer"));
-  el.append(make("div", "item__text", message.text || ""));
+  const text = make("div", "item__text");
+  if (author === "bot") fillCitedText(text, message.text, message.sources);
+  else text.textContent = message.text || "";
+  el.append(text);
+  if (author === "bot" && Array.isArray(message.passages) && message.passages.length) {
+    el.append(passagesEl(message.passages));
+  }
   if (author === "bot" && message.reasoning) el.append(reasoningEl(message.reasoning));
+}
+
+/** "Passages (3) · cited [1] [3]": how many the answer was given and which it names. */
+export function passagesSummary(passages) {
+  const cited = passages.filter((p) => p?.cited).map((p) => `[${p.n}]`);
+  return `Passages (${passages.length}) · ${cited.length ? `cited ${cited.join(" ")}` : "none cited"}`;
+}
+
+/**
+ * Every knowledge-base passage a bot answer was given, collapsed (staff only): its number, the
+ * section's heading and article, its relevance, whether the answer cites it, its text as it was
+ * then, and a link to the help page.
+ */
+function passagesEl(passages) {
+  const details = make("details", "passages");
+  details.append(make("summary", "passages__summary", passagesSummary(passages)));
+  const list = make("ol", "passages__list");
+  for (const passage of passages) {
+    if (!passage || typeof passage !== "object") continue;
+    const item = make("li", `passage${passage.cited ? " passage--cited" : ""}`);
+    if (Number.isInteger(passage.n)) item.dataset.n = passage.n;
+    const head = make("div", "passage__head");
+    head.append(make("span", "passage__n", `[${passage.n ?? "?"}]`));
+    head.append(make("span", "passage__heading", passage.heading || passage.title || "Untitled"));
+    if (passage.title && passage.title !== passage.heading) head.append(make("span", "passage__title", passage.title));
+    if (Number.isFinite(passage.relevance)) {
+      const relevance = make("span", "passage__relevance", `relevance ${passage.relevance.toFixed(2)}`);
+      relevance.title = "How well the passage matched the question (0 to 1)";
+      head.append(relevance);
+    }
+    if (passage.cited) head.append(make("span", "tag tag--cited", "cited"));
+    item.append(head, make("div", "passage__text", passage.text || ""));
+    const href = safeUrl(passage.url);
+    if (href) {
+      const link = externalLink(href, "passage__link", passage.url);
+      if (passage.revision != null) link.title = `The article as it is now (the answer read revision ${passage.revision})`;
+      item.append(link);
+    }
+    list.append(item);
+  }
+  details.append(list);
+  return details;
 }
 
 /** A private note: staff only, drawn apart from the messages. */

@@ -67,3 +67,41 @@ def test_a_conversation_reads_rounded_with_its_reasoning_collapsed_and_nothing_e
     admin_client.post(f"{URL}{rated.pk}/change/", {"status": "bot"})
     assert Conversation.objects.get(pk=rated.pk).status == "resolved"
     assert admin_client.get(f"{URL}add/").status_code == 403
+
+
+def test_a_bot_answer_s_passages_read_numbered_with_the_cited_one_marked_not_as_json(admin_client):
+    conversation = Conversation.objects.create(visitor_id="v3")
+    message = Message.objects.create(
+        conversation=conversation,
+        author="bot",
+        text="Within 30 days. [1]",
+        passages=[
+            {
+                "n": 1,
+                "heading": "Return window",
+                "title": "Returns & refunds",
+                "text": "Return <b>any</b> item within 30 days.",
+                "relevance": 0.8123,
+                "url": "/help/returns#return-window",
+                "cited": True,
+            },
+            {
+                "n": 2,
+                "heading": "Costs",
+                "title": "Shipping",
+                "text": "Free over $50.",
+                "relevance": 0.2,
+                "url": "javascript:alert(1)",
+                "cited": False,
+            },
+        ],
+    )
+    for url in (f"{URL}{conversation.pk}/change/", f"/admin/conversations/message/{message.pk}/change/"):
+        page = admin_client.get(url).content.decode()
+        assert "Passages (2) · cited [1]" in page
+        assert "<b>[1]</b> Return window — <i>Returns &amp; refunds</i>" in page
+        assert "relevance 0.81" in page and "cited</strong>" in page
+        assert "Return &lt;b&gt;any&lt;/b&gt; item within 30 days." in page  # text, never markup
+        assert "href='/help/returns#return-window'" in page
+        assert "javascript:" not in page  # not a link
+        assert '"relevance": 0.8123' not in page  # not the raw JSON

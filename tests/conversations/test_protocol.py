@@ -97,3 +97,73 @@ def test_an_error_names_the_refused_frame_and_only_a_well_formed_client_id():
     assert (frame["frame_type"], frame["client_id"]) == ("message.send", "ok-1")
     frame = protocol.error(code="malformed", detail="Bad", frame={"type": "x" * 100, "client_id": "<script>"})
     assert frame["frame_type"] == "x" * 40 and "client_id" not in frame
+
+
+PASSAGES = [
+    {
+        "n": 1,
+        "article_id": 5,
+        "revision": 2,
+        "slug": "returns",
+        "title": "Returns and refunds",
+        "anchor": "return-window",
+        "heading": "Return window",
+        "text": "You can return any item within 30 days of delivery.",
+        "relevance": 0.81,
+        "url": "/help/returns#return-window",
+        "cited": True,
+    },
+    {
+        "n": 2,
+        "article_id": 6,
+        "revision": 1,
+        "slug": "shipping",
+        "title": "Shipping",
+        "anchor": "costs",
+        "heading": "Costs",
+        "text": "Standard shipping is free over $50.",
+        "relevance": 0.2,
+        "url": "/help/shipping#costs",
+        "cited": False,
+    },
+]
+
+
+def test_customers_get_a_bot_answer_s_cited_sources_as_links_never_its_passages():
+    message = Message(
+        id=8,
+        author=Message.Author.BOT,
+        text="Within 30 days. [1]",
+        created_at=timezone.now(),
+        passages=PASSAGES,
+    )
+    payload = protocol.message_payload(message)
+    assert "passages" not in payload
+    assert payload["sources"] == [
+        {"n": 1, "title": "Returns and refunds", "heading": "Return window", "url": "/help/returns#return-window"}
+    ]
+    # Neither the passages' text nor an uncited one reaches a customer's frame.
+    for frame in (
+        protocol.answer_done(message=message),
+        protocol.message_new(message=message),
+        protocol.history(conversation=None, messages=[message], generation=None),
+    ):
+        assert "30 days of delivery" not in repr(frame) and "Shipping" not in repr(frame)
+
+
+def test_staff_get_every_passage_an_answer_was_given_with_its_text_and_whether_it_is_cited():
+    message = Message(id=8, author=Message.Author.BOT, text="Within 30 days. [1]", created_at=timezone.now())
+    message.passages = PASSAGES
+    payload = protocol.staff_message_payload(message)
+    assert payload["passages"] == PASSAGES
+    assert [p["n"] for p in payload["sources"]] == [1]
+    assert (
+        protocol.staff_message_payload(Message(author="customer", text="hi", created_at=timezone.now()))["passages"]
+        == []
+    )
+
+
+def test_no_message_frame_for_customers_carries_passages():
+    for event_type, frame in sample_frames().items():
+        if event_type not in protocol.STAFF_ONLY_EVENTS:
+            assert "passages" not in repr(frame), event_type
