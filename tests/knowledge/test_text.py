@@ -46,7 +46,9 @@ def test_relevance_counts_known_words_only():
     assert kb.relevance(["refund", "france"], {"refund"}, df, total) == 1.0
     assert kb.relevance(["capital", "france"], {"refund"}, df, total) == 0.0
     # A rare word matched counts more than a common one.
-    assert kb.relevance(["refund", "order"], {"refund"}, df, total) > kb.relevance(["refund", "order"], {"order"}, df, total)
+    assert kb.relevance(["refund", "order"], {"refund"}, df, total) > kb.relevance(
+        ["refund", "order"], {"order"}, df, total
+    )
 
 
 def test_demo_retrieval_finds_the_right_passage_and_cuts_off_the_unrelated():
@@ -64,7 +66,7 @@ def test_hostile_search_text_is_only_words():
     index = demo_index()
     for query in ['"', "*", "NEAR(refund", "refund OR 1=1", "'; DROP TABLE x; --", "🙂" * 50, "the a of", "x" * 10_000]:
         index.search(query, limit=3, min_relevance=0.0)  # no error
-    assert kb.words("refund' OR \"1\"=\"1\" --") == ["refund", "or", "1", "1"]
+    assert kb.words('refund\' OR "1"="1" --') == ["refund", "or", "1", "1"]
 
 
 def test_query_text_adds_the_previous_message_to_a_short_follow_up():
