@@ -9,11 +9,11 @@ from inference_worker.demo_model.corpus import (
     ARTICLES_DIR,
     NOT_FOUND_HANDOFF,
     NOT_FOUND_REPLY,
-    perturb_figures,
     calibration_texts,
     heldout_conversations,
     heldout_examples,
     load_corpus,
+    perturb_figures,
     tokenizer_training_texts,
     training_dialogues,
 )
