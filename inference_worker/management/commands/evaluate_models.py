@@ -28,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-conversations", action="store_true", help="single questions only (seconds instead of minutes)"
         )
+        parser.add_argument(
+            "--no-grounding", action="store_true", help="skip the answers grounded in the help center's passages"
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,6 +67,7 @@ class Command(BaseCommand):
                 budget_tokens=budget,
                 sampling=sampling,
                 conversations=not options["no_conversations"],
+                grounding=not options["no_grounding"],
             )
         if options["json"]:
             self.stdout.write(json.dumps(report, sort_keys=True))
@@ -112,6 +116,26 @@ def _human(report: dict) -> str:
                 )
                 for miss in figures["misses"][:3]:
                     lines.append(f"    miss: turn {miss['turn']} expected {miss['expected']}, got ~{miss['predicted']}")
+    if report.get("grounding"):
+        lines.append("grounded in the help center (held-out store questions, passages from the product's retrieval):")
+        lines.append(
+            f"{'variant':10s} {'grounded':>9s} {'retrieval':>9s} {'edited':>7s} {'stale':>6s} "
+            f"{'unknown':>8s} {'P/R':>10s} {'source':>7s} {'article':>8s}"
+        )
+        for name, g in report["grounding"].items():
+            lines.append(
+                f"{name:10s} {g['grounded']['accuracy']:9.3f} {g['grounded']['retrieval_recall']:9.3f} "
+                f"{g['edited']['follows_article']:7.3f} {g['edited']['stale']:6.3f} "
+                f"{g['no_answer']['said_unknown']:8.3f} "
+                f"{g['no_answer']['precision']:.2f}/{g['no_answer']['recall']:.2f} "
+                f"{g['sources']['right_passage']:7.3f} {g['sources']['right_article']:8.3f}"
+            )
+        lines.append(
+            "  grounded: exact answer (the passage cited, or 'not found' when retrieval missed it); retrieval: the "
+            "right passage given; edited: answers stating the edited article's figures (goal >= 0.90); stale: "
+            "stating a replaced figure; unknown: 'not found' when the right passage is not in the knowledge base, "
+            "P/R of 'not found' over both sets; source: the cited passage is the right one (article: its article)"
+        )
     for scope, figures in report["comparison"].items():
         if figures.get("prompts"):
             lines.append(
