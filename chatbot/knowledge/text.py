@@ -188,7 +188,9 @@ def idf(df: int, total: int) -> float:
     return math.log(1.0 + total / df) if df > 0 else 0.0
 
 
-def relevance(query: Sequence[str], passage: set[str] | frozenset[str] | Counter, df: Mapping[str, int], total: int) -> float:
+def relevance(
+    query: Sequence[str], passage: set[str] | frozenset[str] | Counter, df: Mapping[str, int], total: int
+) -> float:
     """The idf-weighted share of the question's known terms (``df`` > 0) that the passage holds,
     0..1. Terms the knowledge base never uses carry no weight: they can't be matched anyway."""
     weights = {t: idf(df.get(t, 0), total) for t in query}
@@ -288,7 +290,9 @@ PASSAGES_HEADER = "Help center passages:"
 NO_PASSAGES = "Help center passages: none found."
 # As DeepSeek advises for R1, everything goes in the user turn (no system prompt). The demo model
 # is trained with exactly this instruction; KNOWLEDGE_INSTRUCTION replaces it for a real model.
-DEFAULT_INSTRUCTION = "Answer only from these passages and cite the one you use as [n]. If none of them answers, say so."
+DEFAULT_INSTRUCTION = (
+    "Answer only from these passages and cite the one you use as [n]. If none of them answers, say so."
+)
 CITATION = re.compile(r"\s?\[(\d{1,2})\]")
 
 
