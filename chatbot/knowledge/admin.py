@@ -18,10 +18,18 @@ from chatbot.knowledge.models import Article, ArticleRevision
 
 
 class ArticleForm(forms.ModelForm):
+    # A plain field: the service checks the slug, with its own message.
+    slug = forms.CharField(required=False, help_text="The page's address: /help/<slug>. Letters, digits, - and _.")
+
     class Meta:
         model = Article
         fields = ["title", "slug", "published", "body"]
         widgets = {"body": forms.Textarea(attrs={"rows": 30, "cols": 100})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("title", "body"):
+            self.fields[name].required = False  # the service's messages say what is missing
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -34,9 +42,10 @@ class ArticleForm(forms.ModelForm):
             )
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
+                if name in self.errors:
+                    continue  # the field's own check said it already
                 for message in messages:
-                    if message not in self.errors.get(name, []):
-                        self.add_error(name, message)
+                    self.add_error(name, message)
         return data
 
     def validate_unique(self) -> None:
@@ -78,9 +87,12 @@ class ArticleAdmin(admin.ModelAdmin):
 
     @admin.display(description="page")
     def page(self, obj: Article) -> str:
-        if not obj.published:
-            return "draft"
-        return format_html('<a href="{}">/help/{}</a>', obj.get_absolute_url(), obj.slug)
+        label = "draft (staff only)" if not obj.published else f"/help/{obj.slug}"
+        return format_html('<a href="{}">{}</a>', obj.get_absolute_url(), label)
+
+    def view_on_site(self, obj: Article) -> str:
+        """The page itself (a draft is shown to staff only, marked as such)."""
+        return obj.get_absolute_url()
 
     def save_model(self, request: HttpRequest, obj: Article, form: ArticleForm, change: bool) -> None:
         data = form.cleaned_data
@@ -94,9 +106,6 @@ class ArticleAdmin(admin.ModelAdmin):
         )
         obj.pk = saved.pk
         obj.refresh_from_db()
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        """The history is written by the service; nothing of it is edited here."""
 
     def delete_model(self, request: HttpRequest, obj: Article) -> None:
         services.article_delete(article=obj)

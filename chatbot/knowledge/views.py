@@ -30,7 +30,7 @@ def help_index(request: HttpRequest) -> HttpResponse:
 
 
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:
-    article = selectors.article_published_get(slug=slug)
+    article = selectors.article_for_page_get(slug=slug, staff=request.user.is_staff)
     if article is None:
         raise Http404("No such article")
     return render(
