@@ -13,6 +13,8 @@ worker's sync threads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import connection
 
@@ -23,13 +25,22 @@ from chatbot.sql import column, table
 
 # Candidates the database hands to text.rank(): its best by its own rank.
 CANDIDATES = 30
-# The question's rarest terms that the candidate query searches for (a long message has many).
+# The question's rarest terms that the candidate query may search for (a long message has many).
 CANDIDATE_TERMS = 12
-# A term held by more than this share of all passages, and by more than COMMON_TERM_PASSAGES,
-# finds thousands of them and tells little apart: the candidate query leaves it out while the
-# question has a rarer one. Such a term still counts in each candidate's relevance and BM25.
-COMMON_TERM_SHARE = 0.05
-COMMON_TERM_PASSAGES = 1000
+# Passages the database may rank for one question: ranking reads each one's tsvector, so the
+# time grows with them. The query takes the question's rarest terms while together they hold at
+# most this many (text.rank still weighs every term of the question in each candidate).
+CANDIDATE_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    terms: list[str]
+    match_all: bool  # passages holding every term (else: any)
+    ranked: bool  # ordered by relevance, then the database's rank (else by id: too many to rank)
+    # (term, idf) of the question's known terms: the database orders the candidates by the sum of
+    # the weights of the terms each holds, text.relevance's numerator, then by its own rank.
+    weights: tuple[tuple[str, float], ...] = ()
 
 
 def knowledge_base_active() -> bool:
@@ -49,8 +60,8 @@ def retrieve(query: str, *, limit: int | None = None, min_relevance: float | Non
     if stats is None or stats.passages == 0:
         return []
     df = document_frequencies(qterms)
-    searched = candidate_terms(qterms, df, stats.passages)
-    if not searched:
+    searched = candidate_query(qterms, df, stats.passages)
+    if searched is None:
         return []
     candidates = _SEARCH.get(connection.vendor, _search_other)(searched)
     return text.rank(
@@ -71,13 +82,33 @@ def document_frequencies(terms: list[str]) -> dict[str, int]:
     return found
 
 
-def candidate_terms(qterms: list[str], df: dict[str, int], total: int) -> list[str]:
-    """The terms the candidate query searches for: the question's terms the knowledge base holds,
-    rarest first, at most CANDIDATE_TERMS, without the very common ones while a rarer one is left."""
-    known = sorted((t for t in qterms if df.get(t)), key=lambda t: (df[t], t))
-    common = max(COMMON_TERM_SHARE * total, COMMON_TERM_PASSAGES)
-    rare = [t for t in known if df[t] <= common]
-    return (rare or known)[:CANDIDATE_TERMS]
+def candidate_query(qterms: list[str], df: dict[str, int], total: int) -> CandidateQuery | None:
+    """What the database searches for: the question's rarest known terms (at most
+    CANDIDATE_TERMS), as many as together hold at most CANDIDATE_ROWS passages, any of them. When
+    even the rarest is in more passages than that (a question of very common words only, in a
+    large help center), the passages that hold all of the rarest few, as few as bring the
+    expected number under CANDIDATE_ROWS; still too many, they are not ranked but taken by id.
+    On a help center of up to CANDIDATE_ROWS passages this is every known term: each passage
+    that shares a term with the question is a candidate."""
+    known = sorted((t for t in qterms if df.get(t)), key=lambda t: (df[t], t))[:CANDIDATE_TERMS]
+    if not known:
+        return None
+    chosen, rows = [], 0
+    for term in known:
+        if chosen and rows + df[term] > CANDIDATE_ROWS:
+            break
+        chosen.append(term)
+        rows += df[term]
+    weights = tuple((t, round(text.idf(df[t], total), 6)) for t in known)
+    if rows <= CANDIDATE_ROWS:
+        return CandidateQuery(chosen, match_all=False, ranked=True, weights=weights)
+    expected, chosen = float(total), []
+    for term in known:
+        chosen.append(term)
+        expected *= df[term] / total
+        if len(chosen) >= 2 and expected <= CANDIDATE_ROWS:
+            break
+    return CandidateQuery(chosen, match_all=True, ranked=expected <= CANDIDATE_ROWS, weights=weights)
 
 
 def _passages(rows) -> list[text.Passage]:
@@ -95,38 +126,54 @@ def _passages(rows) -> list[text.Passage]:
     ]
 
 
-def _search_postgresql(terms: list[str]) -> list[text.Passage]:
+def _search_postgresql(query: CandidateQuery) -> list[text.Passage]:
     passage, article = table(KnowledgePassage), table(Article)
     search, article_id = column(KnowledgePassage, "search"), column(KnowledgePassage, "article")
+    held = " + ".join(
+        [f"CASE WHEN p.{search} @@ plainto_tsquery('simple', %s) THEN %s ELSE 0 END"] * len(query.weights)
+    )
+    order = f"{held} DESC, ts_rank(p.{search}, q) DESC, p.id" if query.ranked else "p.id"
     sql = (
         f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text "
-        f"FROM {passage} p JOIN {article} a ON a.id = p.{article_id}, "
-        "websearch_to_tsquery('simple', %s) q "
-        f"WHERE p.{search} @@ q ORDER BY ts_rank(p.{search}, q) DESC, p.id LIMIT %s"
+        f"FROM {passage} p JOIN {article} a ON a.id = p.{article_id}, websearch_to_tsquery('simple', %s) q "
+        f"WHERE p.{search} @@ q ORDER BY {order} LIMIT %s"
     )
+    searched = (" " if query.match_all else " or ").join(query.terms)
+    params = [searched, *(_weight_params(query) if query.ranked else []), CANDIDATES]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [" or ".join(terms), CANDIDATES])
+        cursor.execute(sql, params)
         return _passages(cursor.fetchall())
 
 
-def _search_sqlite(terms: list[str]) -> list[text.Passage]:
+def _search_sqlite(query: CandidateQuery) -> list[text.Passage]:
     passage, article = table(KnowledgePassage), table(Article)
     article_id = column(KnowledgePassage, "article")
+    # FTS5 keeps each row's text: a term is held where " term " is in " terms ".
+    held = " + ".join(["CASE WHEN instr(' ' || f.terms || ' ', %s) > 0 THEN %s ELSE 0 END"] * len(query.weights))
+    order = f"{held} DESC, f.rank, p.id" if query.ranked else "p.id"
     sql = (
         f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text "
         f"FROM {FTS_TABLE} f JOIN {passage} p ON p.id = f.rowid JOIN {article} a ON a.id = p.{article_id} "
-        f"WHERE {FTS_TABLE} MATCH %s ORDER BY f.rank, p.id LIMIT %s"
+        f"WHERE {FTS_TABLE} MATCH %s ORDER BY {order} LIMIT %s"
     )
+    searched = (" AND " if query.match_all else " OR ").join(f'"{t}"' for t in query.terms)
+    weights = [f" {value} " if i % 2 == 0 else value for i, value in enumerate(_weight_params(query))]
+    params = [searched, *(weights if query.ranked else []), CANDIDATES]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [" OR ".join(f'"{t}"' for t in terms), CANDIDATES])
+        cursor.execute(sql, params)
         return _passages(cursor.fetchall())
 
 
-def _search_other(terms: list[str]) -> list[text.Passage]:
+def _weight_params(query: CandidateQuery) -> list:
+    return [value for term, weight in query.weights for value in (term, weight)]
+
+
+def _search_other(query: CandidateQuery) -> list[text.Passage]:
     """Any other database: every passage holding a term (no full-text index; small bases only)."""
     rows = []
     for p in KnowledgePassage.objects.select_related("article").order_by("id").iterator():
-        if set(p.terms.split()) & set(terms):
+        held = set(p.terms.split()) & set(query.terms)
+        if held and (not query.match_all or held == set(query.terms)):
             a = p.article
             rows.append((p.pk, a.pk, a.slug, a.title, a.revision, p.anchor, p.heading, p.text))
     return _passages(rows)
