@@ -21,7 +21,7 @@ from django.db import connection
 from chatbot.knowledge import text
 from chatbot.knowledge.index import FTS_TABLE
 from chatbot.knowledge.models import Article, KnowledgePassage, KnowledgeStats, KnowledgeTerm
-from chatbot.sql import column, table
+from chatbot.sql import column, placeholders, table
 
 # Candidates the database hands to text.rank(): its best by its own rank.
 CANDIDATES = 30
@@ -56,11 +56,10 @@ def retrieve(query: str, *, limit: int | None = None, min_relevance: float | Non
     qterms = text.terms(query)
     if not qterms or limit <= 0:
         return []
-    stats = KnowledgeStats.objects.filter(pk=1).first()
-    if stats is None or stats.passages == 0:
+    total, length, df = statistics(qterms)
+    if total == 0:
         return []
-    df = document_frequencies(qterms)
-    searched = candidate_query(qterms, df, stats.passages)
+    searched = candidate_query(qterms, df, total)
     if searched is None:
         return []
     candidates = _SEARCH.get(connection.vendor, _search_other)(searched)
@@ -68,18 +67,31 @@ def retrieve(query: str, *, limit: int | None = None, min_relevance: float | Non
         query,
         candidates,
         df=df,
-        total=stats.passages,
-        avg_length=stats.avg_length,
+        total=total,
+        avg_length=length / total,
         limit=limit,
         min_relevance=min_relevance,
     )
 
 
-def document_frequencies(terms: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
+def statistics(terms: list[str]) -> tuple[int, int, dict[str, int]]:
+    """(passages, their total length, each term's document frequency) in one round trip (the
+    terms of a very long message in a few)."""
+    stats, term = table(KnowledgeStats), table(KnowledgeTerm)
+    total, length, df = 0, 0, {}
     for start in range(0, len(terms), 500):
-        found.update(KnowledgeTerm.objects.filter(term__in=terms[start : start + 500]).values_list("term", "passages"))
-    return found
+        chunk = terms[start : start + 500]
+        sql = f"SELECT term, passages, 0 FROM {term} WHERE term IN ({placeholders(chunk)})"
+        if start == 0:
+            sql = f"SELECT NULL, passages, length FROM {stats} WHERE id = 1 UNION ALL {sql}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, chunk)
+            for name, passages, passages_length in cursor.fetchall():
+                if name is None:
+                    total, length = passages, passages_length
+                else:
+                    df[name] = passages
+    return total, length, df
 
 
 def candidate_query(qterms: list[str], df: dict[str, int], total: int) -> CandidateQuery | None:
