@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from django.contrib.postgres.search import SearchVector
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Value
 
 from chatbot.knowledge import text
 from chatbot.knowledge.models import Article, KnowledgePassage, KnowledgeStats, KnowledgeTerm
@@ -40,6 +41,10 @@ def passages_build(article: Article) -> list[KnowledgePassage]:
                 length=sum(counts.values()),
             )
         )
+    if connection.vendor == "postgresql":
+        # The tsvector is written with the row (an UPDATE after would leave a dead copy of each).
+        for passage in built:
+            passage.search = SearchVector(Value(passage.terms), config="simple")
     return built
 
 
@@ -67,13 +72,8 @@ def article_index(*, article: Article, stats: KnowledgeStats, delta: Counter) ->
     passages = KnowledgePassage.objects.bulk_create(passages_build(article))
     if not passages:
         return 0
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"UPDATE {table(KnowledgePassage)} SET {column(KnowledgePassage, 'search')} = to_tsvector('simple', {column(KnowledgePassage, 'terms')}) WHERE {column(KnowledgePassage, 'article')} = %s",
-                [article.pk],
-            )
-        elif connection.vendor == "sqlite":
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {FTS_TABLE} (rowid, terms) SELECT id, terms FROM {table(KnowledgePassage)} WHERE {column(KnowledgePassage, 'article')} = %s",
                 [article.pk],
@@ -129,12 +129,8 @@ def index_rebuild() -> KnowledgeStats:
             batch = []
     _bulk_add(batch, df, stats)
     KnowledgeTerm.objects.bulk_create([KnowledgeTerm(term=t, passages=n) for t, n in df.items()], batch_size=5000)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"UPDATE {table(KnowledgePassage)} SET {column(KnowledgePassage, 'search')} = to_tsvector('simple', {column(KnowledgePassage, 'terms')})"
-            )
-        elif connection.vendor == "sqlite":
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
             cursor.execute(f"INSERT INTO {FTS_TABLE} (rowid, terms) SELECT id, terms FROM {table(KnowledgePassage)}")
     stats.version += 1
     stats.save()
