@@ -34,7 +34,7 @@ def safe_url(url: str) -> str | None:
 
 def inline(source: str) -> str:
     """One block's text as HTML: escaped first, then code, links, bold and italic."""
-    escaped = html.escape(source, quote=True)
+    escaped = html.escape(source.replace("\x00", ""), quote=True)  # NUL marks the code spans below
     codes: list[str] = []
 
     def keep_code(match: re.Match) -> str:

@@ -27,7 +27,7 @@ WORD_MAX_CHARS = 200
 def body_normalise(body: str) -> str:
     """Line ends as ``\\n``, no blank lines around, one final newline: as an imported file's body
     (text.parse_markdown_article), so that saving the same text twice is no change."""
-    return (body or "").replace("\r\n", "\n").replace("\r", "\n").strip() + "\n"
+    return (body or "").replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip() + "\n"
 
 
 def article_validate(*, article: Article | None, slug: str, title: str, body: str) -> None:
@@ -82,7 +82,7 @@ def article_save(
     published article is searchable. Saving what is already there writes nothing.
 
     Takes the lock on the KnowledgeStats row (every write to the index does)."""
-    slug, title = (slug or "").strip(), (title or "").strip()
+    slug, title = (slug or "").strip(), (title or "").replace("\x00", "").strip()
     article_validate(article=article, slug=slug, title=title, body=body)
     body = body_normalise(body)
     try:

@@ -111,6 +111,12 @@ def test_only_http_and_relative_links_are_kept(url, kept):
     assert (safe_url(url) is not None) is kept
 
 
+def test_nul_characters_are_dropped_not_mistaken_for_markup(client):
+    article_save(article=None, slug="nul", title="N\x00UL", body="## A\n\nx \x000\x00 `c` \x005\x00\n", published=True)
+    page = client.get("/help/nul").content.decode()
+    assert "x 0 <code>c</code> 5" in page and "NUL" in page
+
+
 def test_headings_without_text_get_free_anchors():
     html = render("## Empty\n\n## Full\n\nText.\n\n## Full\n\nMore.\n", title="T")
     assert re.findall(r'id="([^"]+)"', html) == ["empty", "full", "full-2"]
