@@ -30,7 +30,7 @@ CANDIDATE_TERMS = 12
 # Passages the database may rank for one question: ranking reads each one's tsvector, so the
 # time grows with them. The query takes the question's rarest terms while together they hold at
 # most this many (text.rank still weighs every term of the question in each candidate).
-CANDIDATE_ROWS = 1000
+CANDIDATE_ROWS = 500
 
 
 @dataclass(frozen=True)
