@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from chatbot.knowledge import text as _knowledge_text  # pure Python: the prompt's default instruction
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -154,6 +156,7 @@ INSTALLED_APPS = [
     "chatbot.serving",
     "chatbot.desk",
     "chatbot.analytics",
+    "chatbot.knowledge",
     "inference_worker",
 ]
 
@@ -440,3 +443,15 @@ ROLLOUT_GUARD_FAILURE_POINTS = env_float("ROLLOUT_GUARD_FAILURE_POINTS", 2.0)
 ROLLOUT_GUARD_NO_ANSWER_POINTS = env_float("ROLLOUT_GUARD_NO_ANSWER_POINTS", 5.0)
 ROLLOUT_GUARD_HANDOFF_POINTS = env_float("ROLLOUT_GUARD_HANDOFF_POINTS", 5.0)
 ROLLOUT_GUARD_CSAT_POINTS = env_float("ROLLOUT_GUARD_CSAT_POINTS", 10.0)
+
+# --- Knowledge base (docs/knowledge.md) -------------------------------------------------------------
+# Passages of the help center given to the model with a customer's question, at most.
+KNOWLEDGE_MAX_PASSAGES = env_int("KNOWLEDGE_MAX_PASSAGES", 3)
+# The relevance cut-off (0..1: the idf-weighted share of the question's known terms a passage
+# holds, chatbot/knowledge/text.py); below it a passage is not given, and with none the bot says
+# it does not know.
+KNOWLEDGE_MIN_RELEVANCE = env_float("KNOWLEDGE_MIN_RELEVANCE", 0.35)
+# Longest article body staff may save (characters).
+KNOWLEDGE_ARTICLE_MAX_CHARS = env_int("KNOWLEDGE_ARTICLE_MAX_CHARS", 20000)
+# The instruction after the passages in the prompt (the demo model is trained on the default).
+KNOWLEDGE_INSTRUCTION = env_str("KNOWLEDGE_INSTRUCTION", _knowledge_text.DEFAULT_INSTRUCTION)

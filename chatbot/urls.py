@@ -12,5 +12,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("desk/", include("chatbot.desk.urls")),
     path("analytics/", include("chatbot.analytics.urls")),
+    path("help/", include("chatbot.knowledge.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -17,6 +17,8 @@ PY=.venv/bin/python
 mkdir -p var/log
 
 $PY manage.py migrate --no-input -v0
+# The demo's help-center articles, once, into an empty knowledge base (staff edit them in the admin).
+$PY manage.py import_articles chatbot/knowledge/demo_articles --if-empty
 $PY manage.py build_demo_model
 $PY manage.py ensure_demo_staff
 if [ -n "${SEED_DEMO_HISTORY:-}" ] && [ "$($PY manage.py shell -c 'from chatbot.conversations.models import Conversation; print(Conversation.objects.exists())')" = False ]; then

@@ -17,6 +17,7 @@ prompt says so, and the bot says it does not know instead of guessing.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -50,6 +51,7 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SUFFIXES = ("ations", "ation", "ingly", "ings", "ing", "edly", "ed", "ies", "es", "ly", "s")
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function of one word: retrieval stems every candidate's words
 def stem(word: str) -> str:
     """A light English stemmer (plural, -ing, -ed, -ly, -ation), enough to meet "refunds" with
     "refund" and "returning" with "return"; the same on every side, so it only has to be
