@@ -13,6 +13,7 @@ worker's sync threads.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -62,10 +63,11 @@ def retrieve(query: str, *, limit: int | None = None, min_relevance: float | Non
     searched = candidate_query(qterms, df, total)
     if searched is None:
         return []
-    candidates = _SEARCH.get(connection.vendor, _search_other)(searched)
+    candidates, counts = _SEARCH.get(connection.vendor, _search_other)(searched)
     return text.rank(
         query,
         candidates,
+        counts=counts,
         df=df,
         total=total,
         avg_length=length / total,
@@ -123,8 +125,13 @@ def candidate_query(qterms: list[str], df: dict[str, int], total: int) -> Candid
     return CandidateQuery(chosen, match_all=True, ranked=expected <= CANDIDATE_ROWS, weights=weights)
 
 
-def _passages(rows) -> list[text.Passage]:
-    return [
+Candidates = tuple[list[text.Passage], list[Counter]]
+
+
+def _passages(rows) -> Candidates:
+    """The candidates and their term counts as stored (text.term_counts at indexing: the
+    heading, the text and the section's keywords, which the model is not shown)."""
+    passages = [
         text.Passage(
             article_slug=slug,
             article_title=title,
@@ -134,11 +141,12 @@ def _passages(rows) -> list[text.Passage]:
             article_id=article_id,
             revision=revision,
         )
-        for _, article_id, slug, title, revision, anchor, heading, body in rows
+        for _, article_id, slug, title, revision, anchor, heading, body, _ in rows
     ]
+    return passages, [Counter(terms.split()) for *_, terms in rows]
 
 
-def _search_postgresql(query: CandidateQuery) -> list[text.Passage]:
+def _search_postgresql(query: CandidateQuery) -> Candidates:
     passage, article = table(KnowledgePassage), table(Article)
     search, article_id = column(KnowledgePassage, "search"), column(KnowledgePassage, "article")
     held = " + ".join(
@@ -146,7 +154,7 @@ def _search_postgresql(query: CandidateQuery) -> list[text.Passage]:
     )
     order = f"{held} DESC, ts_rank(p.{search}, q) DESC, p.id" if query.ranked else "p.id"
     sql = (
-        f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text "
+        f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text, p.terms "
         f"FROM {passage} p JOIN {article} a ON a.id = p.{article_id}, websearch_to_tsquery('simple', %s) q "
         f"WHERE p.{search} @@ q ORDER BY {order} LIMIT %s"
     )
@@ -157,14 +165,14 @@ def _search_postgresql(query: CandidateQuery) -> list[text.Passage]:
         return _passages(cursor.fetchall())
 
 
-def _search_sqlite(query: CandidateQuery) -> list[text.Passage]:
+def _search_sqlite(query: CandidateQuery) -> Candidates:
     passage, article = table(KnowledgePassage), table(Article)
     article_id = column(KnowledgePassage, "article")
     # FTS5 keeps each row's text: a term is held where " term " is in " terms ".
     held = " + ".join(["CASE WHEN instr(' ' || f.terms || ' ', %s) > 0 THEN %s ELSE 0 END"] * len(query.weights))
     order = f"{held} DESC, f.rank, p.id" if query.ranked else "p.id"
     sql = (
-        f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text "
+        f"SELECT p.id, p.{article_id}, a.slug, a.title, a.revision, p.anchor, p.heading, p.text, p.terms "
         f"FROM {FTS_TABLE} f JOIN {passage} p ON p.id = f.rowid JOIN {article} a ON a.id = p.{article_id} "
         f"WHERE {FTS_TABLE} MATCH %s ORDER BY {order} LIMIT %s"
     )
@@ -180,14 +188,14 @@ def _weight_params(query: CandidateQuery) -> list:
     return [value for term, weight in query.weights for value in (term, weight)]
 
 
-def _search_other(query: CandidateQuery) -> list[text.Passage]:
+def _search_other(query: CandidateQuery) -> Candidates:
     """Any other database: every passage holding a term (no full-text index; small bases only)."""
     rows = []
     for p in KnowledgePassage.objects.select_related("article").order_by("id").iterator():
         held = set(p.terms.split()) & set(query.terms)
         if held and (not query.match_all or held == set(query.terms)):
             a = p.article
-            rows.append((p.pk, a.pk, a.slug, a.title, a.revision, p.anchor, p.heading, p.text))
+            rows.append((p.pk, a.pk, a.slug, a.title, a.revision, p.anchor, p.heading, p.text, p.terms))
     return _passages(rows)
 
 
