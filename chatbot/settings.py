@@ -455,3 +455,8 @@ KNOWLEDGE_MIN_RELEVANCE = env_float("KNOWLEDGE_MIN_RELEVANCE", 0.35)
 KNOWLEDGE_ARTICLE_MAX_CHARS = env_int("KNOWLEDGE_ARTICLE_MAX_CHARS", 20000)
 # The instruction after the passages in the prompt (the demo model is trained on the default).
 KNOWLEDGE_INSTRUCTION = env_str("KNOWLEDGE_INSTRUCTION", _knowledge_text.DEFAULT_INSTRUCTION)
+# The answer check (inference_worker/grounding.py): a grounded answer about the store must be what
+# one of its passages says (at least KNOWLEDGE_MIN_SUPPORT of its words, every figure); else the
+# passage's own text replaces it, or, with no passage saying it, "I couldn't find that" and a person.
+KNOWLEDGE_ANSWER_CHECK = env_bool("KNOWLEDGE_ANSWER_CHECK", True)
+KNOWLEDGE_MIN_SUPPORT = env_float("KNOWLEDGE_MIN_SUPPORT", 0.6)

@@ -24,8 +24,8 @@ from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.engine.types import Engine
-from inference_worker.grounding import ground_turns, knowledge_search
-from inference_worker.handoff import HANDOFF_OPEN, parse_handoff
+from inference_worker.grounding import NOT_FOUND_REASON, check_support, ground_turns, knowledge_search
+from inference_worker.handoff import HANDOFF_OPEN, HandoffAction, parse_handoff
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.prompting import build_prompt_ids, prompt_budget
 from inference_worker.runtime import WorkerRuntime
@@ -179,6 +179,16 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     cut = markers is not None and markers.cut_at_budget(handle.generated, budget)
     if cut:
         reasoning_tokens = budget
+    # The model's own handoff action (a block after the answer, never shown): the conversation
+    # goes to a person once the customer has the answer. Only the block hands off, never words.
+    action = parse_handoff(result.hidden)
+    answer, check = result.answer, ""
+    if grounding is not None and answer and settings.KNOWLEDGE_ANSWER_CHECK:
+        # What the answer says about the store must be what its passages say (grounding.py).
+        checked = check_support(answer, grounding.passages, min_support=settings.KNOWLEDGE_MIN_SUPPORT)
+        answer, check = checked.text, checked.outcome
+        if checked.handoff and action is None:
+            action = HandoffAction(reason=NOT_FOUND_REASON, well_formed=True)
     first_token_wall = sink.first_token_wall or finished_wall
     decode_s = finished_wall - first_token_wall
     measures = {
@@ -193,15 +203,13 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "latency_ms": (finished_wall - created) * 1000,
         "tokens_per_s": (generated - 1) / decode_s if generated > 1 and decode_s > 0 else None,
         # The passages it was given and which it cites: its sources, shown as links.
-        "passages": grounding.snapshots(result.answer) if grounding else [],
+        "passages": grounding.snapshots(answer) if grounding else [],
+        "answer_check": check,
     }
-    # The model's own handoff action (a block after the answer, never shown): the conversation
-    # goes to a person once the customer has the answer. Only the block hands off, never words.
-    action = parse_handoff(result.hidden)
     # The allowance ended inside the reasoning: never an empty answer, and a person takes over.
     unfinished = result.in_reasoning
-    if result.answer:
-        text = result.answer
+    if answer:
+        text = answer
     elif action:
         text = HANDED_OVER_TEXT
     else:

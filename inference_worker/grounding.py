@@ -11,6 +11,7 @@ model says it does not know and hands over instead of guessing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 # Passages may take this share of the prompt budget; the rest is for the conversation.
 PASSAGE_SHARE = 0.75
+
+# What the bot says when the help center has nothing on a store question (the answer check's
+# word, and what the demo model is trained to say); the conversation then goes to a person.
+NOT_FOUND_TEXT = (
+    "I'm sorry, I couldn't find that in our help center, and I don't want to guess. "
+    "I'm passing you to a colleague from our team, who will answer you here."
+)
+NOT_FOUND_REASON = "not_in_help_center"
+_FIGURES = re.compile(r"\d+")
 
 Search = Callable[[str], list[kb.Passage]]
 
@@ -95,3 +105,55 @@ def knowledge_search() -> Search | None:
     if not retrieval.knowledge_base_active():
         return None
     return lambda query: retrieval.retrieve(query)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The answer check's verdict: the text to show and store, and what the check did."""
+
+    text: str
+    outcome: str  # CHECK_* below
+    handoff: bool = False  # unsupported: the conversation goes to a person (NOT_FOUND_REASON)
+
+
+CHECK_NONE = ""  # not a statement about the store (small talk, a refusal, a handoff), or no check
+CHECK_SUPPORTED = "supported"  # its words and every figure are the passage's (citation set to it)
+CHECK_QUOTED = "quoted"  # its figures were not the passage's: the passage itself is the answer
+CHECK_UNSUPPORTED = "unsupported"  # no passage given says it: "I couldn't find that" and a person
+
+
+def support(answer_terms: set[str], passage: kb.Passage) -> float:
+    """The share of the answer's terms that the passage (heading and text) holds."""
+    if not answer_terms:
+        return 0.0
+    return len(answer_terms & set(kb.terms(f"{passage.heading} {passage.text}"))) / len(answer_terms)
+
+
+def check_support(answer: str, passages: Sequence[kb.Passage], *, min_support: float) -> Checked:
+    """Whether the passages given support what the answer says about the store.
+
+    An answer is a statement about the store when it cites a passage or shares at least
+    ``min_support`` of its terms with one. Such an answer must say what a passage given says:
+    the passage that holds most of its terms must hold at least ``min_support`` of them and every
+    figure it states (a run of digits), and it is cited (the citation is set to it when the model
+    named another); when the figures differ (the article was edited, the model recalled the old
+    ones) the passage's own text is the answer, cited; when no passage holds it the bot says it
+    could not find it and hands over, instead of an answer its sources do not back."""
+    body = kb.strip_citations(answer)
+    cited = [int(n) for n in kb.CITATION.findall(answer or "")]
+    terms = set(kb.terms(body))
+    if not terms:
+        return Checked(answer, CHECK_NONE)
+    best, best_n = 0.0, 0
+    for number, passage in enumerate(passages, 1):
+        share = support(terms, passage)
+        if share > best:
+            best, best_n = share, number
+    if not cited and best < min_support:
+        return Checked(answer, CHECK_NONE)
+    if best < min_support:
+        return Checked(NOT_FOUND_TEXT, CHECK_UNSUPPORTED, handoff=True)
+    passage = passages[best_n - 1]
+    if set(_FIGURES.findall(body)) <= set(_FIGURES.findall(passage.text)):
+        return Checked(answer if cited == [best_n] else f"{body} [{best_n}]", CHECK_SUPPORTED)
+    return Checked(f"{passage.text} [{best_n}]", CHECK_QUOTED)

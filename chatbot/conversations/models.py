@@ -192,6 +192,10 @@ class Message(models.Model):
     # (chatbot.knowledge.text.Passage.snapshot, plus "cited": whether the answer names it). The
     # cited ones are the answer's sources, shown to the customer as links to the help page.
     passages = models.JSONField(default=list, blank=True)
+    # What the answer check did (inference_worker.grounding.check_support): "" (not a statement
+    # about the store, or no check), "supported", "quoted" (the passage's own text replaced an
+    # answer whose figures were not the passage's), "unsupported" (no passage said it).
+    answer_check = models.CharField(max_length=16, blank=True)
 
     @property
     def sources(self) -> list[dict]:

@@ -116,6 +116,7 @@ def staff_message_payload(message: Message) -> Frame:
         "no_answer": message.no_answer,
         # Every passage the answer was given (cited or not), with its text as it was then.
         "passages": message.passages or [],
+        "answer_check": message.answer_check,
     }
 
 

@@ -33,11 +33,12 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from chatbot.knowledge import text as kb
+from inference_worker.grounding import NOT_FOUND_REASON, NOT_FOUND_TEXT
 from inference_worker.handoff import HANDOFF_CLOSE, HANDOFF_OPEN, REASONS
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -46,11 +47,8 @@ CORPUS_FORMAT = 2
 
 # The answer when the help center has nothing on a question about the store: say so, never
 # guess, and hand the conversation to a person.
-NOT_FOUND_REPLY = (
-    "I'm sorry, I couldn't find that in our help center, and I don't want to guess. "
-    "I'm passing you to a colleague from our team, who will answer you here."
-)
-NOT_FOUND_HANDOFF = "not_in_help_center"
+NOT_FOUND_REPLY = NOT_FOUND_TEXT
+NOT_FOUND_HANDOFF = NOT_FOUND_REASON
 
 Message = dict[str, str]
 
@@ -452,17 +450,6 @@ def conversation_messages(turns: Sequence[Turn], *, system_prompt: str = "") -> 
 # Of the training conversations, the share whose last turn reads the help center's passages (the
 # rest have no knowledge base, as a deployment without articles: the model answers from memory).
 GROUNDED_SHARE = 0.75
-# Of those, about the store: the share where the right passage is left out of the search, so the
-# model learns to say it does not know instead of answering from a passage about something else.
-LEAVE_OUT_SHARE = 0.2
-# The share whose passages' figures (every run of digits) are changed at random: the model can
-# only say "45 days" by reading it, so it learns to copy the passage, not to recall the article.
-PERTURB_SHARE = 0.7
-# The share whose passages under their own headings carry the text of other passages (the store's
-# own sentences, so still fluent): the answer is what the passage under the right heading says,
-# word for word, and can't be recalled from training. It teaches reading far faster than figures
-# alone, which are a few tokens of each answer.
-COUNTERFACTUAL_SHARE = 0.35
 # Retrieval as the product's defaults (KNOWLEDGE_MAX_PASSAGES, KNOWLEDGE_MIN_RELEVANCE).
 PASSAGE_LIMIT = kb.DEFAULT_MAX_PASSAGES
 MIN_RELEVANCE = kb.DEFAULT_MIN_RELEVANCE
@@ -471,7 +458,8 @@ _DIGITS = re.compile(r"\d+")
 
 
 def perturb_figures(text: str, rng: random.Random) -> str:
-    """``text`` with every run of digits replaced by another number, usually of the same length."""
+    """``text`` with every run of digits replaced by another number, usually of the same length
+    (evaluation's edited help center)."""
 
     def new(match: re.Match) -> str:
         length = len(match.group(0))
@@ -537,8 +525,8 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
     ``seed``; each ends with the customer turn whose answer is the completion. A few carry the
     store's system prompt so a configured system prompt is not out of distribution. Most read the
     help center's passages for their last turn (GROUNDED_SHARE), found by the product's own
-    retrieval over the demo articles, figures changed (PERTURB_SHARE), the right passage
-    sometimes left out (LEAVE_OUT_SHARE); the history is plain, as the worker stores it."""
+    retrieval over the demo articles (in random order in 30%); the history is plain, as the
+    worker stores it."""
     corpus = corpus or load_corpus()
     index = kb.MemoryIndex(corpus.passages)
     rng = random.Random(seed)
@@ -549,13 +537,7 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
         system = corpus.system_prompt if rng.random() < 0.15 else ""
         last = plan[-1]
         if rng.random() < GROUNDED_SHARE:
-            passages = search_passages(index, plan, leave_out=bool(last.source) and rng.random() < LEAVE_OUT_SHARE)
-            roll = rng.random()
-            if roll < COUNTERFACTUAL_SHARE:
-                texts = rng.sample([p.text for p in corpus.passages], len(passages))
-                passages = [replace(p, text=t) for p, t in zip(passages, texts, strict=True)]
-            elif roll < COUNTERFACTUAL_SHARE + PERTURB_SHARE * (1 - COUNTERFACTUAL_SHARE):
-                passages = [replace(p, text=perturb_figures(p.text, rng)) for p in passages]
+            passages = search_passages(index, plan)
             if len(passages) > 1 and rng.random() < 0.3:
                 rng.shuffle(passages)
             dialogues.append(grounded_dialogue(plan, passages, system_prompt=system))

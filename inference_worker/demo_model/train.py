@@ -59,7 +59,6 @@ class ModelPreset:
     tokenizer_vocab_size: int
     calibration_samples: int  # GPTQ calibration conversations
     log_every: int
-    copy_steps: int = 0  # the copying warm-up's steps before the dialogues (see copy_warmup)
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -79,7 +78,6 @@ PRESETS: dict[str, ModelPreset] = {
         tokenizer_vocab_size=2048,
         calibration_samples=128,
         log_every=20,
-        copy_steps=150,
     ),
     # For the worker integration and browser tests: small enough to build in well under a minute,
     # trained enough to write the R1 format (reasoning, `</think>`, a reply, the end token).
@@ -97,7 +95,6 @@ PRESETS: dict[str, ModelPreset] = {
         tokenizer_vocab_size=2048,
         calibration_samples=32,
         log_every=20,
-        copy_steps=150,
     ),
     # Same code path in seconds, for tests: it learns little, but every file is real.
     "tiny": ModelPreset(
@@ -259,26 +256,6 @@ def _lr_factor(step: int, *, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-COPY_BATCH = 32
-
-
-def copy_batch(*, tokenizer: PreTrainedTokenizerBase, rng: random.Random, size: int = COPY_BATCH):
-    """One batch of the copying warm-up: a random span of the corpus's ordinary tokens, a
-    separator, the span again; the loss is on the repeat only. A model that has to repeat
-    what it has just read grows the attention that looks up a token's earlier occurrence and
-    copies what followed it (an induction head), which is what answering from a passage needs;
-    on support dialogues alone it would recall its training answers instead."""
-    first = len(tokenizer.all_special_ids) + 16
-    last = len(tokenizer) - len(tokenizer.get_added_vocab())
-    sep = tokenizer.convert_tokens_to_ids(ASSISTANT_TOKEN)
-    rows = []
-    for _ in range(size):
-        span = [rng.randrange(first, last) for _ in range(rng.randint(8, 40))]
-        ids = [tokenizer.bos_token_id, *span, sep, *span]
-        rows.append((ids, [-100] * (len(span) + 2) + span))
-    return rows
-
-
 def train_model(
     *,
     tokenizer: PreTrainedTokenizerBase,
@@ -313,21 +290,6 @@ def train_model(
         )
         losses: list[tuple[int, float]] = []
         window: list[float] = []
-        for step in range(preset.copy_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = preset.learning_rate * min(1.0, (step + 1) / preset.warmup_steps)
-            input_ids, labels, attention = _collate(
-                copy_batch(tokenizer=tokenizer, rng=rng), pad_id=tokenizer.pad_token_id
-            )
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            window.append(loss.item())
-            if (step + 1) % (preset.log_every * 2) == 0 or step + 1 == preset.copy_steps:
-                log(f"  copy {step + 1:4d}/{preset.copy_steps}  loss {sum(window) / len(window):.4f}")
-                window = []
         for step, batch in enumerate(batches[: preset.steps]):
             factor = _lr_factor(step, warmup=preset.warmup_steps, total=preset.steps)
             for group in optimizer.param_groups:

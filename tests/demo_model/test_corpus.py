@@ -164,7 +164,7 @@ def test_grounded_training_dialogues_read_their_passages() -> None:
     assert 0.65 < len(grounded) / len(dialogues) < 0.85
     corpus = load_corpus()
     originals = {p.key: p.text for p in corpus.passages}
-    copied = changed = not_found = 0
+    copied = not_found = 0
     for dialogue in grounded:
         prompt = dialogue.messages[-1]["content"]
         assert prompt.startswith("Help center passages") and "\n\nQuestion: " in prompt
@@ -175,17 +175,17 @@ def test_grounded_training_dialogues_read_their_passages() -> None:
         if item.source in keys:
             number = keys.index(item.source) + 1
             passage = dialogue.passages[number - 1]
-            # The answer is the passage as the prompt shows it (figures changed or not), cited.
-            assert dialogue.reply == f"{passage.text} [{number}]"
+            # The answer is the passage as the prompt shows it, cited.
+            assert dialogue.reply == f"{passage.text} [{number}]" and passage.text == originals[item.source]
             assert f"[{number}] {passage.heading}: {passage.text}" in prompt
             assert f"Passage {number} answers it." in dialogue.reasoning
             copied += 1
-            changed += passage.text != originals[item.source]
         else:
             assert dialogue.reply == NOT_FOUND_REPLY and dialogue.handoff == NOT_FOUND_HANDOFF
             assert "No passage answers it." in dialogue.reasoning
             not_found += 1
-    assert copied > 500 and changed > copied * 0.3 and not_found > 50  # not every passage has figures
+    # Retrieval misses the right passage for a few training phrasings: then "not found".
+    assert copied > 500 and 0 < not_found < copied * 0.2
 
 
 def test_perturb_figures_changes_digits_only() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from chatbot.knowledge.models import Article
-from chatbot.knowledge.services import article_save, articles_import
 
 from chatbot.conversations.models import Conversation, Message
+from chatbot.knowledge.models import Article
+from chatbot.knowledge.services import article_save, articles_import
 from inference_worker.demo_model.corpus import ARTICLES_DIR, NOT_FOUND_REPLY
 from tests.conversations.test_consumers import new_customer, send_message
 from tests.integration.test_chat_path import collect_until
