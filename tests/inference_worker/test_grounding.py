@@ -133,3 +133,51 @@ def test_snapshots_mark_what_the_answer_cites(index):
     snapshots = grounding.snapshots("Returning is free. [2]")
     assert [s["cited"] for s in snapshots] == [False, True, False]
     assert snapshots[1]["text"] == index.passages[1].text and snapshots[1]["url"].startswith("/help/")
+
+
+def passage(heading: str, text: str) -> kb.Passage:
+    return kb.Passage("returns", "Returns and refunds", kb.anchor_for(heading), heading, text)
+
+
+RETURNS = passage(
+    "Return window",
+    "You can return unused items in their original packaging within 45 days: open Account > Orders, "
+    "choose Return, and print the free return label.",
+)
+COSTS = passage("Return costs", "Returning is free: the prepaid return label costs you nothing.")
+
+
+def test_an_answer_that_says_what_its_passage_says_is_kept_and_cited_right():
+    from inference_worker.grounding import CHECK_SUPPORTED, check_support
+
+    answer = RETURNS.text + " [2]"
+    kept = check_support(answer, [COSTS, RETURNS], min_support=0.6)
+    assert (kept.text, kept.outcome, kept.handoff) == (answer, CHECK_SUPPORTED, False)
+    # The model named the wrong passage: the citation is set to the one that says it.
+    fixed = check_support(RETURNS.text + " [1]", [COSTS, RETURNS], min_support=0.6)
+    assert fixed.text == RETURNS.text + " [2]" and fixed.outcome == CHECK_SUPPORTED and not fixed.handoff
+
+
+def test_an_answer_with_the_old_figures_gives_way_to_the_edited_passage():
+    from inference_worker.grounding import CHECK_QUOTED, check_support
+
+    recalled = RETURNS.text.replace("45 days", "30 days") + " [1]"
+    checked = check_support(recalled, [RETURNS, COSTS], min_support=0.6)
+    assert checked.outcome == CHECK_QUOTED and checked.text == RETURNS.text + " [1]" and not checked.handoff
+
+
+def test_an_answer_no_passage_says_is_not_given():
+    from inference_worker.grounding import CHECK_UNSUPPORTED, NOT_FOUND_TEXT, check_support
+
+    invented = "Refunds are issued within 5 business days after your return arrives. [1]"
+    checked = check_support(invented, [COSTS], min_support=0.6)
+    assert checked.outcome == CHECK_UNSUPPORTED and checked.text == NOT_FOUND_TEXT and checked.handoff
+    # Citing a passage when none was given is no better.
+    assert check_support(invented, [], min_support=0.6).handoff
+
+
+def test_small_talk_and_handoffs_are_not_statements_about_the_store():
+    from inference_worker.grounding import CHECK_NONE, check_support
+
+    for text in ("Hello! I'm the Northwind Goods assistant. How can I help you today?", "", "Thanks!"):
+        assert check_support(text, [RETURNS, COSTS], min_support=0.6).outcome == CHECK_NONE
