@@ -59,7 +59,7 @@ def main() -> None:
 
     from chatbot.knowledge import text as kb
     from inference_worker.demo_model.corpus import heldout_examples, load_corpus
-    from inference_worker.grounding import ground_turns
+    from inference_worker.grounding import ground_turns, prompt_tokens
     from inference_worker.model_loading import load_variant
     from inference_worker.prompting import build_prompt_ids, prompt_budget
     from inference_worker.torch_threads import on_own_thread
@@ -92,14 +92,17 @@ def main() -> None:
                 ("plain", None),
                 ("grounded", lambda q: index.search(q, limit=3, min_relevance=kb.DEFAULT_MIN_RELEVANCE)),
             ):
-                grounded, _ = ground_turns(
+                grounded, grounding = ground_turns(
                     turns=turns,
                     tokenizer=tokenizer,
                     budget_tokens=budget,
                     instruction=kb.DEFAULT_INSTRUCTION,
                     search=search,
                 )
-                prompts[kind].append(build_prompt_ids(tokenizer=tokenizer, turns=grounded, budget_tokens=budget))
+                extra = grounding.extra_tokens if grounding else 0
+                prompts[kind].append(
+                    build_prompt_ids(tokenizer=tokenizer, turns=grounded, budget_tokens=prompt_tokens(budget, extra))
+                )
 
         times = on_own_thread(partial(_measure, loaded, prompts, args.rounds), threads=torch.get_num_threads())
         figures = {}

@@ -24,7 +24,13 @@ from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
 from inference_worker.engine.types import Engine
-from inference_worker.grounding import NOT_FOUND_REASON, check_support, ground_turns, knowledge_search
+from inference_worker.grounding import (
+    NOT_FOUND_REASON,
+    check_support,
+    ground_turns,
+    knowledge_search,
+    prompt_tokens,
+)
 from inference_worker.handoff import HANDOFF_OPEN, HandoffAction, parse_handoff
 from inference_worker.model_loading import ModelLoadError
 from inference_worker.prompting import build_prompt_ids, prompt_budget
@@ -104,7 +110,10 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     )
     try:
         prompt_ids = build_prompt_ids(
-            tokenizer=tokenizer, turns=turns, budget_tokens=budget_tokens, system_prompt=settings.SYSTEM_PROMPT
+            tokenizer=tokenizer,
+            turns=turns,
+            budget_tokens=prompt_tokens(budget_tokens, grounding.extra_tokens if grounding else 0),
+            system_prompt=settings.SYSTEM_PROMPT,
         )
     except ValueError as exc:
         return fail(f"prompt: {exc}")

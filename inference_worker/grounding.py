@@ -20,8 +20,10 @@ from chatbot.knowledge import text as kb
 
 logger = logging.getLogger(__name__)
 
-# Passages may take this share of the prompt budget; the rest is for the conversation.
-PASSAGE_SHARE = 0.75
+# The prompt budget is split: up to this share for the help center's passages, the rest for the
+# conversation, which never takes the passages' share, with or without a knowledge base (the demo
+# model answers worse the more history it reads: 192 tokens of its 384, as before the passages).
+PASSAGE_SHARE = 0.5
 
 # What the bot says when the help center has nothing on a store question (the answer check's
 # word, and what the demo model is trained to say); the conversation then goes to a person.
@@ -41,6 +43,7 @@ class Grounding:
 
     query: str
     passages: list[kb.Passage] = field(default_factory=list)
+    extra_tokens: int = 0  # what the passages and the instruction add to the customer's turn
 
     def snapshots(self, answer: str) -> list[dict[str, Any]]:
         """Message.passages: every passage given, as it was, and whether the answer cites it."""
@@ -50,6 +53,20 @@ class Grounding:
 
 def _tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def conversation_budget(total: int) -> int:
+    """The conversation's part of a prompt budget of ``total`` tokens."""
+    return total - int(total * PASSAGE_SHARE)
+
+
+def prompt_tokens(total: int, extra_tokens: int = 0) -> int:
+    """The budget to build the prompt with: the conversation's part, and what the passages add."""
+    return min(total, conversation_budget(total) + max(0, extra_tokens))
+
+
+def passages_extra_tokens(tokenizer: Any, content: str, question: str) -> int:
+    return _tokens(tokenizer, content) - _tokens(tokenizer, question)
 
 
 def fit_passages(
@@ -91,11 +108,13 @@ def ground_turns(
         tokenizer=tokenizer,
         question=question,
         passages=found,
-        max_tokens=int(budget_tokens * PASSAGE_SHARE),
+        max_tokens=int(budget_tokens * PASSAGE_SHARE) + _tokens(tokenizer, question),
         instruction=instruction,
     )
-    turns[-1] = {"role": "user", "content": kb.grounded_content(question, passages, instruction=instruction)}
-    return turns, Grounding(query=query, passages=passages)
+    content = kb.grounded_content(question, passages, instruction=instruction)
+    turns[-1] = {"role": "user", "content": content}
+    extra = passages_extra_tokens(tokenizer, content, question)
+    return turns, Grounding(query=query, passages=passages, extra_tokens=extra)
 
 
 def knowledge_search() -> Search | None:

@@ -16,9 +16,10 @@ os.environ.setdefault("SECRET_KEY", "tests-only-8c1f2b7e0d9a4c6f9e3b5a7d1c0e2f4a
 os.environ.setdefault("WORKER_HEARTBEAT_S", "0.5")
 os.environ.setdefault("WORKER_HEARTBEAT_TTL_S", "3")
 os.environ.setdefault("MAX_NEW_TOKENS", "96")
-# The prompt budget the demo model gets with the product's defaults (448 - 256 = 192 tokens),
-# which MAX_NEW_TOKENS 96 would otherwise widen to 352 (generation: prompt_budget).
-os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "192")
+# The prompt budget the demo model gets with the product's defaults (640 - 256 = 384 tokens: 192
+# for the conversation, up to 192 for the help center's passages), which MAX_NEW_TOKENS 96 would
+# otherwise widen to 544 (generation: prompt_budget).
+os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "384")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
 # The shared live worker's rollout guard stays quiet: its queries every few seconds could meet
 # pytest-django's flush (TRUNCATE of every table) between tests in a deadlock. The guard drill

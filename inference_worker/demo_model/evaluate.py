@@ -55,6 +55,7 @@ from inference_worker.demo_model.corpus import HeldoutConversation, HeldoutExamp
 from inference_worker.demo_model.tokenizer import THINK_END, THINK_START, encode_prompt
 from inference_worker.demo_model.train import TRAIN_PROMPT_TOKENS
 from inference_worker.engine_factory import Sampling, checkpoint_sampling
+from inference_worker.grounding import prompt_tokens
 from inference_worker.handoff import HANDOFF_OPEN, parse_handoff
 from inference_worker.prompting import build_prompt_ids
 
@@ -370,7 +371,8 @@ def evaluate_conversations(
             build_prompt_ids(
                 tokenizer=tokenizer,
                 turns=[*histories[i], {"role": "user", "content": turn.question}],
-                budget_tokens=budget_tokens,
+                # without a knowledge base the conversation keeps to its part of the budget
+                budget_tokens=prompt_tokens(budget_tokens),
             )
             for i, turn in zip(active, turns, strict=True)
         ]

@@ -49,7 +49,7 @@ from inference_worker.demo_model.evaluate import (
     normalize_reply,
     parse_answer,
 )
-from inference_worker.grounding import check_support, fit_passages
+from inference_worker.grounding import check_support, ground_turns, prompt_tokens
 from inference_worker.prompting import build_prompt_ids
 
 EDIT_SEED = 45
@@ -101,16 +101,15 @@ def _prompt(
     pair: LoadedPair, example: HeldoutExample, passages: list[kb.Passage], budget_tokens: int
 ) -> tuple[list[int], list[kb.Passage]]:
     turns = [dict(m) for m in example.messages]
-    question = turns[-1]["content"]
-    passages = fit_passages(
+    turns, grounding = ground_turns(
+        turns=turns,
         tokenizer=pair.tokenizer,
-        question=question,
-        passages=passages,
-        max_tokens=int(budget_tokens * 0.75),
+        budget_tokens=budget_tokens,
         instruction=kb.DEFAULT_INSTRUCTION,
+        search=lambda query: passages,
     )
-    turns[-1] = {"role": "user", "content": kb.grounded_content(question, passages)}
-    return build_prompt_ids(tokenizer=pair.tokenizer, turns=turns, budget_tokens=budget_tokens), passages
+    budget = prompt_tokens(budget_tokens, grounding.extra_tokens)
+    return build_prompt_ids(tokenizer=pair.tokenizer, turns=turns, budget_tokens=budget), grounding.passages
 
 
 def _run(

@@ -26,7 +26,10 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config,
 
 from inference_worker.demo_model.corpus import Corpus, TrainingDialogue, training_dialogues
 from inference_worker.demo_model.tokenizer import ASSISTANT_TOKEN, EOS_TOKEN, MODEL_MAX_LENGTH
+from inference_worker.grounding import passages_extra_tokens, prompt_tokens
 from inference_worker.prompting import build_prompt_ids
+
+QUESTION_MARK = "\n\nQuestion: "  # chatbot.knowledge.text.grounded_content's
 
 # The demo checkpoint's own sampling (generation_config.json), which the worker uses unless
 # GENERATION_TEMPERATURE / GENERATION_TOP_P say otherwise. R1's 0.6 / 0.95 is DeepSeek's advice
@@ -193,7 +196,13 @@ def encode_dialogue(
     """
     system = "".join(m["content"] for m in dialogue.messages if m["role"] == "system")
     turns = [m for m in dialogue.messages if m["role"] != "system"]
-    prompt = build_prompt_ids(tokenizer=tokenizer, turns=turns, budget_tokens=budget_tokens, system_prompt=system)
+    extra = 0
+    if dialogue.passages is not None:  # the passages' share comes on top of the conversation's
+        content = turns[-1]["content"]
+        extra = passages_extra_tokens(tokenizer, content, content.rsplit(QUESTION_MARK, 1)[-1])
+    prompt = build_prompt_ids(
+        tokenizer=tokenizer, turns=turns, budget_tokens=prompt_tokens(budget_tokens, extra), system_prompt=system
+    )
     completion = tokenizer(dialogue.completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]
     labels = _history_labels(
         prompt,

@@ -137,7 +137,7 @@ def test_variants_share_tokenizer_files_and_generation_config(tiny: TinyBuild) -
     assert generation["do_sample"] is True
     # the demo model's own sampling, which the worker uses unless the settings override it
     assert (generation["temperature"], generation["top_p"]) == (DEMO_TEMPERATURE, DEMO_TOP_P)
-    assert tokenizer.model_max_length == 448
+    assert tokenizer.model_max_length == 640
     assert tokenizer.convert_tokens_to_ids("<handoff>") != tokenizer.unk_token_id
     assert generation["eos_token_id"] == tokenizer.eos_token_id
     assert generation["pad_token_id"] == tokenizer.pad_token_id

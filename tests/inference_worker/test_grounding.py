@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from chatbot.knowledge import text as kb
 from inference_worker.demo_model.corpus import ARTICLES_DIR
-from inference_worker.grounding import PASSAGE_SHARE, fit_passages, ground_turns
+from inference_worker.grounding import PASSAGE_SHARE, fit_passages, ground_turns, prompt_tokens
 from inference_worker.prompting import build_prompt_ids
 
 
@@ -104,8 +104,13 @@ def test_passages_fit_the_budget_lowest_ranked_first(tokenizer, index):
         search=lambda q: found,
     )
     last = len(tokenizer(turns[-1]["content"], add_special_tokens=False)["input_ids"])
-    assert last <= 200 * PASSAGE_SHARE and grounding.passages
-    assert len(build_prompt_ids(tokenizer=tokenizer, turns=turns, budget_tokens=200)) <= 200
+    question = len(tokenizer("How long does a refund take?", add_special_tokens=False)["input_ids"])
+    assert last <= 200 * PASSAGE_SHARE + question and grounding.passages
+    assert grounding.extra_tokens == last - question
+    # The conversation keeps to its half; the passages come on top, within the whole budget.
+    budget = prompt_tokens(200, grounding.extra_tokens)
+    assert budget <= 200
+    assert len(build_prompt_ids(tokenizer=tokenizer, turns=turns, budget_tokens=budget)) <= budget
 
 
 def test_an_article_cannot_forge_a_turn(tokenizer, index):
