@@ -161,7 +161,7 @@ def test_the_articles_are_the_store_answers_one_source() -> None:
 def test_grounded_training_dialogues_read_their_passages() -> None:
     dialogues = training_dialogues(count=1500, seed=4)
     grounded = [d for d in dialogues if d.passages is not None]
-    assert 0.65 < len(grounded) / len(dialogues) < 0.85
+    assert 0.5 < len(grounded) / len(dialogues) < 0.7  # GROUNDED_SHARE
     corpus = load_corpus()
     originals = {p.key: p.text for p in corpus.passages}
     copied = not_found = 0
@@ -185,7 +185,7 @@ def test_grounded_training_dialogues_read_their_passages() -> None:
             assert "No passage answers it." in dialogue.reasoning
             not_found += 1
     # Retrieval misses the right passage for a few training phrasings: then "not found".
-    assert copied > 500 and 0 < not_found < copied * 0.2
+    assert copied > 450 and 0 < not_found < copied * 0.3
 
 
 def test_perturb_figures_changes_digits_only() -> None:

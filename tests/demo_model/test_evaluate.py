@@ -28,6 +28,7 @@ from inference_worker.demo_model.evaluate import (  # noqa: E402
 )
 from inference_worker.demo_model.tokenizer import EOS_TOKEN, train_tokenizer  # noqa: E402
 from inference_worker.demo_model.train import encode_dialogue  # noqa: E402
+from inference_worker.grounding import prompt_tokens
 from inference_worker.prompting import build_prompt_ids  # noqa: E402
 
 
@@ -155,8 +156,9 @@ def test_training_sees_the_prompt_the_worker_builds_and_learns_every_answer_in_i
         reasoning="Refunds.",
         reply="Refunds take 5 days.",
     )
-    ids, labels = encode_dialogue(tokenizer=tokenizer, dialogue=dialogue, budget_tokens=96)
-    prompt = build_prompt_ids(tokenizer=tokenizer, turns=list(dialogue.messages), budget_tokens=96)
+    ids, labels = encode_dialogue(tokenizer=tokenizer, dialogue=dialogue, budget_tokens=192)
+    # Without passages the conversation keeps to its half of the budget, as in the worker.
+    prompt = build_prompt_ids(tokenizer=tokenizer, turns=list(dialogue.messages), budget_tokens=prompt_tokens(192))
     assert ids[: len(prompt)] == prompt and len(prompt) <= 96
     assert "question number 0" not in tokenizer.decode(prompt)  # the oldest turns went
     completion = tokenizer(dialogue.completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]

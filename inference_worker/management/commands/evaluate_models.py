@@ -119,22 +119,27 @@ def _human(report: dict) -> str:
     if report.get("grounding"):
         lines.append("grounded in the help center (held-out store questions, passages from the product's retrieval):")
         lines.append(
-            f"{'variant':10s} {'grounded':>9s} {'retrieval':>9s} {'edited':>7s} {'stale':>6s} "
-            f"{'unknown':>8s} {'P/R':>10s} {'source':>7s} {'article':>8s}"
+            f"{'variant':10s} {'grounded':>15s} {'retrieval':>9s} {'edited':>13s} {'stale':>6s} "
+            f"{'not found':>13s} {'P/R checked':>11s} {'source':>7s} {'article':>8s}"
         )
         for name, g in report["grounding"].items():
+            checked = g["no_answer"]["checked"]
             lines.append(
-                f"{name:10s} {g['grounded']['accuracy']:9.3f} {g['grounded']['retrieval_recall']:9.3f} "
-                f"{g['edited']['follows_article']:7.3f} {g['edited']['stale']:6.3f} "
-                f"{g['no_answer']['said_unknown']:8.3f} "
-                f"{g['no_answer']['precision']:.2f}/{g['no_answer']['recall']:.2f} "
+                f"{name:10s} {g['grounded']['accuracy']:6.3f} / {g['grounded']['accuracy_checked']:6.3f} "
+                f"{g['grounded']['retrieval_recall']:9.3f} "
+                f"{g['edited']['follows_article']:5.3f} / {g['edited']['follows_article_checked']:5.3f} "
+                f"{g['edited']['stale']:6.3f} "
+                f"{g['no_answer']['said_unknown']:5.3f} / {g['no_answer']['said_unknown_checked']:5.3f} "
+                f"{checked['precision']:5.2f}/{checked['recall']:.2f} "
                 f"{g['sources']['right_passage']:7.3f} {g['sources']['right_article']:8.3f}"
             )
         lines.append(
-            "  grounded: exact answer (the passage cited, or 'not found' when retrieval missed it); retrieval: the "
-            "right passage given; edited: answers stating the edited article's figures (goal >= 0.90); stale: "
-            "stating a replaced figure; unknown: 'not found' when the right passage is not in the knowledge base, "
-            "P/R of 'not found' over both sets; source: the cited passage is the right one (article: its article)"
+            "  each 'a / b': the model's own answers / after the worker's answer check (what customers get). "
+            "grounded: the exact expected answer (the right passage cited, or 'not found' where retrieval missed "
+            "it); retrieval: the right passage among those given; edited: answers stating exactly the edited "
+            "article's figures, cited (goal >= 0.90); stale: the model stating a replaced figure; not found: "
+            "'not found' when the right passage is not in the knowledge base, P/R of 'not found' over both "
+            "sets; source: the model cites the right passage (article: its article)"
         )
     for scope, figures in report["comparison"].items():
         if figures.get("prompts"):
