@@ -285,3 +285,47 @@ def test_only_help_pages_and_http_urls_become_links_and_only_markers_of_a_source
     assert (result["sups"], result["bold"]) == (2, 0)  # [2] names a source without a safe link: text
     assert problems == []
     page.close()
+
+
+def test_the_source_link_opens_the_help_page_at_its_section(browser, web_server_url):
+    """The demo's articles imported: a bot answer citing the return window; the customer follows
+    its link to the help center, which shows the article with the cited section, and searches it."""
+    from chatbot.knowledge.services import articles_import
+    from chatbot.knowledge.text import passages_from_folder
+    from inference_worker.demo_model.corpus import ARTICLES_DIR
+
+    articles_import(folder=ARTICLES_DIR)
+    passage = next(p for p in passages_from_folder(ARTICLES_DIR) if p.key == "returns#return-window")
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    cookie, visitor_id = make_session()
+    name, value = cookie.split("=", 1)
+    context.add_cookies([{"name": name, "value": value, "url": web_server_url}])
+    conversation = Conversation.objects.create(visitor_id=visitor_id, last_message_at=timezone.now())
+    Message.objects.create(conversation=conversation, author="customer", text="How long can I return things?")
+    Message.objects.create(
+        conversation=conversation,
+        author="bot",
+        text=f"{passage.text} [1]",
+        passages=[{**passage.snapshot(1), "cited": True}],
+        model_variant="fp16",
+    )
+    chat = context.new_page()
+    problems = record_problems(chat)
+    chat.goto(web_server_url + "/")
+    link = chat.locator("#messages .message--bot .sources a.source__link").first
+    link.wait_for()
+    assert link.inner_text() == "Return window"
+    with context.expect_page() as opened:
+        link.click()
+    help_page = opened.value
+    help_page.wait_for_load_state()
+    assert help_page.url == f"{web_server_url}/help/returns#return-window"
+    assert help_page.locator("h1").inner_text() == "Returns and refunds"
+    section = help_page.locator("#return-window")
+    assert section.inner_text() == "Return window"
+    assert "within 30 days" in help_page.locator("main").inner_text()
+    # The help center's search uses the bot's retrieval.
+    help_page.goto(web_server_url + "/help/?q=how+long+does+a+refund+take")
+    assert "When the refund arrives" in help_page.locator("main").inner_text()
+    shot(help_page, "help-page")
+    assert problems == [], problems
