@@ -49,16 +49,26 @@ def passage_item(passage: dict) -> str:
     )
 
 
-def passages_html(passages: list[dict] | None) -> str:
+# What the worker's answer check did (inference_worker/grounding.py, Message.answer_check).
+ANSWER_CHECKS = {
+    "supported": "answer checked against its passage",
+    "quoted": "the passage replaced the model's answer (its figures differed)",
+    "unsupported": "no passage said it: the bot said it could not find it",
+}
+
+
+def passages_html(passages: list[dict] | None, check: str = "") -> str:
     """A bot answer's passages, collapsed: "Passages (3) · cited [1]", then each one."""
     passages = [p for p in passages or () if isinstance(p, dict)]
     if not passages:
-        return "—"
+        return ANSWER_CHECKS.get(check, "—")
     cited = " ".join(f"[{p.get('n')}]" for p in passages if p.get("cited")) or "none"
+    checked = f" · {ANSWER_CHECKS[check]}" if check in ANSWER_CHECKS else ""
     return format_html(
-        "<details class='passages'><summary>Passages ({}) · cited {}</summary><ol class='passages__list'>{}</ol></details>",
+        "<details class='passages'><summary>Passages ({}) · cited {}{}</summary><ol class='passages__list'>{}</ol></details>",
         len(passages),
         cited,
+        checked,
         format_html_join("", "{}", ((passage_item(p),) for p in passages)),
     )
 
@@ -98,7 +108,7 @@ class MessageInline(ReadOnly, admin.TabularInline):
 
     @admin.display(description="knowledge-base passages")
     def used_passages(self, message: Message) -> str:
-        return passages_html(message.passages)
+        return passages_html(message.passages, message.answer_check)
 
     @admin.display(description="time to first token")
     def ttft(self, message: Message) -> str:
@@ -240,7 +250,7 @@ class MessageAdmin(ReadOnly, admin.ModelAdmin):
 
     @admin.display(description="knowledge-base passages")
     def used_passages(self, message: Message) -> str:
-        return passages_html(message.passages)
+        return passages_html(message.passages, message.answer_check)
 
     @admin.display(description="time to first token", ordering="time_to_first_token_ms")
     def ttft(self, message: Message) -> str:

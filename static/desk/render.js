@@ -198,15 +198,23 @@ export function fillMessage(el, message, customerName = "Customer") {
   else text.textContent = message.text || "";
   el.append(text);
   if (author === "bot" && Array.isArray(message.passages) && message.passages.length) {
-    el.append(passagesEl(message.passages));
+    el.append(passagesEl(message.passages, message.answer_check));
   }
   if (author === "bot" && message.reasoning) el.append(reasoningEl(message.reasoning));
 }
 
+// What the worker's answer check did (inference_worker/grounding.py), in staff's words.
+const ANSWER_CHECKS = {
+  supported: "answer checked against its passage",
+  quoted: "the passage replaced the model's answer (its figures differed)",
+  unsupported: "no passage said it: the bot said it could not find it",
+};
+
 /** "Passages (3) · cited [1] [3]": how many the answer was given and which it names. */
-export function passagesSummary(passages) {
+export function passagesSummary(passages, check = "") {
   const cited = passages.filter((p) => p?.cited).map((p) => `[${p.n}]`);
-  return `Passages (${passages.length}) · ${cited.length ? `cited ${cited.join(" ")}` : "none cited"}`;
+  const summary = `Passages (${passages.length}) · ${cited.length ? `cited ${cited.join(" ")}` : "none cited"}`;
+  return ANSWER_CHECKS[check] ? `${summary} · ${ANSWER_CHECKS[check]}` : summary;
 }
 
 /**
@@ -214,9 +222,9 @@ export function passagesSummary(passages) {
  * section's heading and article, its relevance, whether the answer cites it, its text as it was
  * then, and a link to the help page.
  */
-function passagesEl(passages) {
+function passagesEl(passages, check) {
   const details = make("details", "passages");
-  details.append(make("summary", "passages__summary", passagesSummary(passages)));
+  details.append(make("summary", "passages__summary", passagesSummary(passages, check)));
   const list = make("ol", "passages__list");
   for (const passage of passages) {
     if (!passage || typeof passage !== "object") continue;
