@@ -525,8 +525,9 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
     ``seed``; each ends with the customer turn whose answer is the completion. A few carry the
     store's system prompt so a configured system prompt is not out of distribution. Most read the
     help center's passages for their last turn (GROUNDED_SHARE), found by the product's own
-    retrieval over the demo articles (in random order in 30%), the right one put among them where
-    the search missed it; the history is plain, as the worker stores it."""
+    retrieval over the demo articles (in random order in 30%); where it missed the right passage
+    for a wording (a typo, a dropped word), the answer is "not found" and the handoff, as the
+    product would say it; the history is plain, as the worker stores it."""
     corpus = corpus or load_corpus()
     index = kb.MemoryIndex(corpus.passages)
     rng = random.Random(seed)
@@ -538,13 +539,6 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
         last = plan[-1]
         if rng.random() < GROUNDED_SHARE:
             passages = search_passages(index, plan)
-            if last.source and last.source not in [p.key for p in passages]:
-                # Retrieval missed it for this wording (a typo, a dropped word): the model still
-                # learns the answer from its passage; what it may say without one is the answer
-                # check's to judge (grounding.check_support), not the model's.
-                if len(passages) >= PASSAGE_LIMIT:
-                    passages.pop(rng.randrange(len(passages)))
-                passages.insert(rng.randrange(len(passages) + 1), corpus.passage(last.source))
             if len(passages) > 1 and rng.random() < 0.3:
                 rng.shuffle(passages)
             dialogues.append(grounded_dialogue(plan, passages, system_prompt=system))

@@ -184,8 +184,8 @@ def test_grounded_training_dialogues_read_their_passages() -> None:
             assert dialogue.reply == NOT_FOUND_REPLY and dialogue.handoff == NOT_FOUND_HANDOFF
             assert "No passage answers it." in dialogue.reasoning
             not_found += 1
-    # Where retrieval missed the right passage for a wording, it is put among the others.
-    assert copied > 500 and not_found == 0
+    # Retrieval misses the right passage for some augmented wordings: then "not found".
+    assert copied > 450 and 0 < not_found < copied * 0.3
 
 
 def test_perturb_figures_changes_digits_only() -> None:
