@@ -449,7 +449,7 @@ def conversation_messages(turns: Sequence[Turn], *, system_prompt: str = "") -> 
 
 # Of the training conversations, the share whose last turn reads the help center's passages (the
 # rest have no knowledge base, as a deployment without articles: the model answers from memory).
-GROUNDED_SHARE = 0.6
+GROUNDED_SHARE = 0.5
 # Retrieval as the product's defaults (KNOWLEDGE_MAX_PASSAGES, KNOWLEDGE_MIN_RELEVANCE).
 PASSAGE_LIMIT = kb.DEFAULT_MAX_PASSAGES
 MIN_RELEVANCE = kb.DEFAULT_MIN_RELEVANCE

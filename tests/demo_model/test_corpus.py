@@ -161,7 +161,7 @@ def test_the_articles_are_the_store_answers_one_source() -> None:
 def test_grounded_training_dialogues_read_their_passages() -> None:
     dialogues = training_dialogues(count=1500, seed=4)
     grounded = [d for d in dialogues if d.passages is not None]
-    assert 0.5 < len(grounded) / len(dialogues) < 0.7  # GROUNDED_SHARE
+    assert 0.4 < len(grounded) / len(dialogues) < 0.6  # GROUNDED_SHARE
     corpus = load_corpus()
     originals = {p.key: p.text for p in corpus.passages}
     copied = not_found = 0

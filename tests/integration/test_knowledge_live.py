@@ -60,6 +60,8 @@ async def test_an_edited_article_changes_the_next_answer_and_the_chat_links_its_
 
     # Staff change the return window in the admin: the next answer says so, no retraining.
     await edit_returns("within 30 days", "within 45 days")
+    await customer.disconnect()
+    customer, _ = await new_customer()  # the next customer who asks
     second = await ask(customer, QUESTION, "q2")
     assert "within 45 days" in second["text"] and "30 days" not in second["text"], second["text"]
     assert second["sources"] and second["sources"][0]["url"] == "/help/returns#return-window"
