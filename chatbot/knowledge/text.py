@@ -218,10 +218,6 @@ def relevance(
     return sum(w for t, w in weights.items() if t in passage) / known
 
 
-def passage_terms(passage: Passage | Section) -> frozenset[str]:
-    return frozenset(term_counts(passage))
-
-
 def term_counts(passage: Passage | Section) -> Counter:
     """Each term's count in the passage, the heading's words counted twice (a heading says what
     the passage is about)."""

@@ -494,14 +494,11 @@ def grounded_answer(turn: Turn, passages: Sequence[kb.Passage]) -> tuple[str, st
     return f"{thought} No passage answers it.", NOT_FOUND_REPLY, NOT_FOUND_HANDOFF
 
 
-def search_passages(
-    index: kb.MemoryIndex, plan: Sequence[Turn], *, leave_out: bool = False, limit: int = PASSAGE_LIMIT
-) -> list[kb.Passage]:
+def search_passages(index: kb.MemoryIndex, plan: Sequence[Turn], *, limit: int = PASSAGE_LIMIT) -> list[kb.Passage]:
     """What the worker's retrieval finds for the conversation's last turn (same query, terms,
-    relevance and cut-off), the right passage left out with ``leave_out``."""
+    relevance and cut-off)."""
     query = kb.query_text([turn.question for turn in plan])
-    exclude = (plan[-1].source,) if leave_out and plan[-1].source else ()
-    return index.search(query, limit=limit, min_relevance=MIN_RELEVANCE, exclude=exclude)
+    return index.search(query, limit=limit, min_relevance=MIN_RELEVANCE)
 
 
 def grounded_dialogue(
