@@ -427,6 +427,9 @@ RATING_COMMENT_MAX_CHARS = env_int("RATING_COMMENT_MAX_CHARS", 1000)
 
 # Recent customer questions the variant comparison runs besides the held-out set.
 COMPARE_RECENT_QUESTIONS = env_int("COMPARE_RECENT_QUESTIONS", 50)
+# The first N held-out questions and N held-out conversations the comparison runs (0: all of them;
+# a quicker comparison for a large model on a busy worker).
+COMPARE_HELDOUT_LIMIT = env_int("COMPARE_HELDOUT_LIMIT", 0)
 
 # --- Gradual rollout and its guard (docs/rollback.md) -----------------------------------------------
 # The live comparison counts a rollout's conversations that started in its last N hours.

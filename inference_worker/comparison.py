@@ -28,6 +28,7 @@ def run_comparison(*, comparison_id: int, worker: str) -> str:
                 fp16_path=settings.MODEL_VARIANTS["fp16"]["path"],
                 gptq_path=settings.MODEL_VARIANTS["gptq-int4"]["path"],
                 extra_prompts=extra_prompts,
+                limit=settings.COMPARE_HELDOUT_LIMIT or None,
             ),
             threads=torch_work_threads(),
             name="compare-variants",

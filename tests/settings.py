@@ -21,6 +21,9 @@ os.environ.setdefault("MAX_NEW_TOKENS", "96")
 # otherwise widen to 544 (generation: prompt_budget).
 os.environ.setdefault("CONTEXT_BUDGET_TOKENS", "384")
 os.environ.setdefault("ACTIVE_VARIANT_CACHE_S", "0")
+# The rollback page's comparison on the live worker: 16 held-out questions and conversations (all
+# of them took two minutes of the suite; evaluate_models' own tests run the whole sets' code).
+os.environ.setdefault("COMPARE_HELDOUT_LIMIT", "16")
 # The shared live worker's rollout guard stays quiet: its queries every few seconds could meet
 # pytest-django's flush (TRUNCATE of every table) between tests in a deadlock. The guard drill
 # starts a worker of its own with a short interval.
