@@ -138,8 +138,7 @@ class WorkerRuntime:
             if self.preload == "all"
             else [v for v in self.slots if v == settings.DEFAULT_MODEL_VARIANT]
         )
-        for variant in to_load:
-            self.slots[variant].load()
+        self._load(to_load)
         self.publisher = EventPublisher()
         self.pump = StreamPump(interval_s=settings.STREAM_FLUSH_INTERVAL_S, around_pass=self.publisher.batch)
         self.cancels = CancelWatcher(interval_s=CANCEL_CHECK_S)
@@ -150,6 +149,31 @@ class WorkerRuntime:
         self._sweeper.start()
         metrics.serve(settings.METRICS_PORT)
         return self
+
+    def _load(self, variants: list[str]) -> None:
+        """Load these variants' engines. Engine processes start side by side (each imports torch
+        and loads its model, seconds apart, on a core of its own); the first variant's error is
+        raised once every load has ended, so no child is left starting behind it."""
+        if not settings.ENGINE_PROCESS or len(variants) < 2:
+            for variant in variants:
+                self.slots[variant].load()
+            return
+        errors: dict[str, BaseException] = {}
+
+        def load(variant: str) -> None:
+            try:
+                self.slots[variant].load()
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the variants' order
+                errors[variant] = exc
+
+        threads = [threading.Thread(target=load, args=(v,), name=f"load-{v}") for v in variants]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for variant in variants:
+            if variant in errors:
+                raise errors[variant]
 
     def engine_for(self, variant: str) -> BatchingEngine | RemoteEngine:
         slot = self.slots.get(variant)
