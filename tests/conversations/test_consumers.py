@@ -236,7 +236,8 @@ async def test_ping_pong_and_new_conversation():
 async def test_resolved_conversation_refuses_new_messages():
     communicator, _ = await new_customer()
     saved = await send_message(communicator, "thanks, bye")
-    await communicator.receive_json_from()
+    await communicator.receive_json_from()  # unavailable: no worker here
+    await receive_handoff(communicator)  # so the handoff can't land after the resolve below
     await database_sync_to_async(Conversation.objects.filter(public_id=saved["conversation"]["id"]).update)(
         status=Conversation.Status.RESOLVED
     )
