@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django import db
 from django.conf import settings
@@ -158,22 +159,10 @@ class WorkerRuntime:
             for variant in variants:
                 self.slots[variant].load()
             return
-        errors: dict[str, BaseException] = {}
-
-        def load(variant: str) -> None:
-            try:
-                self.slots[variant].load()
-            except BaseException as exc:  # noqa: BLE001 - raised below, in the variants' order
-                errors[variant] = exc
-
-        threads = [threading.Thread(target=load, args=(v,), name=f"load-{v}") for v in variants]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for variant in variants:
-            if variant in errors:
-                raise errors[variant]
+        with ThreadPoolExecutor(max_workers=len(variants), thread_name_prefix="load") as pool:
+            loads = [pool.submit(self.slots[variant].load) for variant in variants]
+        for load in loads:  # every load has ended here (the pool's exit waited for them)
+            load.result()
 
     def engine_for(self, variant: str) -> BatchingEngine | RemoteEngine:
         slot = self.slots.get(variant)
