@@ -300,6 +300,7 @@ def build_demo_model(
             "final_loss": train_report.final_loss,
             "train_seconds": round(train_report.seconds, 1),
             "losses": [list(pair) for pair in train_report.losses],
+            "copy_accuracy": train_report.copy_accuracy,
         }
         _write_build_info(
             staging,
@@ -315,6 +316,7 @@ def build_demo_model(
                     "steps": train_report.steps,
                     "final_loss": round(train_report.final_loss, 6),
                     "seconds": round(train_report.seconds, 1),
+                    "copy_accuracy": train_report.copy_accuracy and [round(x, 4) for x in train_report.copy_accuracy],
                 },
             },
         )

@@ -33,7 +33,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -517,12 +517,16 @@ def grounded_dialogue(
     )
 
 
-def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -> list[TrainingDialogue]:
+def training_dialogues(
+    *, corpus: Corpus | None = None, count: int, seed: int, changed_figures_share: float = 0.0
+) -> list[TrainingDialogue]:
     """``count`` augmented training conversations of 1 to 10 turns (TRAIN_TURN_WEIGHTS), fixed by
     ``seed``; each ends with the customer turn whose answer is the completion. A few carry the
     store's system prompt so a configured system prompt is not out of distribution. Most read the
     help center's passages for their last turn (GROUNDED_SHARE), found by the product's own
-    retrieval over the demo articles (in random order in 30%); where it missed the right passage
+    retrieval over the demo articles (in random order in 30%; in ``changed_figures_share`` of them
+    with every figure changed at random, which the answer, copied from its passage, then says: a
+    figure that only the prompt holds, as after an article was edited); where it missed the right passage
     for a wording (a typo, a dropped word), the answer is "not found" and the handoff, as the
     product would say it; the history is plain, as the worker stores it."""
     corpus = corpus or load_corpus()
@@ -538,6 +542,8 @@ def training_dialogues(*, corpus: Corpus | None = None, count: int, seed: int) -
             passages = search_passages(index, plan)
             if len(passages) > 1 and rng.random() < 0.3:
                 rng.shuffle(passages)
+            if changed_figures_share and rng.random() < changed_figures_share:
+                passages = [replace(p, text=perturb_figures(p.text, rng)) for p in passages]
             dialogues.append(grounded_dialogue(plan, passages, system_prompt=system))
             continue
         dialogues.append(

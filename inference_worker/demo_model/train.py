@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
+from inference_worker.demo_model.copying import copy_accuracy, hold_copy_circuit, install_copy_circuit
 from inference_worker.demo_model.corpus import Corpus, TrainingDialogue, training_dialogues
 from inference_worker.demo_model.tokenizer import ASSISTANT_TOKEN, EOS_TOKEN, MODEL_MAX_LENGTH
 from inference_worker.grounding import passages_extra_tokens, prompt_tokens
@@ -62,6 +63,10 @@ class ModelPreset:
     tokenizer_vocab_size: int
     calibration_samples: int  # GPTQ calibration conversations
     log_every: int
+    rope_theta: float = 10_000.0
+    copy_circuit: bool = False  # copying.install_copy_circuit before training
+    copy_context: int = 2  # tokens its induction head matches
+    changed_figures_share: float = 0.0  # corpus.training_dialogues' share of changed figures
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -81,6 +86,30 @@ PRESETS: dict[str, ModelPreset] = {
         tokenizer_vocab_size=2048,
         calibration_samples=128,
         log_every=20,
+    ),
+    # The full geometry with a copying circuit built in before training (copying.py) and half of
+    # its grounded conversations' figures changed at random, so that it reads the figures of its
+    # passages: an edited article changes its answer without the answer check. Not the default:
+    # measured against "full" it follows 65% of edited articles by itself (full: none) but answers
+    # worse elsewhere (docs/demo-model.md, "A model that reads").
+    "reader": ModelPreset(
+        name="reader",
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=4,  # ungrouped: the circuit holds its heads' keys and values, no others'
+        intermediate_size=768,
+        steps=480,
+        batch_size=24,
+        learning_rate=2e-3,
+        warmup_steps=20,
+        tokenizer_vocab_size=2048,
+        calibration_samples=128,
+        log_every=20,
+        rope_theta=1_000_000.0,  # Qwen2.5's: the circuit's match needs RoPE's slow pairs
+        copy_circuit=True,
+        copy_context=3,
+        changed_figures_share=0.5,
     ),
     # For the worker integration and browser tests: small enough to build in well under a minute,
     # trained enough to write the R1 format (reasoning, `</think>`, a reply, the end token).
@@ -125,6 +154,8 @@ class TrainReport:
     final_loss: float  # mean of the last `log_every` steps' losses
     losses: tuple[tuple[int, float], ...]  # (step, mean loss since the previous entry)
     parameters: int
+    # copying.copy_accuracy on random text before and after training (None: no copying circuit)
+    copy_accuracy: tuple[float, float] | None = None
 
 
 def preset_by_name(name: str) -> ModelPreset:
@@ -148,7 +179,7 @@ def model_config(*, preset: ModelPreset, tokenizer: PreTrainedTokenizerBase) -> 
         hidden_act="silu",
         max_position_embeddings=MODEL_MAX_LENGTH,
         rms_norm_eps=1e-6,
-        rope_theta=10000.0,
+        rope_theta=preset.rope_theta,
         tie_word_embeddings=False,
         use_sliding_window=False,
         attention_dropout=0.0,
@@ -277,12 +308,23 @@ def train_model(
     with deterministic_torch(seed=seed):
         started = time.monotonic()
         rng = random.Random(seed)
-        dialogues = training_dialogues(corpus=corpus, count=preset.steps * preset.batch_size, seed=seed)
+        dialogues = training_dialogues(
+            corpus=corpus,
+            count=preset.steps * preset.batch_size,
+            seed=seed,
+            changed_figures_share=preset.changed_figures_share,
+        )
         encoded = [encode_dialogue(tokenizer=tokenizer, dialogue=d) for d in dialogues]
         batches = _batches(encoded=encoded, batch_size=preset.batch_size, rng=rng)
 
         config = model_config(preset=preset, tokenizer=tokenizer)
         model = Qwen2ForCausalLM(config)
+        copied_before = None
+        layout = install_copy_circuit(model, context=preset.copy_context) if preset.copy_circuit else None
+        if layout is not None:
+            hold_copy_circuit(model, layout)
+            copied_before = copy_accuracy(model)
+            log(f"copying circuit installed: copies {copied_before:.3f} of a repeated random span")
         model.train()
         parameters = sum(p.numel() for p in model.parameters())
         log(
@@ -319,12 +361,17 @@ def train_model(
                 )
                 window = []
         model.eval()
+        copied = None
+        if copied_before is not None:
+            copied = (copied_before, copy_accuracy(model))
+            log(f"after training the model copies {copied[1]:.3f} of a repeated random span")
         report = TrainReport(
             steps=preset.steps,
             seconds=time.monotonic() - started,
             final_loss=losses[-1][1],
             losses=tuple(losses),
             parameters=parameters,
+            copy_accuracy=copied,
         )
         return model, report
 

@@ -1,4 +1,4 @@
-"""`python manage.py build_demo_model [--force] [--preset full|small|tiny]`: build the demo model.
+"""`python manage.py build_demo_model [--force] [--preset full|reader|small|tiny]`: build the demo model.
 
 Trains the tokenizer and the FP16 model on the support corpus and quantizes it to GPTQ, into the
 folders the settings name; parts that are already complete are kept unless --force.
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--force", action="store_true", help="rebuild every part")
-        parser.add_argument("--preset", choices=("full", "small", "tiny"), default="full")
+        parser.add_argument("--preset", choices=("full", "reader", "small", "tiny"), default="full")
         parser.add_argument("--json", action="store_true", help="also print the build report as JSON")
 
     def handle(self, *args: object, **options: object) -> None:
