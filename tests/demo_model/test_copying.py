@@ -114,3 +114,30 @@ def test_three_tokens_of_context_tell_apart_what_two_cannot() -> None:
         with torch.no_grad():
             right[context] = (model(input_ids=ids).logits[:, -1].argmax(-1) == expected).float().mean().item()
     assert right[3] > 0.9 and right[2] < 0.75, right
+
+
+def test_the_workers_engine_decodes_a_copying_model_as_generate(tmp_path) -> None:
+    """The reader geometry (RoPE base 10^6, ungrouped KV heads, the circuit's biases), saved and
+    loaded back, decodes in the worker's batching runner token for token as `generate` does."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from inference_worker.engine.dense_runner import DenseModelRunner
+    from tests.inference_worker.test_dense_runner import EOS, batched, one_at_a_time
+
+    model = _fresh("reader")
+    install_copy_circuit(model, context=PRESETS["reader"].copy_context)
+    model.config.eos_token_id = EOS
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert loaded.config.rope_parameters["rope_theta"] == 1_000_000.0
+    generator = torch.Generator().manual_seed(2)
+    # Prompts that repeat themselves, so the copying head has something to copy.
+    prompts, continuations = [], []
+    for i in range(6):
+        span = torch.randint(16, 290, (8 + i,), generator=generator).tolist()
+        prompts.append([1, *span, *span[: 3 + i % 3]])
+        continuations.append(span[3 + i % 3])
+    expected = one_at_a_time(loaded, prompts)
+    assert sum(e[0] == c for e, c in zip(expected, continuations, strict=True)) >= 5  # it copies
+    runner = DenseModelRunner(model=loaded, generation_config=GenerationConfig(do_sample=False), pad_token_id=0)
+    assert batched(runner, prompts) == expected
