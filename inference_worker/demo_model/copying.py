@@ -189,8 +189,8 @@ def install_copy_circuit(model: Qwen2ForCausalLM, *, context: int = 2) -> CopyLa
 def _repeated_spans(
     vocab_size: int, *, rows: int, span: int, filler: int, seed: int, low: int = 16
 ) -> tuple[torch.Tensor, int]:
-    """Rows of BOS, a random span, random filler, the same span again; and where the repeat
-    starts."""
+    """Rows of BOS (id 1, the demo tokenizer's), a random span, random filler, the same span
+    again; and where the repeat starts."""
     generator = torch.Generator().manual_seed(seed)
     spans = torch.randint(low, vocab_size, (rows, span), generator=generator)
     fill = torch.randint(low, vocab_size, (rows, filler), generator=generator)
@@ -240,8 +240,9 @@ def copy_accuracy(model: Qwen2ForCausalLM, *, span: int = 40, filler: int = 30, 
 
 
 def hold_copy_circuit(model: Qwen2ForCausalLM, layout: CopyLayout) -> list:
-    """Keep the circuit's attention (the queries, keys and values of its two KV groups) as built
-    while the rest trains: their gradients are zeroed. What the model makes of the copy (the
+    """Keep the circuit's attention (the queries, keys and values of the KV groups its heads use,
+    with grouped queries the other heads of those groups too) as built while the rest trains:
+    their gradients are zeroed. What the model makes of the copy (the
     heads' outputs, the output head, everything else) is trained. Returns the hook handles."""
     config = model.config
     head_dim = config.hidden_size // config.num_attention_heads
