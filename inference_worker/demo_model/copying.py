@@ -9,14 +9,16 @@ minutes the build has on two CPU cores (docs/demo-model.md has the curves). So t
 up by hand, and training starts from a model that already copies:
 
 * the token embedding lives in the first half of the residual stream (``A``);
-* layer 0, two heads: constant queries and keys (biases only) whose RoPE rotation makes the score
-  peak exactly one and two positions back; they write the codes (projections of the embedding) of
-  the previous token and of the one before it into subspaces of their own (``B``, ``B2``);
-* layer 1, one head, the induction head: its query is the codes of the current and the previous
-  token, its key the two codes layer 0 wrote, on RoPE's slowest pairs (nearly unrotated over the
-  window, so the match does not depend on the distance: hence RoPE base 10^6, as Qwen2.5's); it
-  lands where the two tokens before are the two tokens at the query, and writes a code of the
-  token it lands on into a third subspace (``C``), which the output head reads back as that token;
+* layer 0, one head per token of context n (the reader: three): constant queries and keys
+  (biases only) whose RoPE rotation makes the score peak exactly 1, 2, …, n positions back; each
+  writes the code (a projection of the embedding) of the token it lands on into a subspace of
+  its own (``B1``, ``B2``, …);
+* layer 1, one head, the induction head: its query is the codes of the current token and of the
+  n - 1 before it, its key the n codes layer 0 wrote, on RoPE's slowest pairs (nearly unrotated
+  over the window, so the match does not depend on the distance: hence RoPE base 10^6, as
+  Qwen2.5's); it lands where the tokens before are the tokens at the query, and writes a code of
+  the token it lands on into one more subspace (``C``), which the output head reads back as that
+  token;
 * every other residual branch (attention outputs, MLPs) starts at zero, as zero-initialised
   residual branches do, and learns from there.
 
@@ -94,6 +96,11 @@ def _orthonormal_rows(rows: int, cols: int, generator: torch.Generator) -> torch
     return q.T.contiguous()  # rows x cols, orthonormal rows (rows <= cols)
 
 
+def _heads(config) -> tuple[int, int]:
+    """(head dimension, query heads per KV head) of a geometry."""
+    return config.hidden_size // config.num_attention_heads, config.num_attention_heads // config.num_key_value_heads
+
+
 def _head(index: int, head_dim: int) -> slice:
     return slice(index * head_dim, (index + 1) * head_dim)
 
@@ -121,10 +128,8 @@ def install_copy_circuit(model: Qwen2ForCausalLM, *, context: int = 2) -> CopyLa
     layout = copy_layout(config, context=context)
     if layout is None:
         return None
-    hidden, heads, kv_heads = config.hidden_size, config.num_attention_heads, config.num_key_value_heads
-    head_dim = hidden // heads
+    head_dim, group = _heads(config)
     half = head_dim // 2
-    group = heads // kv_heads
     generator = torch.Generator().manual_seed(_SEED)
     code = _size(layout.previous[0])
 
@@ -204,14 +209,14 @@ def _calibrate(model: Qwen2ForCausalLM, layout: CopyLayout) -> None:
     on a match) and the output head (a copied token gets READOUT_LOGIT), from measured forward
     passes."""
     config = model.config
-    head_dim = config.hidden_size // config.num_attention_heads
+    head_dim, group = _heads(config)
     span = 40
     ids, start = _repeated_spans(config.vocab_size, rows=8, span=span, filler=0, seed=7)
     hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
     attention = model.model.layers[1].self_attn
     normed = model.model.layers[1].input_layernorm(hidden)
     q0 = layout.induction_head * head_dim
-    k0 = layout.induction_head // (config.num_attention_heads // config.num_key_value_heads) * head_dim
+    k0 = layout.induction_head // group * head_dim
     q = attention.q_proj(normed)
     k = attention.k_proj(normed)
     n = layout.context
@@ -244,9 +249,7 @@ def hold_copy_circuit(model: Qwen2ForCausalLM, layout: CopyLayout) -> list:
     with grouped queries the other heads of those groups too) as built while the rest trains:
     their gradients are zeroed. What the model makes of the copy (the
     heads' outputs, the output head, everything else) is trained. Returns the hook handles."""
-    config = model.config
-    head_dim = config.hidden_size // config.num_attention_heads
-    group = config.num_attention_heads // config.num_key_value_heads
+    head_dim, group = _heads(model.config)
     handles = []
     for layer, head in [(0, h) for h in layout.previous_heads] + [(1, layout.induction_head)]:
         attention = model.model.layers[layer].self_attn

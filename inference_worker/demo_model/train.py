@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -69,44 +69,36 @@ class ModelPreset:
     changed_figures_share: float = 0.0  # corpus.training_dialogues' share of changed figures
 
 
+# Sized to train in a few minutes on two CPU cores and still answer held-out phrasings (see
+# docs/demo-model.md for the build time and accuracy).
+_FULL = ModelPreset(
+    name="full",
+    hidden_size=256,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=2,
+    intermediate_size=768,
+    steps=600,
+    batch_size=24,
+    learning_rate=2e-3,
+    warmup_steps=20,
+    tokenizer_vocab_size=2048,
+    calibration_samples=128,
+    log_every=20,
+)
+
 PRESETS: dict[str, ModelPreset] = {
-    # Sized to train in a few minutes on two CPU cores and still answer held-out phrasings (see
-    # docs/demo-model.md for the build time and accuracy).
-    "full": ModelPreset(
-        name="full",
-        hidden_size=256,
-        num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=768,
-        steps=600,
-        batch_size=24,
-        learning_rate=2e-3,
-        warmup_steps=20,
-        tokenizer_vocab_size=2048,
-        calibration_samples=128,
-        log_every=20,
-    ),
-    # The full geometry with a copying circuit built in before training (copying.py) and half of
+    "full": _FULL,
+    # The full preset with a copying circuit built in before training (copying.py) and half of
     # its grounded conversations' figures changed at random, so that it reads the figures of its
     # passages: an edited article changes its answer without the answer check. Not the default:
     # measured against "full" it follows 80% of edited articles by itself (full: none), but after
     # the answer check customers get less, and its handoff action is worse (docs/demo-model.md,
     # "A model that reads").
-    "reader": ModelPreset(
+    "reader": replace(
+        _FULL,
         name="reader",
-        hidden_size=256,
-        num_layers=4,
-        num_heads=4,
         num_kv_heads=4,  # ungrouped: the circuit holds its heads' keys and values, no others'
-        intermediate_size=768,
-        steps=600,
-        batch_size=24,
-        learning_rate=2e-3,
-        warmup_steps=20,
-        tokenizer_vocab_size=2048,
-        calibration_samples=128,
-        log_every=20,
         rope_theta=1_000_000.0,  # Qwen2.5's: the circuit's match needs RoPE's slow pairs
         copy_circuit=True,
         copy_context=3,

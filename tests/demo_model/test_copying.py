@@ -43,7 +43,7 @@ def test_far_copies_need_the_slow_rope_base() -> None:
     assert copy_accuracy(model, span=60, filler=400) < 0.5
 
 
-def test_the_copy_goes_through_the_two_heads_the_layout_names() -> None:
+def test_the_copy_goes_through_the_induction_head_the_layout_names() -> None:
     model = _fresh("reader")
     layout = install_copy_circuit(model)
     head_dim = model.config.hidden_size // model.config.num_attention_heads
