@@ -13,7 +13,10 @@ turn; greedy decoding. Four sets, all from held-out phrasings (never trained on)
 * **edited**: the same questions over articles whose figures were changed after training (every
   run of digits in every passage replaced by another number, seeded). ``follows_article``: of the
   answers whose passage was found, those that cite it and state every figure of the edited text
-  (goal: at least 90%); ``stale``: those that state a figure of the original text it replaced.
+  (goal: at least 90%); ``stale``: those that state a figure of the original text it replaced;
+  ``outcomes``: what each of those answers did (``edited_outcome``: followed, a figure wrong, the
+  right text with another passage's number, a copy that went astray, another passage, "not
+  found", another intent's reply), which tells reading failures from picking failures.
 * **no_answer**: the same questions with the right passage taken out of the knowledge base
   (nothing relevant for them). The bot must say it does not know (the not_in_help_center
   handoff) instead of answering from a passage about something else; precision and recall of
@@ -142,6 +145,45 @@ def _not_found(answer) -> bool:
     return answer.handoff == NOT_FOUND_HANDOFF
 
 
+# What an answer on the edited set did, when its passage was given (``edited_outcome``).
+EDITED_OUTCOMES = (
+    "follows",  # the edited passage's words and figures, citing its number
+    "wrong_number",  # its words and figures, citing another passage's number
+    "figure_wrong",  # its words, but not its figures
+    "copy_broke",  # began on its words and went astray (neither its text nor another passage's)
+    "another_passage",  # the text of a passage other than the right one
+    "not_found",  # "I couldn't find that" (the not_in_help_center handoff)
+    "another_reply",  # a reply that cites nothing: another intent's (small talk, out of scope, ...)
+)
+
+
+def _words(text: str) -> str:
+    """A reply's words without its figures and citations, normalised."""
+    return normalize_reply(_FIGURES.sub("#", kb.strip_citations(text)))
+
+
+def edited_outcome(
+    *, reply: str, not_found: bool, passages: Sequence[kb.Passage], number: int, known: Sequence[str] = ()
+) -> str:
+    """Which of EDITED_OUTCOMES an answer is, where ``passages[number - 1]`` is the right one and
+    ``known`` the texts of every other passage the model may have learned (the whole help
+    center): tells a model that cannot read figures from one that did not pick the passage."""
+    text = passages[number - 1].text
+    if not_found:
+        return "not_found"
+    if _words(reply) == _words(text):
+        if sorted(_FIGURES.findall(kb.strip_citations(reply))) != sorted(_FIGURES.findall(text)):
+            return "figure_wrong"
+        return "follows" if number in kb.cited_numbers(reply, len(passages)) else "wrong_number"
+    others = {_words(p.text) for i, p in enumerate(passages, 1) if i != number} | {_words(t) for t in known}
+    others.discard(_words(text))
+    if _words(reply) in others:
+        return "another_passage"
+    if not kb.cited_numbers(reply, len(passages)):
+        return "another_reply"
+    return "copy_broke"
+
+
 CHECK_MIN_SUPPORT = 0.6  # KNOWLEDGE_MIN_SUPPORT's default
 
 
@@ -221,12 +263,22 @@ def evaluate_grounding(
     with_figures = [(e, t) for e, t in cases if _FIGURES.search(originals[t.source])]
     answers, given = _run(pair, with_figures, edited_index, leave_out=False, **run)
     follows = stale = counted = follows_checked = 0
+    outcomes = dict.fromkeys(EDITED_OUTCOMES, 0)
     for (_example, turn), answer, passages in zip(with_figures, answers, given, strict=True):
         keys = [p.key for p in passages]
         if turn.source not in keys:
             continue
         counted += 1
         number = keys.index(turn.source) + 1
+        outcomes[
+            edited_outcome(
+                reply=answer.reply,
+                not_found=_not_found(answer),
+                passages=passages,
+                number=number,
+                known=list(originals.values()),
+            )
+        ] += 1
         new_text = passages[number - 1].text
         new_figures = _FIGURES.findall(new_text)
         old_figures = set(_FIGURES.findall(originals[turn.source])) - set(new_figures)
@@ -248,6 +300,7 @@ def evaluate_grounding(
         "follows_article": follows / max(1, counted),
         "follows_article_checked": follows_checked / max(1, counted),
         "stale": stale / max(1, counted),
+        "outcomes": outcomes,
     }
 
     # Nothing relevant: the right passage is not in the knowledge base.

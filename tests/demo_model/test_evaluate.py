@@ -167,3 +167,27 @@ def test_training_sees_the_prompt_the_worker_builds_and_learns_every_answer_in_i
     kept = tokenizer.decode(prompt).count("Account > Orders")
     assert kept >= 1 and learned == ("You can follow your order under Account > Orders." + EOS_TOKEN) * kept
     assert "question" not in learned and "<think>" not in learned
+
+
+def test_edited_outcomes_tell_reading_failures_from_picking_failures() -> None:
+    from chatbot.knowledge.text import Passage
+    from inference_worker.demo_model.evaluate_grounding import EDITED_OUTCOMES, edited_outcome
+
+    hours = Passage("contact", "Contact", "hours", "Opening hours", "We are open 9:00-17:00 on weekdays.")
+    costs = Passage("shipping", "Shipping", "costs", "Costs", "Standard shipping costs €4.95; express costs €9.95.")
+    passages = [costs, hours]
+    known = ["We are open 8:00-20:00 on weekdays.", "Standard shipping costs €4.95; express costs €9.95."]
+
+    def outcome(reply: str, *, not_found: bool = False) -> str:
+        found = edited_outcome(reply=reply, not_found=not_found, passages=passages, number=2, known=known)
+        assert found in EDITED_OUTCOMES
+        return found
+
+    assert outcome("We are open 9:00-17:00 on weekdays. [2]") == "follows"
+    assert outcome("we are  open 9:00-17:00 on weekdays.[2]") == "follows"
+    assert outcome("We are open 9:00-17:00 on weekdays. [1]") == "wrong_number"
+    assert outcome("We are open 8:00-20:00 on weekdays. [2]") == "figure_wrong"  # the old figures
+    assert outcome("We are open 9:00-17:00 on weekdays and Saturdays. [2]") == "copy_broke"
+    assert outcome("Standard shipping costs €4.95; express costs €9.95. [1]") == "another_passage"
+    assert outcome("I'm sorry, I couldn't find that.", not_found=True) == "not_found"
+    assert outcome("I'm sorry, I can only help with Northwind Goods orders.") == "another_reply"

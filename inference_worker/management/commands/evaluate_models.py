@@ -141,6 +141,12 @@ def _human(report: dict) -> str:
             "'not found' when the right passage is not in the knowledge base, P/R of 'not found' over both "
             "sets; source: the model cites the right passage (article: its article)"
         )
+        for name, g in report["grounding"].items():
+            outcomes = g["edited"].get("outcomes", {})
+            lines.append(
+                f"  {name} edited, the model's answers where its passage was given: "
+                + ", ".join(f"{kind} {count}" for kind, count in outcomes.items())
+            )
     for scope, figures in report["comparison"].items():
         if figures.get("prompts"):
             lines.append(
