@@ -162,19 +162,29 @@ def _words(text: str) -> str:
     return normalize_reply(_FIGURES.sub("#", kb.strip_citations(text)))
 
 
+def _follows(reply: str, passages: Sequence[kb.Passage], number: int) -> bool:
+    """The reply cites ``passages[number - 1]`` and states exactly its figures: what
+    ``follows_article`` counts (the model's answer and the checked one alike)."""
+    return number in kb.cited_numbers(reply, len(passages)) and sorted(
+        _FIGURES.findall(kb.strip_citations(reply))
+    ) == sorted(_FIGURES.findall(passages[number - 1].text))
+
+
 def edited_outcome(
     *, reply: str, not_found: bool, passages: Sequence[kb.Passage], number: int, known: Sequence[str] = ()
 ) -> str:
     """Which of EDITED_OUTCOMES an answer is, where ``passages[number - 1]`` is the right one and
     ``known`` the texts of every other passage the model may have learned (the whole help
-    center): tells a model that cannot read figures from one that did not pick the passage."""
+    center): tells a model that cannot read figures from one that did not pick the passage.
+    "follows" is exactly ``follows_article``'s test."""
     text = passages[number - 1].text
     if not_found:
         return "not_found"
+    if _follows(reply, passages, number):
+        return "follows"
     if _words(reply) == _words(text):
-        if sorted(_FIGURES.findall(kb.strip_citations(reply))) != sorted(_FIGURES.findall(text)):
-            return "figure_wrong"
-        return "follows" if number in kb.cited_numbers(reply, len(passages)) else "wrong_number"
+        same_figures = sorted(_FIGURES.findall(kb.strip_citations(reply))) == sorted(_FIGURES.findall(text))
+        return "wrong_number" if same_figures else "figure_wrong"
     others = {_words(p.text) for i, p in enumerate(passages, 1) if i != number} | {_words(t) for t in known}
     others.discard(_words(text))
     if _words(reply) in others:
@@ -264,32 +274,23 @@ def evaluate_grounding(
     answers, given = _run(pair, with_figures, edited_index, leave_out=False, **run)
     follows = stale = counted = follows_checked = 0
     outcomes = dict.fromkeys(EDITED_OUTCOMES, 0)
+    known = list(originals.values())
     for (_example, turn), answer, passages in zip(with_figures, answers, given, strict=True):
         keys = [p.key for p in passages]
         if turn.source not in keys:
             continue
         counted += 1
         number = keys.index(turn.source) + 1
-        outcomes[
-            edited_outcome(
-                reply=answer.reply,
-                not_found=_not_found(answer),
-                passages=passages,
-                number=number,
-                known=list(originals.values()),
-            )
-        ] += 1
-        new_text = passages[number - 1].text
-        new_figures = _FIGURES.findall(new_text)
-        old_figures = set(_FIGURES.findall(originals[turn.source])) - set(new_figures)
-        reply_figures = _FIGURES.findall(kb.strip_citations(answer.reply))
-        ok = number in kb.cited_numbers(answer.reply, len(passages)) and sorted(reply_figures) == sorted(new_figures)
+        outcome = edited_outcome(
+            reply=answer.reply, not_found=_not_found(answer), passages=passages, number=number, known=known
+        )
+        outcomes[outcome] += 1
+        ok = outcome == "follows"
         follows += ok
-        stale += any(f in old_figures for f in reply_figures)
-        final = _checked(answer, passages)
-        follows_checked += number in kb.cited_numbers(final.reply, len(passages)) and sorted(
-            _FIGURES.findall(kb.strip_citations(final.reply))
-        ) == sorted(new_figures)
+        new_text = passages[number - 1].text
+        old_figures = set(_FIGURES.findall(originals[turn.source])) - set(_FIGURES.findall(new_text))
+        stale += any(f in old_figures for f in _FIGURES.findall(kb.strip_citations(answer.reply)))
+        follows_checked += _follows(_checked(answer, passages).reply, passages, number)
         if not ok and len(misses) < 2 * _MISSES:
             misses.append(
                 {"set": "edited", "expected": new_text[:120], "question": turn.question, "reply": answer.reply[:160]}

@@ -187,7 +187,9 @@ def test_edited_outcomes_tell_reading_failures_from_picking_failures() -> None:
     assert outcome("we are  open 9:00-17:00 on weekdays.[2]") == "follows"
     assert outcome("We are open 9:00-17:00 on weekdays. [1]") == "wrong_number"
     assert outcome("We are open 8:00-20:00 on weekdays. [2]") == "figure_wrong"  # the old figures
-    assert outcome("We are open 9:00-17:00 on weekdays and Saturdays. [2]") == "copy_broke"
+    # follows_article's test: the figures, cited; other words around them do not make it a miss
+    assert outcome("We are open 9:00-17:00 on weekdays and Saturdays. [2]") == "follows"
+    assert outcome("We are open 9:00-17:00 and 18:00-20:00 on weekdays. [2]") == "copy_broke"
     assert outcome("Standard shipping costs €4.95; express costs €9.95. [1]") == "another_passage"
     assert outcome("I'm sorry, I couldn't find that.", not_found=True) == "not_found"
     assert outcome("I'm sorry, I can only help with Northwind Goods orders.") == "another_reply"
