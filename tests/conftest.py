@@ -29,6 +29,42 @@ def _redis_clean() -> None:
     get_redis().flushdb()
 
 
+# PostgreSQL's code for a transaction it ended to break a deadlock.
+DEADLOCK_DETECTED = "40P01"
+FLUSH_ATTEMPTS = 5
+
+
+def _flush_retrying_deadlocks() -> None:
+    """pytest-django empties the database after each transactional test with one TRUNCATE of every
+    table, which takes each table's exclusive lock in turn. The live worker's sweep (every
+    WORKER_HEARTBEAT_S: idle conversations resolved, orphaned answers requeued) locks rows of
+    several tables in transactions of its own, so the two can deadlock, and PostgreSQL then ends
+    the TRUNCATE: on CI once, "Database test_chatbot couldn't be flushed" after the analytics
+    test, whose 400 seeded conversations the sweep was resolving. The flush is tried again, as an
+    application retries a transaction that lost a deadlock (tests/test_flush.py makes one)."""
+    from django.db import OperationalError
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    if getattr(DatabaseOperations.execute_sql_flush, "retries_deadlocks", False):
+        return
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+            try:
+                return original(self, sql_list)
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != DEADLOCK_DETECTED or attempt == FLUSH_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
+
+    execute_sql_flush.retries_deadlocks = True
+    DatabaseOperations.execute_sql_flush = execute_sql_flush
+
+
+_flush_retrying_deadlocks()
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker) -> Iterator[None]:
     """pytest-django's, with the test database's other sessions ended before it is dropped: the
