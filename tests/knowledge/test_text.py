@@ -79,6 +79,10 @@ def test_grounded_content_and_citations():
     passages = index.search("refund timing", limit=2, min_relevance=0.0)
     content = kb.grounded_content("When do I get my money?", passages)
     assert content.startswith(kb.PASSAGES_HEADER + "\n[1] ")
+    # Each passage numbered at both ends, its text between.
+    lines = content.split("\n")[1 : 1 + len(passages)]
+    for n, (line, passage) in enumerate(zip(lines, passages, strict=True), 1):
+        assert line == f"[{n}] {passage.heading}: {passage.text} [{n}]"
     assert content.endswith("\n\nQuestion: When do I get my money?")
     assert kb.grounded_content("Hi", []).startswith(kb.NO_PASSAGES)
     assert kb.cited_numbers("It takes 5 days. [2] See also [1] and [9].", 2) == [2, 1]
