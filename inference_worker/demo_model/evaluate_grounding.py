@@ -16,7 +16,11 @@ turn; greedy decoding. Four sets, all from held-out phrasings (never trained on)
   (goal: at least 90%); ``stale``: those that state a figure of the original text it replaced;
   ``outcomes``: what each of those answers did (``edited_outcome``: followed, a figure wrong, the
   right text with another passage's number, a copy that went astray, another passage, "not
-  found", another intent's reply), which tells reading failures from picking failures.
+  found", another intent's reply), which tells reading failures from picking failures;
+  ``reasoning_names_passage``: the model's reasoning names the right passage's number;
+  ``follows_given_reasoning``: the answers that follow the article when the model writes its
+  reply after the expected reasoning (teacher-forced up to ``</think>``): how well it reads once
+  the passage is picked (the reader's failures are mostly in the reasoning: docs/demo-model.md).
 * **no_answer**: the same questions with the right passage taken out of the knowledge base
   (nothing relevant for them). The bot must say it does not know (the not_in_help_center
   handoff) instead of answering from a passage about something else; precision and recall of
@@ -39,6 +43,7 @@ from inference_worker.demo_model.corpus import (
     Corpus,
     HeldoutExample,
     Turn,
+    assistant_completion,
     grounded_answer,
     load_corpus,
     perturb_figures,
@@ -52,6 +57,7 @@ from inference_worker.demo_model.evaluate import (
     normalize_reply,
     parse_answer,
 )
+from inference_worker.demo_model.tokenizer import THINK_END
 from inference_worker.grounding import check_support, ground_turns, prompt_tokens
 from inference_worker.prompting import build_prompt_ids
 
@@ -138,7 +144,26 @@ def _run(
         prompts.append(ids)
         given.append(passages)
     outputs, _ = generate_greedy(pair=pair, prompts=prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return [parse_answer(tokenizer=pair.tokenizer, token_ids=o) for o in outputs], given
+    return [parse_answer(tokenizer=pair.tokenizer, token_ids=o) for o in outputs], given, prompts
+
+
+def reasoning_given(tokenizer, prompt: Sequence[int], turn: Turn, passages: Sequence[kb.Passage]) -> list[int]:
+    """``prompt`` followed by the expected reasoning up to and including ``</think>``, tokenized
+    as in training (the whole completion at once, cut after ``</think>``): the model writes the
+    reply after a reasoning that picked the right passage."""
+    reasoning, reply, handoff = grounded_answer(turn, passages)
+    whole = tokenizer(assistant_completion(reasoning=reasoning, reply=reply, handoff=handoff), add_special_tokens=False)
+    ids = whole["input_ids"]
+    return [*prompt, *ids[: ids.index(tokenizer.convert_tokens_to_ids(THINK_END)) + 1]]
+
+
+_NAMED = re.compile(r"Passage (\d+) answers it")
+
+
+def named_passage(reasoning: str) -> int | None:
+    """The passage number the reasoning says answers (``corpus.grounded_answer``'s words)."""
+    found = _NAMED.search(reasoning or "")
+    return int(found.group(1)) if found else None
 
 
 def _not_found(answer) -> bool:
@@ -229,7 +254,7 @@ def evaluate_grounding(
     declines = HandoffCounts()
 
     # Grounded, and sources.
-    answers, given = _run(pair, cases, index, leave_out=False, **run)
+    answers, given, _ = _run(pair, cases, index, leave_out=False, **run)
     correct = checked_correct = found = answered = right_passage = right_article = 0
     checked_declines = HandoffCounts()
     for (_example, turn), answer, passages in zip(cases, answers, given, strict=True):
@@ -271,11 +296,12 @@ def evaluate_grounding(
     edited_index = kb.MemoryIndex(edited_corpus)
     originals = {p.key: p.text for p in corpus.passages}
     with_figures = [(e, t) for e, t in cases if _FIGURES.search(originals[t.source])]
-    answers, given = _run(pair, with_figures, edited_index, leave_out=False, **run)
-    follows = stale = counted = follows_checked = 0
+    answers, given, prompts = _run(pair, with_figures, edited_index, leave_out=False, **run)
+    follows = stale = counted = follows_checked = named_right = 0
+    forced: list[tuple[list[int], int, list[kb.Passage], int]] = []
     outcomes = dict.fromkeys(EDITED_OUTCOMES, 0)
     known = list(originals.values())
-    for (_example, turn), answer, passages in zip(with_figures, answers, given, strict=True):
+    for (_example, turn), answer, passages, prompt in zip(with_figures, answers, given, prompts, strict=True):
         keys = [p.key for p in passages]
         if turn.source not in keys:
             continue
@@ -285,6 +311,8 @@ def evaluate_grounding(
             reply=answer.reply, not_found=_not_found(answer), passages=passages, number=number, known=known
         )
         outcomes[outcome] += 1
+        named_right += named_passage(answer.reasoning) == number
+        forced.append((reasoning_given(pair.tokenizer, prompt, turn, passages), len(prompt), passages, number))
         ok = outcome == "follows"
         follows += ok
         new_text = passages[number - 1].text
@@ -295,6 +323,20 @@ def evaluate_grounding(
             misses.append(
                 {"set": "edited", "expected": new_text[:120], "question": turn.question, "reply": answer.reply[:160]}
             )
+    # The same questions with the expected reasoning given (it names the right passage): how well
+    # the model reads once the passage is picked, apart from how well it picks.
+    outputs: list[list[int]] = []
+    if forced:
+        outputs, _ = generate_greedy(
+            pair=pair,
+            prompts=[ids for ids, *_ in forced],
+            max_new_tokens=run["max_new_tokens"],
+            batch_size=run["batch_size"],
+        )
+    follows_given_reasoning = sum(
+        _follows(parse_answer(tokenizer=pair.tokenizer, token_ids=[*ids[start:], *output]).reply, passages, number)
+        for (ids, start, passages, number), output in zip(forced, outputs, strict=True)
+    )
     edited = {
         "examples": len(with_figures),
         "passage_found": counted,
@@ -302,11 +344,12 @@ def evaluate_grounding(
         "follows_article_checked": follows_checked / max(1, counted),
         "stale": stale / max(1, counted),
         "outcomes": outcomes,
+        "reasoning_names_passage": named_right / max(1, counted),
+        "follows_given_reasoning": follows_given_reasoning / max(1, counted),
     }
 
     # Nothing relevant: the right passage is not in the knowledge base.
-    answers = _run(pair, cases, index, leave_out=True, **run)
-    answers, given = answers
+    answers, given, _ = _run(pair, cases, index, leave_out=True, **run)
     said_unknown = said_unknown_checked = 0
     for (_example, turn), answer, passages in zip(cases, answers, given, strict=True):
         declines.add(expected=True, predicted=_not_found(answer))

@@ -193,3 +193,31 @@ def test_edited_outcomes_tell_reading_failures_from_picking_failures() -> None:
     assert outcome("Standard shipping costs €4.95; express costs €9.95. [1]") == "another_passage"
     assert outcome("I'm sorry, I couldn't find that.", not_found=True) == "not_found"
     assert outcome("I'm sorry, I can only help with Northwind Goods orders.") == "another_reply"
+
+
+def test_the_expected_reasoning_is_given_as_training_tokenizes_it(tokenizer) -> None:
+    from chatbot.knowledge.text import Passage
+    from inference_worker.demo_model.corpus import Turn
+    from inference_worker.demo_model.evaluate_grounding import named_passage, reasoning_given
+
+    hours = Passage("contact", "Contact", "hours", "Opening hours", "We are open 9:00-17:00 on weekdays.")
+    costs = Passage("shipping", "Shipping", "costs", "Costs", "Standard shipping costs €4.95.")
+    turn = Turn(
+        answer_id="opening_hours",
+        question="When are you open?",
+        reasoning="The customer asks when we are open. Our hours are known.",
+        reply="We are open.",
+        source=hours.key,
+    )
+    prompt = [1, 2, 3]
+    ids = reasoning_given(tokenizer, prompt, turn, [costs, hours])
+    assert ids[:3] == prompt and ids[-1] == tokenizer.convert_tokens_to_ids("</think>")
+    reasoning = tokenizer.decode(ids[3:-1])
+    assert reasoning == "The customer asks when we are open. Passage 2 answers it.\n"
+    # The same ids as the training completion's start (tokenized whole, not in pieces).
+    completion = tokenizer(
+        reasoning + "</think>\n\nWe are open 9:00-17:00 on weekdays. [2]" + EOS_TOKEN, add_special_tokens=False
+    )["input_ids"]
+    assert completion[: len(ids) - 3] == ids[3:]
+    assert named_passage(reasoning) == 2
+    assert named_passage("The customer asks when we are open. No passage answers it.") is None

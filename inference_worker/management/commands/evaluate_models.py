@@ -146,6 +146,8 @@ def _human(report: dict) -> str:
             lines.append(
                 f"  {name} edited, the model's answers where its passage was given: "
                 + ", ".join(f"{kind} {count}" for kind, count in outcomes.items())
+                + f"; its reasoning named the right passage {g['edited'].get('reasoning_names_passage', 0):.3f}, "
+                f"followed after the expected reasoning {g['edited'].get('follows_given_reasoning', 0):.3f}"
             )
     for scope, figures in report["comparison"].items():
         if figures.get("prompts"):
