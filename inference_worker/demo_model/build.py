@@ -14,7 +14,7 @@ skipped when its folder is complete for the requested parameters (see ``part_sta
       "preset": "full" | "tiny",
       "seed": 1234,
       "created_at": "2026-11-28T18:30:00+00:00",
-      "corpus_sha256": "<sha256 over the corpus data files>",
+      "corpus_sha256": "<sha256 over the corpus data files and the training text format>",
       "tokenizer_sha256": "<sha256 over the tokenizer files' names and hashes>",
       "files": {"model.safetensors": {"sha256": "<hex>", "size": 8010000},
                 "tokenizer.json": {"sha256": "<hex>", "size": 86000}, ...},
@@ -119,12 +119,21 @@ def file_entries(directory: Path) -> dict[str, dict[str, object]]:
 
 
 def corpus_sha256() -> str:
-    from inference_worker.demo_model.corpus import DATA_DIR
+    """Over the corpus data files and the text format the model is trained on (a grounded prompt
+    and a completion, as the product writes them): a built model whose prompt format changed
+    since (``chatbot.knowledge.text.passage_line``, say) is built again, not served a prompt it
+    never saw."""
+    from chatbot.knowledge import text as kb
+    from inference_worker.demo_model.corpus import DATA_DIR, assistant_completion
 
     digest = hashlib.sha256()
     for path in sorted(DATA_DIR.glob("*.json")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
+    sample = kb.Passage("article", "Article", "anchor", "Heading", "Text 1.")
+    digest.update(kb.grounded_content("Question?", [sample]).encode())
+    digest.update(kb.grounded_content("Question?", []).encode())
+    digest.update(assistant_completion(reasoning="Reasoning.", reply="Reply. [1]", handoff="reason").encode())
     return digest.hexdigest()
 
 

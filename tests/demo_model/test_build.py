@@ -182,6 +182,20 @@ def test_different_seed_or_group_size_is_not_complete(tiny: TinyBuild) -> None:
     assert not complete
 
 
+def test_a_changed_prompt_format_makes_the_parts_incomplete(tiny: TinyBuild, monkeypatch) -> None:
+    """A model trained on one prompt format is not kept for another (the corpus hash covers the
+    format the training text is written in, not only the data files)."""
+    from chatbot.knowledge import text as kb
+
+    before = build_module.corpus_sha256()
+    assert part_status(directory=tiny.fp16_dir, variant="fp16", expect={"corpus_sha256": before})[0]
+    monkeypatch.setattr(kb, "passage_line", lambda number, passage: f"({number}) {passage.text}")
+    after = build_module.corpus_sha256()
+    assert after != before
+    complete, reason = part_status(directory=tiny.fp16_dir, variant="fp16", expect={"corpus_sha256": after})
+    assert not complete and "corpus_sha256" in reason
+
+
 def test_changed_weights_make_a_part_incomplete(tiny: TinyBuild, tmp_path: Path) -> None:
     import shutil
 
