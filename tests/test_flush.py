@@ -46,11 +46,12 @@ def test_the_flush_is_tried_again_when_the_database_ends_it_to_break_a_deadlock(
         try:
             with psycopg.connect(**params, autocommit=True) as observer:
                 wait_until_waiting(observer, flush_pid)  # the flush holds the first table
-                watcher = threading.Thread(
-                    target=lambda: outcome.update(
-                        other_waited=wait_until_waiting(observer, other.info.backend_pid) is None
-                    )
-                )
+
+                def watch_the_other_session() -> None:
+                    wait_until_waiting(observer, other.info.backend_pid)
+                    outcome["other_waited"] = True
+
+                watcher = threading.Thread(target=watch_the_other_session)
                 watcher.start()
                 other.execute(f"SELECT count(*) FROM {first}")  # waits for the flush: a deadlock
                 watcher.join()

@@ -329,7 +329,7 @@ def tokenizer_training_texts(*, corpus: Corpus | None = None) -> list[str]:
     texts.extend(kb.passage_line(n, p) for n, p in enumerate(corpus.passages, 1))
     texts.extend(kb.grounded_content("Question", corpus.passages[:3]) for _ in range(3))
     texts.append(kb.grounded_content("Question", []))
-    texts.append(f"Passage 1 answers it. No passage answers it. {NOT_FOUND_REPLY} [1] [2] [3]")
+    texts.append(f"{PASSAGE_ANSWERS.format(number=1)} {NO_PASSAGE_ANSWERS} {NOT_FOUND_REPLY} [1] [2] [3]")
     texts.append(f"{HANDOFF_OPEN}{NOT_FOUND_HANDOFF}{HANDOFF_CLOSE}")
     return texts
 
@@ -475,6 +475,19 @@ def perturb_figures(text: str, rng: random.Random) -> str:
     return _DIGITS.sub(new, text)
 
 
+# How a grounded answer's reasoning names the passage it copies, or says none answers
+# (``grounded_answer``); ``named_passage`` reads the number back.
+PASSAGE_ANSWERS = "Passage {number} answers it."
+NO_PASSAGE_ANSWERS = "No passage answers it."
+_NAMED = re.compile(re.escape(PASSAGE_ANSWERS).replace(re.escape("{number}"), r"(\d+)"))
+
+
+def named_passage(reasoning: str) -> int | None:
+    """The passage number a reasoning says answers (``PASSAGE_ANSWERS``), or None."""
+    found = _NAMED.search(reasoning or "")
+    return int(found.group(1)) if found else None
+
+
 def _first_sentence(reasoning: str) -> str:
     head, dot, _ = reasoning.partition(". ")
     return head + ("." if dot else "")
@@ -490,8 +503,8 @@ def grounded_answer(turn: Turn, passages: Sequence[kb.Passage]) -> tuple[str, st
     thought = _first_sentence(turn.reasoning)
     for number, passage in enumerate(passages, 1):
         if passage.key == turn.source:
-            return f"{thought} Passage {number} answers it.", f"{passage.text} [{number}]", ""
-    return f"{thought} No passage answers it.", NOT_FOUND_REPLY, NOT_FOUND_HANDOFF
+            return f"{thought} {PASSAGE_ANSWERS.format(number=number)}", f"{passage.text} [{number}]", ""
+    return f"{thought} {NO_PASSAGE_ANSWERS}", NOT_FOUND_REPLY, NOT_FOUND_HANDOFF
 
 
 def search_passages(index: kb.MemoryIndex, plan: Sequence[Turn], *, limit: int = PASSAGE_LIMIT) -> list[kb.Passage]:

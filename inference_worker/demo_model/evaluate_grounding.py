@@ -46,6 +46,7 @@ from inference_worker.demo_model.corpus import (
     assistant_completion,
     grounded_answer,
     load_corpus,
+    named_passage,
     perturb_figures,
 )
 from inference_worker.demo_model.evaluate import (
@@ -155,15 +156,6 @@ def reasoning_given(tokenizer, prompt: Sequence[int], turn: Turn, passages: Sequ
     whole = tokenizer(assistant_completion(reasoning=reasoning, reply=reply, handoff=handoff), add_special_tokens=False)
     ids = whole["input_ids"]
     return [*prompt, *ids[: ids.index(tokenizer.convert_tokens_to_ids(THINK_END)) + 1]]
-
-
-_NAMED = re.compile(r"Passage (\d+) answers it")
-
-
-def named_passage(reasoning: str) -> int | None:
-    """The passage number the reasoning says answers (``corpus.grounded_answer``'s words)."""
-    found = _NAMED.search(reasoning or "")
-    return int(found.group(1)) if found else None
 
 
 def _not_found(answer) -> bool:

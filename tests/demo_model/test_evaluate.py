@@ -197,8 +197,8 @@ def test_edited_outcomes_tell_reading_failures_from_picking_failures() -> None:
 
 def test_the_expected_reasoning_is_given_as_training_tokenizes_it(tokenizer) -> None:
     from chatbot.knowledge.text import Passage
-    from inference_worker.demo_model.corpus import Turn
-    from inference_worker.demo_model.evaluate_grounding import named_passage, reasoning_given
+    from inference_worker.demo_model.corpus import Turn, named_passage
+    from inference_worker.demo_model.evaluate_grounding import reasoning_given
 
     hours = Passage("contact", "Contact", "hours", "Opening hours", "We are open 9:00-17:00 on weekdays.")
     costs = Passage("shipping", "Shipping", "costs", "Costs", "Standard shipping costs €4.95.")
