@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
@@ -126,6 +127,15 @@ class NoteInline(ReadOnly, admin.TabularInline):
     extra = 0
 
 
+def _whole_number(value: str) -> int:
+    """A filter's value that must be a number (a score, a user's id); anything else is the
+    admin's "wrong filter" (IncorrectLookupParameters: it goes back to the list, ``?e=1``), not an
+    error page."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise IncorrectLookupParameters(f"not a number: {value[:40]!r}")
+    return int(value)
+
+
 class RatedFilter(admin.SimpleListFilter):
     title = "rated"
     parameter_name = "rated"
@@ -149,7 +159,9 @@ class ScoreFilter(admin.SimpleListFilter):
         return [(str(score), str(score)) for score in range(1, 6)]
 
     def queryset(self, request, queryset):
-        return queryset.filter(rating__score=int(self.value())) if self.value() else queryset
+        if not self.value():
+            return queryset
+        return queryset.filter(rating__score=_whole_number(self.value()))
 
 
 class VariantFilter(admin.SimpleListFilter):
@@ -197,7 +209,8 @@ class AgentFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        return queryset.filter(Q(assigned_agent_id=self.value()) | Q(resolved_by_agent_id=self.value()))
+        agent = _whole_number(self.value())
+        return queryset.filter(Q(assigned_agent_id=agent) | Q(resolved_by_agent_id=agent))
 
 
 @admin.register(Conversation)

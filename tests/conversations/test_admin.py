@@ -105,3 +105,18 @@ def test_a_bot_answer_s_passages_read_numbered_with_the_cited_one_marked_not_as_
         assert "href='/help/returns#return-window'" in page
         assert "javascript:" not in page  # not a link
         assert '"relevance": 0.8123' not in page  # not the raw JSON
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["score=abc", "score=9", "score=99999999999999", "score=%C2%B2", "agent=abc", "agent=99999", "agent=1;drop"],
+)
+def test_a_filter_value_that_is_not_one_of_its_choices_is_refused_or_matches_nothing_never_an_error_page(
+    admin_client, conversations, query
+):
+    response = admin_client.get(f"{URL}?{query}")
+    if response.status_code == 302:  # the admin's own answer to a wrong filter: the list, "?e=1"
+        assert response["Location"] == f"{URL}?e=1"
+    else:
+        assert response.status_code == 200
+        assert listed(admin_client, query) == set()
