@@ -68,7 +68,13 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
         if text_data is None:
             await self.refuse("malformed", "Frames must be JSON text.")
             return
-        await self.receive_json(await self.decode_json(text_data))
+        content = await self.decode_json(text_data)
+        if content is not None and not is_text(content):
+            await self.refuse(
+                "malformed", "The frame contains an unpaired surrogate escape (such as \\ud800), which is not text."
+            )
+            return
+        await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
@@ -105,6 +111,17 @@ class JsonSocketConsumer(AsyncJsonWebsocketConsumer):
     # -- events from the groups (type chatbot.events.CLIENT_EVENT) ------------------------------
     async def client_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+
+def is_text(content: Any) -> bool:
+    """Whether a decoded frame is all text: JSON's "\\ud800" escapes decode to lone surrogates,
+    which no UTF-8 text (PostgreSQL's, the socket's own) can hold, so a message carrying one would
+    fail where it is stored or sent back."""
+    try:
+        json.dumps(content, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def frame_too_big(raw: str | bytes, limit: int) -> bool:

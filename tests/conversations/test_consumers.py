@@ -167,6 +167,8 @@ async def test_another_visitors_conversation_is_not_found_and_reveals_nothing():
         ('{"type": "message.send", "text": "hi", "client_id": "<script>"}', "invalid_client_id"),
         ('{"type": "message.send", "text": "hi"}', "invalid_client_id"),
         ('{"type": "hello", "conversation_id": 7}', "malformed"),
+        ('{"type": "message.send", "text": "hi \\ud800 there", "client_id": "a"}', "malformed"),  # not text
+        ('{"type": "message.send", "text": "hi", "client_id": "a", "x": "\\udfff"}', "malformed"),
     ],
 )
 async def test_bad_frames_get_an_error_and_store_nothing(frame: str, code: str):

@@ -218,6 +218,7 @@ async def test_bad_desk_frames_are_refused_and_store_nothing():
         ({"type": "conversation.claim", "conversation_id": 7}, "conversation_not_found"),
         ({"type": "note.add", "conversation_id": conversation_id, "text": "x" * 2001}, "message_too_long"),
         ({"type": "presence.set", "presence": "sleeping"}, "malformed"),
+        ({"type": "note.add", "conversation_id": conversation_id, "text": "half a pair \ud800"}, "malformed"),
         ({"type": "launch"}, "unknown_type"),
     ]
     for frame, code in cases:
