@@ -23,7 +23,7 @@ from inference_worker import metrics
 from inference_worker.engine.dense import reasoning_markers
 from inference_worker.engine.pump import wait_for
 from inference_worker.engine.stream import IncrementalDecoder
-from inference_worker.engine.types import Engine
+from inference_worker.engine.types import Engine, RequestHandle
 from inference_worker.grounding import (
     NOT_FOUND_REASON,
     check_support,
@@ -127,44 +127,65 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
             lambda ids: tokenizer.decode(ids, skip_special_tokens=False), stop_strings=stops, hide_from=(HANDOFF_OPEN,)
         ),
     )
-    try:
-        # In the engine's queue the answer's place is by the message's arrival (`created`): task
-        # threads reach the engine in either order, and a rerun keeps its place in line.
-        watch = runtime.pump.submit(
-            engine,
-            prompt_ids,
-            sink=sink,
-            request_id=f"g{generation.pk}.{generation.attempts}",
-            arrival=created,
-            reasoning_budget=budget,
-        )
-    except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
-        return give_back(engine) or fail(f"engine: {exc}")
-    handle = watch.handle
-    # The customer's stop, a new message or an agent taking over raise the generation's
-    # cancellation flag; the runtime's one watcher reads every running generation's flag.
-    runtime.cancels.watch(
-        generation.pk,
-        handle,
-        staff_key=None if suggestion else staff_watch_key(conversation.public_id),
-        on_staff=stream.set_staff_watching,
-    )
     deadline = time.monotonic() + settings.GENERATION_TIMEOUT_S
     timed_out = False
+    # An engine process found dead before this answer started in it (it died between the
+    # worker's last look and the submit, or with the answer still in its queue) did not die of
+    # this answer: the answer goes to a new engine process at once, within this attempt. Once:
+    # an answer that kills its engine before the worker hears that it started would otherwise
+    # go round for ever.
+    fresh_engines = 1
+    while True:
+        try:
+            # In the engine's queue the answer's place is by the message's arrival (`created`):
+            # task threads reach the engine in either order, and a rerun keeps its place in line.
+            watch = runtime.pump.submit(
+                engine,
+                prompt_ids,
+                sink=sink,
+                request_id=f"g{generation.pk}.{generation.attempts}",
+                arrival=created,
+                reasoning_budget=budget,
+            )
+        except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
+            if not (engine.exited and fresh_engines):
+                return give_back(engine) or fail(f"engine: {exc}")
+            fresh_engines -= 1
+            engine = _fresh_engine(runtime, variant, generation_id=generation.pk)
+            if isinstance(engine, str):
+                return fail(engine)
+            continue
+        handle = watch.handle
+        # The customer's stop, a new message or an agent taking over raise the generation's
+        # cancellation flag; the runtime's one watcher reads every running generation's flag.
+        runtime.cancels.watch(
+            generation.pk,
+            handle,
+            staff_key=None if suggestion else staff_watch_key(conversation.public_id),
+            on_staff=stream.set_staff_watching,
+        )
 
-    def check() -> None:
-        nonlocal timed_out
-        if time.monotonic() > deadline and not timed_out:
-            timed_out = True
-            handle.cancel()
+        def check(handle: RequestHandle = handle) -> None:
+            nonlocal timed_out
+            if time.monotonic() > deadline and not timed_out:
+                timed_out = True
+                handle.cancel()
 
-    # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
-    # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
-    db.connection.close()
-    try:
-        outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
-    finally:
-        runtime.cancels.unwatch(generation.pk, handle)
+        # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
+        # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
+        db.connection.close()
+        try:
+            outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
+        finally:
+            runtime.cancels.unwatch(generation.pk, handle)
+        unstarted = handle.admitted_at is None and not handle.generated
+        if outcome.kind == "failed" and engine.exited and unstarted and fresh_engines and not timed_out:
+            fresh_engines -= 1
+            engine = _fresh_engine(runtime, variant, generation_id=generation.pk)
+            if isinstance(engine, str):
+                return fail(engine)
+            continue
+        break
 
     if timed_out:
         return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
@@ -265,6 +286,21 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
     )
     return "done"
+
+
+def _fresh_engine(runtime: WorkerRuntime, variant: str, *, generation_id: int) -> Engine | str:
+    """The variant's engine once more, a new process in place of the one that died before the
+    answer started in it; or why there is none."""
+    logger.warning(
+        "generation %s: the engine process of %s was gone before the answer started; on a new one",
+        generation_id,
+        variant,
+    )
+    try:
+        return runtime.engine_for(variant)
+    except ModelLoadError as exc:
+        logger.error("generation %s: %s", generation_id, exc)
+        return str(exc)
 
 
 def reasoning_budget(*, conversation: Conversation, variant: str) -> int | None:

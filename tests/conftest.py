@@ -209,7 +209,9 @@ class WorkerProcess:
         return self.log_path.read_text()
 
     def engine_processes(self) -> list[int]:
-        """The worker's engine processes (`python -m inference_worker.engine_process`), by pid."""
+        """The worker's engine processes (`python -m inference_worker.engine_process`), by pid. A
+        killed one leaves this list as soon as it starts to exit (its command line is gone), which
+        can be before the worker has seen it go."""
         children = subprocess.run(
             ["pgrep", "-P", str(self.process.pid), "-f", "inference_worker.engine_process"],
             capture_output=True,

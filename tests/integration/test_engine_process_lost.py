@@ -97,3 +97,41 @@ async def test_a_dead_engine_process_s_answers_are_requeued_and_answered_by_a_ne
             await communicator.disconnect()
         await asyncio.to_thread(worker.stop)
         await asyncio.to_thread(live_worker.start)
+
+
+async def test_an_answer_whose_engine_died_before_it_started_goes_to_a_new_one_in_the_same_attempt(live_worker):
+    """An engine process that dies with an answer sent to it but not yet started there did not die
+    of that answer: the answer goes to a new engine process at once and costs no attempt, so that
+    a death that is the answer's own (mid-answer) still has its rerun."""
+    engines = live_worker.engine_processes()
+    assert engines
+    for pid in engines:
+        os.kill(pid, signal.SIGSTOP)  # the answer reaches an engine that cannot start it
+    communicator, _ = await new_customer()
+    try:
+        saved = await send_message(communicator, "where is my order?")
+        assert saved["type"] == "message.saved"
+
+        @database_sync_to_async
+        def generation() -> Generation:
+            return Generation.objects.order_by("-pk").first()
+
+        deadline = time.monotonic() + 60
+        while (claimed := await generation()) is None or claimed.status != Generation.Status.RUNNING:
+            assert time.monotonic() < deadline, "the worker did not claim the answer"
+            await asyncio.sleep(0.05)
+        # The worker submits right after its claim; whether the engine dies before or after that
+        # submit, it never started the answer.
+        await asyncio.sleep(1)
+        for pid in engines:
+            os.kill(pid, signal.SIGKILL)
+        events = await collect_until(communicator, ENDS)
+        assert events[-1]["type"] == "answer.done", events
+        assert [e["attempt"] for e in events if e["type"] == "generation.started"] == [1]
+        assert not [e for e in events if e["type"] == "generation.queued" and e.get("attempt") == 2]
+        ended = await generation()
+        assert (ended.pk, ended.status, ended.attempts) == (claimed.pk, Generation.Status.DONE, 1)
+        assert f"generation {claimed.pk}: the engine process of" in live_worker.output()
+        assert not set(live_worker.engine_processes()) & set(engines)
+    finally:
+        await communicator.disconnect()
