@@ -89,11 +89,14 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         metrics.GENERATIONS.labels(variant, outcome).inc()
         return outcome
 
+    def unloadable(exc: ModelLoadError) -> str:
+        logger.error("generation %s: %s", generation.pk, exc)
+        return fail(str(exc))
+
     try:
         engine = runtime.engine_for(variant)
     except ModelLoadError as exc:
-        logger.error("generation %s: %s", generation.pk, exc)
-        return fail(str(exc))
+        return unloadable(exc)
 
     stream.send(protocol.generation_started(generation_id=generation.pk, model_variant=variant, attempt=stream.attempt))
     tokenizer = engine.tokenizer
@@ -136,6 +139,7 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
     # go round for ever.
     fresh_engines = 1
     while True:
+        refused: RuntimeError | None = None
         try:
             # In the engine's queue the answer's place is by the message's arrival (`created`):
             # task threads reach the engine in either order, and a rerun keeps its place in line.
@@ -148,45 +152,50 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
                 reasoning_budget=budget,
             )
         except RuntimeError as exc:  # the engine stopped since `engine_for` (its process died, say)
-            if not (engine.exited and fresh_engines):
-                return give_back(engine) or fail(f"engine: {exc}")
-            fresh_engines -= 1
-            engine = _fresh_engine(runtime, variant, generation_id=generation.pk)
-            if isinstance(engine, str):
-                return fail(engine)
-            continue
-        handle = watch.handle
-        # The customer's stop, a new message or an agent taking over raise the generation's
-        # cancellation flag; the runtime's one watcher reads every running generation's flag.
-        runtime.cancels.watch(
-            generation.pk,
-            handle,
-            staff_key=None if suggestion else staff_watch_key(conversation.public_id),
-            on_staff=stream.set_staff_watching,
+            refused = exc
+        else:
+            handle = watch.handle
+            # The customer's stop, a new message or an agent taking over raise the generation's
+            # cancellation flag; the runtime's one watcher reads every running generation's flag.
+            runtime.cancels.watch(
+                generation.pk,
+                handle,
+                staff_key=None if suggestion else staff_watch_key(conversation.public_id),
+                on_staff=stream.set_staff_watching,
+            )
+
+            def check(handle: RequestHandle = handle) -> None:
+                nonlocal timed_out
+                if time.monotonic() > deadline and not timed_out:
+                    timed_out = True
+                    handle.cancel()
+
+            # The answer takes seconds: the database connection goes back (to the pool)
+            # meanwhile, so that a worker with WORKER_CONCURRENCY tasks in flight does not hold
+            # as many connections.
+            db.connection.close()
+            try:
+                outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
+            finally:
+                runtime.cancels.unwatch(generation.pk, handle)
+        unstarted = refused is not None or (
+            outcome.kind == "failed" and not timed_out and handle.admitted_at is None and not handle.generated
         )
-
-        def check(handle: RequestHandle = handle) -> None:
-            nonlocal timed_out
-            if time.monotonic() > deadline and not timed_out:
-                timed_out = True
-                handle.cancel()
-
-        # The answer takes seconds: the database connection goes back (to the pool) meanwhile, so
-        # that a worker with WORKER_CONCURRENCY tasks in flight does not hold as many connections.
-        db.connection.close()
+        if not (engine.exited and unstarted and fresh_engines):
+            break
+        fresh_engines -= 1
+        logger.warning(
+            "generation %s: the engine process of %s was gone before the answer started; on a new one",
+            generation.pk,
+            variant,
+        )
         try:
-            outcome = wait_for(watch, every_s=TIME_LIMIT_CHECK_S, check=check)
-        finally:
-            runtime.cancels.unwatch(generation.pk, handle)
-        unstarted = handle.admitted_at is None and not handle.generated
-        if outcome.kind == "failed" and engine.exited and unstarted and fresh_engines and not timed_out:
-            fresh_engines -= 1
-            engine = _fresh_engine(runtime, variant, generation_id=generation.pk)
-            if isinstance(engine, str):
-                return fail(engine)
-            continue
-        break
+            engine = runtime.engine_for(variant)
+        except ModelLoadError as exc:
+            return unloadable(exc)
 
+    if refused is not None:
+        return give_back(engine) or fail(f"engine: {refused}")
     if timed_out:
         return fail(f"timed out after {settings.GENERATION_TIMEOUT_S} s")
     if outcome.kind == "failed":
@@ -286,21 +295,6 @@ def run_generation(*, generation_id: int, runtime: WorkerRuntime) -> str:
         "generation %s done: %s tokens, ttft %.0f ms", generation.pk, generated, measures["time_to_first_token_ms"]
     )
     return "done"
-
-
-def _fresh_engine(runtime: WorkerRuntime, variant: str, *, generation_id: int) -> Engine | str:
-    """The variant's engine once more, a new process in place of the one that died before the
-    answer started in it; or why there is none."""
-    logger.warning(
-        "generation %s: the engine process of %s was gone before the answer started; on a new one",
-        generation_id,
-        variant,
-    )
-    try:
-        return runtime.engine_for(variant)
-    except ModelLoadError as exc:
-        logger.error("generation %s: %s", generation_id, exc)
-        return str(exc)
 
 
 def reasoning_budget(*, conversation: Conversation, variant: str) -> int | None:

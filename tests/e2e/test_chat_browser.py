@@ -139,6 +139,11 @@ RECORD_ANSWER_TEXTS = """() => {
 }"""
 
 
+def signal_each(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        os.kill(pid, signum)
+
+
 def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, live_server_url, live_worker):
     """The engine process dies while the answer streams in: the page drops the partial text when
     the answer's next attempt starts, and ends with the whole answer, once, and no error."""
@@ -167,8 +172,7 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
         # when the page shows its first words would land: the engines run in short slices
         # instead, stopped in between, until the page shows the answer streaming. Stopped, they
         # cannot finish it.
-        for pid in engines:
-            os.kill(pid, signal.SIGSTOP)
+        signal_each(engines, signal.SIGSTOP)
         try:
             page.fill("#composer-input", f"where is my order number {tries}?")
             page.press("#composer-input", "Enter")
@@ -177,11 +181,9 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
                 assert time.monotonic() < deadline, (
                     f"no answer streamed; the page showed {page.inner_text('#messages')!r}"
                 )
-                for pid in engines:
-                    os.kill(pid, signal.SIGCONT)
+                signal_each(engines, signal.SIGCONT)
                 time.sleep(0.02)
-                for pid in engines:
-                    os.kill(pid, signal.SIGSTOP)
+                signal_each(engines, signal.SIGSTOP)
                 try:  # what the slice made reaches the page (the recorder sees every text it showed)
                     page.wait_for_function(
                         streaming_or_ended, arg=[BOT_DONE, ERROR_NOTICE, answers_before], timeout=300
@@ -191,18 +193,15 @@ def test_an_answer_whose_engine_dies_mid_stream_starts_over_in_place(browser, li
                     continue
             assert not page.locator(ERROR_NOTICE).all_inner_texts()
         except BaseException:
-            for pid in engines:  # the engines of a failed test run on, for the tests after it
-                os.kill(pid, signal.SIGCONT)
+            signal_each(engines, signal.SIGCONT)  # the engines of a failed test run on, for the tests after it
             raise
         if page.locator(BOT_DONE).count() > answers_before:  # done in the slice that began it
-            for pid in engines:
-                os.kill(pid, signal.SIGCONT)
+            signal_each(engines, signal.SIGCONT)
             continue
         try:
             partial = page.evaluate("window.answerTexts")[-1][1]
         finally:
-            for pid in engines:
-                os.kill(pid, signal.SIGKILL)  # the worker starts new ones
+            signal_each(engines, signal.SIGKILL)  # the worker starts new ones
         page.wait_for_function(ended, arg=[BOT_DONE, ERROR_NOTICE, answers_before], timeout=120_000)
         # The answer's end can have left the engine in the slice that showed its first words (or
         # the variant's engine was a new one, not stopped): then it was done in one run, and the
