@@ -14,6 +14,7 @@ from inference_worker import engine_process
 from inference_worker.engine_factory import EngineSpec, build_engine
 from inference_worker.engine_process import RemoteEngine
 from inference_worker.model_loading import ModelLoadError
+from inference_worker.prompting import chat_template_ids
 from inference_worker.runtime import VariantSlot
 
 TIMEOUT_S = 60
@@ -66,8 +67,15 @@ def remote(test_models):
 
 
 def prompts_of(tokenizer) -> list[list[int]]:
+    """Questions in the chat template, as the worker sends them (the prompt ends inside `<think>`,
+    so the answer's first token is reasoning: a bare question may be answered by the end token
+    alone, and then no "tokens" event comes before "finished")."""
     texts = ["Where is my order?", "How do I return an item?", "What are your opening hours?"]
-    return [tokenizer(text).input_ids for text in texts]
+    return [question(tokenizer, text) for text in texts]
+
+
+def question(tokenizer, text: str) -> list[int]:
+    return chat_template_ids(tokenizer, [{"role": "user", "content": text}])
 
 
 def test_tokens_come_back_as_the_engine_made_them(remote, test_models):
@@ -99,7 +107,7 @@ def test_tokens_come_back_as_the_engine_made_them(remote, test_models):
 def test_cancel_frees_the_slot_and_the_next_in_line_starts(test_models):
     engine = RemoteEngine(spec_for(test_models, max_batch=1, max_new_tokens=200)).start()
     try:
-        prompt = engine.tokenizer("Where is my order?").input_ids
+        prompt = question(engine.tokenizer, "Where is my order?")
         first, second = Listened(), Listened()
         running = engine.submit(prompt, listener=first)
         assert first.first_tokens.wait(TIMEOUT_S)
@@ -125,7 +133,7 @@ def test_a_dead_engine_process_fails_its_requests_and_the_slot_starts_another(te
     engine = slot.load()
     try:
         seen = Listened()
-        handle = engine.submit(engine.tokenizer("Where is my order?").input_ids, max_new_tokens=90, listener=seen)
+        handle = engine.submit(question(engine.tokenizer, "Where is my order?"), max_new_tokens=90, listener=seen)
         assert seen.first_tokens.wait(TIMEOUT_S), seen.kinds()
         os.kill(engine.pid, signal.SIGKILL)
         final = seen.final()
@@ -137,7 +145,7 @@ def test_a_dead_engine_process_fails_its_requests_and_the_slot_starts_another(te
         again = slot.load()
         assert again is not engine and again.pid != engine.pid
         seen = Listened()
-        again.submit(again.tokenizer("Hello").input_ids, max_new_tokens=4, listener=seen)
+        again.submit(question(again.tokenizer, "Hello"), max_new_tokens=4, listener=seen)
         assert seen.final().kind == "finished"
     finally:
         slot.engine.stop()
@@ -168,12 +176,12 @@ def test_the_engine_process_outlives_the_workers_signals_and_a_wedged_one_still_
         assert os.getsid(engine.pid) != os.getsid(0)
         os.kill(engine.pid, signal.SIGTERM)
         seen = Listened()
-        engine.submit(engine.tokenizer("Hello").input_ids, max_new_tokens=4, listener=seen)
+        engine.submit(question(engine.tokenizer, "Hello"), max_new_tokens=4, listener=seen)
         assert seen.final().kind == "finished"
 
         # A child that does not answer (stopped here): a cancel still ends the request.
         seen = Listened()
-        handle = engine.submit(engine.tokenizer("Where is my order?").input_ids, listener=seen)
+        handle = engine.submit(question(engine.tokenizer, "Where is my order?"), listener=seen)
         assert seen.first_tokens.wait(TIMEOUT_S)
         os.kill(engine.pid, signal.SIGSTOP)
         handle.cancel()
