@@ -15,6 +15,7 @@ def setup_django(settings_module: str = "chatbot.settings") -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GPTQMODEL_OFFLINE", "1")  # no CUTLASS download for gptqmodel's Machete kernel
     if not os.environ.get("SECRET_KEY"):
         # The demo's own key (var/secret_key, made once), as `make run` uses it.
         os.environ["SECRET_KEY"] = subprocess.check_output([str(ROOT / "scripts" / "secret_key.sh")], text=True)

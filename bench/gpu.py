@@ -20,11 +20,17 @@ Variants:
   the reasoning early. Random weights never close a reasoning by themselves, so the engine's
   budget closes both: at 1,024 (the model's own length, "no budget") and at the budget. Rows
   report the time to the first answer token (after the closing) p50/p95 beside the first token;
-- `worker`: what the worker itself runs, at the largest session count only: the model saved to
-  disk with a small tokenizer and loaded by the worker's own code in an engine process of its
-  own (`inference_worker/engine_process.py`: its `RemoteEngine`, the worker's settings' defaults,
-  fp16 on CUDA), requests and tokens crossing its pipe; `--worker-backend` picks the backend
-  (default `auto`, the worker's: dense, with its slot cache and CUDA graphs on CUDA).
+- `worker`: what the worker itself runs, at the smallest and the largest session count: the
+  model saved to disk with a small tokenizer and loaded by the worker's own code in an engine
+  process of its own (`inference_worker/engine_process.py`: its `RemoteEngine`, the worker's
+  settings' defaults, on CUDA in the checkpoint's bf16), requests and tokens crossing its pipe;
+  `--worker-backend` picks the backend (default `auto`, the worker's: dense, with its slot cache
+  and CUDA graphs on CUDA);
+- `worker-gptq-KERNEL`: the same with the model saved as a 4-bit GPTQ checkpoint (every decoder
+  linear layer rounded to 4 bits in groups of 128, `save_gptq_rtn`) and served as the worker
+  serves its 4-bit variant, GPTQ_CUDA_KERNEL=KERNEL (`auto`: gptqmodel's choice; `marlin`,
+  `exllama_v2`, `machete`, `triton`, `torch`); the note names the kernel class that ran and the
+  load's time (the first build of a compiled kernel included).
 Each runs with PyTorch's cuDNN attention off, as the worker runs (CUDA_SDPA_CUDNN); a `-cudnn`
 suffix runs it with cuDNN allowed, PyTorch's default. `paged`, no longer what the worker runs,
 is left out unless named. All sessions are submitted at once; a row that runs past
@@ -182,7 +188,10 @@ def main() -> None:
     cudnn_attention(False)
     add(sequential(model, generation, prompts[: args.sequential_requests], device))
     if device == "cuda":  # correctness first: the graphs' tokens against the eager ones
-        report["graph_check"] = graph_check(model, generation, prompts[:16])
+        try:
+            report["graph_check"] = graph_check(model, generation, prompts[:16])
+        except Exception as exc:  # noqa: BLE001 - the rows after it still run, each reporting its own failure
+            report["graph_check"] = {"failed": f"{type(exc).__name__}: {exc}"[:300]}
         if not args.json:
             print(json.dumps({"graph_check": report["graph_check"]}), flush=True)
     saved: dict[str, str] = {}
@@ -201,13 +210,14 @@ def main() -> None:
                         continue
                     add(reasoning_row(model, generation, prompts[:sessions], budget, args))
             continue
-        if name == "worker":
-            sessions = max(sessions_list)
-            if time.perf_counter() - begun > args.budget_seconds:
-                skipped = f"skipped: past {args.budget_seconds:.0f} s"
-                add({**throughput_row(f"worker, {sessions} sessions", sessions, 0, None, []), "note": skipped})
-            else:
-                add(worker_row(model, prompts[:sessions], args, device, saved))
+        if name == "worker" or name.startswith("worker-gptq-"):
+            kernel = name.removeprefix("worker-gptq-") if name != "worker" else None
+            for sessions in sorted({min(sessions_list), max(sessions_list)}):
+                if time.perf_counter() - begun > args.budget_seconds:
+                    skipped = f"skipped: past {args.budget_seconds:.0f} s"
+                    add({**throughput_row(worker_mode(args, kernel, sessions), sessions, 0, None, []), "note": skipped})
+                else:
+                    add(worker_row(model, prompts[:sessions], args, device, saved, kernel=kernel))
             continue
         base = name.removesuffix("-cudnn")
         if base in ("paged-graphs", "dense-eager") and device != "cuda":
@@ -221,8 +231,8 @@ def main() -> None:
                 add({**throughput_row(f"engine ({name}), {sessions} sessions", sessions, 0, None, []), "note": skipped})
                 continue
             add(engine_row(model, generation, prompts[:sessions], name, args))
-    if "path" in saved:
-        shutil.rmtree(saved["path"], ignore_errors=True)
+    for folder in saved.values():
+        shutil.rmtree(folder, ignore_errors=True)
     cudnn_attention(False)
     if args.profile and time.perf_counter() - begun <= args.budget_seconds:
         report["profile"] = profile_dense(model, generation, prompts[: max(sessions_list)])
@@ -457,24 +467,40 @@ def handles_row(mode: str, handles, elapsed: float, cut: bool, args) -> dict:
     }
 
 
-def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict:
-    """The worker's own path: `RemoteEngine` over the model saved to disk (once, into `saved`)."""
+def worker_mode(args, kernel: str | None, sessions: int) -> str:
+    what = f"4-bit GPTQ, kernel {kernel}" if kernel else "unquantized"
+    return f"worker ({args.worker_backend}, {what}), {sessions} sessions"
+
+
+def worker_row(model, prompts, args, device: str, saved: dict[str, str], kernel: str | None = None) -> dict:
+    """The worker's own path: `RemoteEngine` over the model saved to disk (once, into `saved`):
+    as it is, or (`kernel`: GPTQ_CUDA_KERNEL) as a 4-bit GPTQ checkpoint (`save_gptq_rtn`). The
+    row's note says what the engine process loaded (its GPTQ kernel's class) and how long the
+    load took (a compiled kernel's first build included)."""
     import tempfile
 
     from inference_worker.engine_factory import EngineSpec
     from inference_worker.engine_process import RemoteEngine
 
     sessions = len(prompts)
-    mode = f"worker ({args.worker_backend}), {sessions} sessions"
+    mode = worker_mode(args, kernel, sessions)
+    key = "gptq" if kernel else "path"
     engine = None
     try:
-        if "path" not in saved:
-            saved["path"] = save_with_tokenizer(model, tempfile.mkdtemp(prefix="gpu-bench-"))
+        if key not in saved:
+            folder = tempfile.mkdtemp(prefix="gpu-bench-")
+            if kernel:
+                widths = (model.config.hidden_size, model.config.intermediate_size)
+                saved[key] = save_gptq_rtn(model, folder, group_size=128 if all(w % 128 == 0 for w in widths) else 32)
+            else:
+                saved[key] = save_with_tokenizer(model, folder)
+        loading = time.perf_counter()
         engine = RemoteEngine(
             EngineSpec(
                 variant="bench",
-                path=saved["path"],
-                quantized=False,
+                path=saved[key],
+                quantized=bool(kernel),
+                gptq_cuda_kernel=kernel or "auto",
                 device=device,
                 load_threads=4,
                 max_batch=sessions,
@@ -484,6 +510,7 @@ def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict
                 temperature=0.0,
             )
         ).start()
+        loaded = f"{engine.info.get('precision', '?')}, loaded in {time.perf_counter() - loading:.0f} s"
         give_up = time.perf_counter() + args.row_seconds
         warm = _Ends()
         engine.submit(prompts[0], max_new_tokens=4, listener=warm)
@@ -499,7 +526,8 @@ def worker_row(model, prompts, args, device: str, saved: dict[str, str]) -> dict
     finally:
         if engine is not None:
             engine.stop()
-    return handles_row(mode, handles, elapsed, cut, args)
+    row = handles_row(mode, handles, elapsed, cut, args)
+    return {**row, "note": "; ".join(filter(None, [row.get("note"), loaded]))}
 
 
 class _Ends:
@@ -518,13 +546,97 @@ class _Ends:
                 self.done.set()
 
 
+def save_gptq_rtn(model, folder: str, *, group_size: int = 128) -> str:
+    """A 4-bit GPTQ checkpoint of `model` in the format GPTQ tools write (gptqmodel's
+    `checkpoint_format: gptq`), with a small tokenizer: every linear layer of the decoder in
+    4 bits, the embeddings, norms and output head in the model's dtype. The weights are rounded
+    to nearest (`rtn_ints`), not calibrated: GPTQ proper needs calibration text and minutes, and
+    a kernel's speed does not depend on which integers it multiplies. `tests/bench` checks the
+    packing through the worker's own loading code against `rtn_weight`."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}.":
+            state.pop(f"{name}.weight")
+            state.update({f"{name}.{key}": value for key, value in rtn_pack(module.weight, group_size).items()})
+    model.config.save_pretrained(folder)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    config["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")  # as save_pretrained writes it
+    config["quantization_config"] = {
+        "bits": 4,
+        "group_size": group_size,
+        "desc_act": False,
+        "sym": True,
+        "lm_head": False,
+        "quant_method": "gptq",
+        "checkpoint_format": "gptq",
+        "pack_dtype": "int32",
+    }
+    (Path(folder) / "config.json").write_text(json.dumps(config, indent=2))
+    model.generation_config.save_pretrained(folder)
+    save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
+    return save_tokenizer(folder)
+
+
+def rtn_ints(weight, group_size: int):
+    """A linear layer's [out, in] weight rounded to 4 bits per group of `group_size` inputs, on
+    GPTQ's symmetric grid: scale = the group's largest magnitude * 2 / 15 (as fp16 stores it),
+    zero point 8. Returns the integers [out, in] (0..15) and the scales [out, groups]."""
+    import torch
+
+    out_features, in_features = weight.shape
+    grouped = weight.detach().float().cpu().reshape(out_features, in_features // group_size, group_size)
+    scales = (grouped.abs().amax(dim=2) * 2 / 15).clamp(min=1e-6).half().float()
+    ints = (grouped / scales[..., None]).round().add(8).clamp(0, 15).to(torch.int64)
+    return ints.reshape(out_features, in_features), scales
+
+
+def rtn_weight(weight, group_size: int):
+    """The weight a `rtn_pack`ed layer computes with: (integer - zero point) * scale."""
+    ints, scales = rtn_ints(weight, group_size)
+    return (ints - 8).float() * scales.repeat_interleave(group_size, dim=1)
+
+
+def rtn_pack(weight, group_size: int) -> dict:
+    """`rtn_ints` packed as a GPTQ v1 checkpoint stores a layer: qweight [in / 8, out] int32
+    (eight 4-bit values down the input dimension, the first in the lowest bits), qzeros
+    [groups, out / 8] int32 (the zero point minus one, eight along the output dimension), scales
+    [groups, out] fp16, g_idx [in] int32 (each input's group: no act-order)."""
+    import numpy as np
+    import torch
+
+    ints, scales = rtn_ints(weight, group_size)
+    out_features, in_features = ints.shape
+    by_input = ints.t().contiguous().numpy().astype(np.uint32)  # [in, out]
+    qweight = np.zeros((in_features // 8, out_features), dtype=np.uint32)
+    for j in range(8):
+        qweight |= by_input[j::8] << np.uint32(4 * j)
+    zeros = np.full((scales.shape[1], out_features), 8 - 1, dtype=np.uint32)
+    qzeros = np.zeros((scales.shape[1], out_features // 8), dtype=np.uint32)
+    for j in range(8):
+        qzeros |= zeros[:, j::8] << np.uint32(4 * j)
+    return {
+        "qweight": torch.from_numpy(qweight.view(np.int32)),
+        "qzeros": torch.from_numpy(qzeros.view(np.int32)),
+        "scales": scales.t().contiguous().half(),
+        "g_idx": torch.arange(in_features, dtype=torch.int32) // group_size,
+    }
+
+
 def save_with_tokenizer(model, folder: str) -> str:
     """The model's weights and config, and a small tokenizer built by the demo model's own code
     (the worker's loading code wants one; the benchmark's prompts are token ids), as a model
     folder the worker can load."""
+    model.save_pretrained(folder)
+    return save_tokenizer(folder)
+
+
+def save_tokenizer(folder: str) -> str:
+    """A small tokenizer built by the demo model's own code, into `folder`."""
     from inference_worker.demo_model.tokenizer import train_tokenizer
 
-    model.save_pretrained(folder)
     texts = ["Where is my order?", "How do I return an item?", "hello, thank you"] * 4
     train_tokenizer(texts=texts, vocab_size=300).save_pretrained(folder)
     return folder

@@ -304,6 +304,14 @@ MODEL_DEVICE = env_str("MODEL_DEVICE", "auto")
 GPTQ_CPU_DTYPE = env_str("GPTQ_CPU_DTYPE", "auto")
 if GPTQ_CPU_DTYPE not in ("auto", "bfloat16", "float32"):
     raise ValueError("GPTQ_CPU_DTYPE must be auto, bfloat16 or float32")
+# On CUDA, the GPTQ kernel that serves the 4-bit variant (gptqmodel's backends): "triton" (needs
+# only the Triton that PyTorch ships), "marlin", "exllama_v2", "machete" (CUDA extensions that
+# gptqmodel builds with nvcc at their first use: Marlin took 6 minutes on an H200), "torch", or
+# "auto" (gptqmodel's choice, which on an H200 without network fails: it picks Machete, whose
+# build fetches CUTLASS's sources). docs/benchmarks.md has what each measured.
+GPTQ_CUDA_KERNEL = env_str("GPTQ_CUDA_KERNEL", "triton")
+if GPTQ_CUDA_KERNEL not in ("auto", "marlin", "exllama_v2", "machete", "triton", "torch"):
+    raise ValueError("GPTQ_CUDA_KERNEL must be auto, marlin, exllama_v2, machete, triton or torch")
 
 # Sampling: unset, each variant samples as its checkpoint's generation_config.json says (the real
 # R1-Distill checkpoints: DeepSeek's 0.6 / 0.95; the demo model its own). Set, they override it

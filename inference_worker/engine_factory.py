@@ -25,6 +25,7 @@ class EngineSpec:
     quantized: bool
     device: str = "auto"
     gptq_cpu_dtype: str = "auto"
+    gptq_cuda_kernel: str = "triton"
     cudnn_attention: bool = False
     load_threads: int = 1
     max_batch: int = 32
@@ -95,6 +96,7 @@ def build_engine(spec: EngineSpec) -> tuple[LoadedModel, BatchingEngine]:
             quantized=spec.quantized,
             device=spec.device,
             gptq_cpu_dtype_setting=spec.gptq_cpu_dtype,
+            gptq_cuda_kernel=spec.gptq_cuda_kernel,
             cudnn_attention=spec.cudnn_attention,
         ),
         threads=spec.load_threads,

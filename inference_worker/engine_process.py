@@ -57,6 +57,7 @@ class RemoteEngine:
         self.variant = spec.variant
         self.ready_timeout_s = ready_timeout_s
         self.tokenizer: Any = None
+        self.info: dict[str, Any] = {}
         self.active_count = 0
         self.waiting_count = 0
         self.tokens_generated = 0
@@ -100,6 +101,7 @@ class RemoteEngine:
             ours.close()
             self._ended.set()
             raise
+        self.info = info  # the child's device, precision (its GPTQ kernel) and backend
         logger.info("engine for %s ready in process %d: %s", self.variant, self._process.pid, info)
         self._reader = threading.Thread(target=self._read, name=f"engine-{self.variant}-reader", daemon=True)
         self._reader.start()

@@ -137,6 +137,26 @@ def resolve_device(device: str) -> str:
 
 
 GPTQ_CPU_DTYPES = ("auto", "bfloat16", "float32")
+# gptqmodel's GPTQ kernels for CUDA that GPTQ_CUDA_KERNEL may name (gptqmodel 7.6's backend names);
+# "auto" leaves the choice to gptqmodel. Marlin, ExLlamaV2 and Machete are CUDA extensions that
+# gptqmodel compiles with nvcc at their first use (cached under ~/.cache/gptqmodel: Marlin's two
+# builds took 339 s on an H200); Triton's kernel compiles in seconds; `torch` dequantizes and
+# multiplies in PyTorch. On an H200 offline, "auto" picked Machete, whose build wants CUTLASS's
+# sources from the network, and the load failed (docs/benchmarks.md).
+GPTQ_CUDA_KERNELS = ("auto", "marlin", "exllama_v2", "machete", "triton", "torch")
+
+
+def cuda_dtype(checkpoint_dtype: Any, *, bf16_supported: bool) -> str:
+    """What a checkpoint computes in on CUDA: bf16 where its config says bfloat16 (the
+    R1-Distill checkpoints are bf16, and fp16's narrower range can overflow in activations that
+    bf16 holds) and the GPU has bf16, else fp16."""
+    name = str(checkpoint_dtype or "").removeprefix("torch.")
+    return "bfloat16" if name == "bfloat16" and bf16_supported else "float16"
+
+
+def quant_kernels(model) -> list[str]:
+    """The class names of the quantized layers that serve `model` (gptqmodel's kernels)."""
+    return sorted({type(module).__name__ for module in model.modules() if hasattr(module, "qweight")})
 
 
 def cpu_has_bf16_arithmetic() -> bool:
@@ -209,32 +229,47 @@ def load_variant(
     quantized: bool,
     device: str = "auto",
     gptq_cpu_dtype_setting: str = "auto",
+    gptq_cuda_kernel: str = "triton",
     cudnn_attention: bool = False,
 ) -> LoadedModel:
     """Check, load and smoke-test one variant. Raises ModelLoadError with the path and the fault.
     `gptq_cpu_dtype_setting` (GPTQ_CPU_DTYPE) chooses what a GPTQ model computes in around its
-    int4 layers on the CPU (`gptq_cpu_dtype`). On CUDA, `cudnn_attention` (CUDA_SDPA_CUDNN) says
-    whether PyTorch's attention may use cuDNN (a process-wide switch)."""
+    int4 layers on the CPU (`gptq_cpu_dtype`). On CUDA, `gptq_cuda_kernel` (GPTQ_CUDA_KERNEL)
+    names the GPTQ kernel ("auto": gptqmodel's choice), and `cudnn_attention` (CUDA_SDPA_CUDNN)
+    says whether PyTorch's attention may use cuDNN (a process-wide switch)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPTQConfig
 
+    if gptq_cuda_kernel not in GPTQ_CUDA_KERNELS:
+        raise ValueError(f"GPTQ_CUDA_KERNEL must be one of {', '.join(GPTQ_CUDA_KERNELS)}, not {gptq_cuda_kernel!r}")
     if is_local(path):
         check_model_folder(path, quantized=quantized)
     device = resolve_device(device)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
     around_int4 = ""
     if quantized and device == "cpu":
         around_int4 = gptq_cpu_dtype(gptq_cpu_dtype_setting, has_bf16=cpu_has_bf16_arithmetic())
-    # GPTQ on the CPU runs its int4 kernel with bf16 activations (it is far slower in fp32); the
-    # unquantized model runs in fp32 on the CPU, where fp16 matmuls are slow, and fp16 on a GPU.
-    if quantized:
-        dtype = torch.bfloat16 if device == "cpu" else torch.float16
-    else:
-        dtype = torch.float32 if device == "cpu" else torch.float16
+    extra: dict[str, Any] = {}
     try:
+        # GPTQ on the CPU runs its int4 kernel with bf16 activations (it is far slower in fp32);
+        # the unquantized model runs in fp32 on the CPU, where half-precision matmuls are slow.
+        # On a GPU both run in the checkpoint's own half precision (`cuda_dtype`).
+        if cuda:
+            config = AutoConfig.from_pretrained(path)
+            checkpoint_dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+            dtype = getattr(torch, cuda_dtype(checkpoint_dtype, bf16_supported=torch.cuda.is_bf16_supported()))
+            if quantized and gptq_cuda_kernel != "auto":
+                quant = getattr(config, "quantization_config", None) or {}
+                bits = int(quant.get("bits", 4) if isinstance(quant, dict) else getattr(quant, "bits", 4))
+                extra["quantization_config"] = GPTQConfig(bits=bits, backend=gptq_cuda_kernel)
+        elif quantized:
+            dtype = torch.bfloat16
+        else:
+            dtype = torch.float32
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, **extra)
     except Exception as exc:  # noqa: BLE001 - any failure here means the variant cannot be served
         raise ModelLoadError(path, f"loading failed: {type(exc).__name__}: {exc}") from exc
     model.eval()
@@ -258,7 +293,12 @@ def load_variant(
         raise ModelLoadError(path, "test forward pass gave non-finite logits: corrupt weights")
     if quantized and device == "cpu":
         _skip_identity_permutation(model)
-    precision = f"int4 layers in bf16, the rest in {around_int4}" if around_int4 else str(dtype)
+    if around_int4:
+        precision = f"int4 layers ({', '.join(quant_kernels(model))}) in bf16, the rest in {around_int4}"
+    elif quantized:
+        precision = f"int4 layers ({', '.join(quant_kernels(model))}), the rest in {dtype}"
+    else:
+        precision = str(dtype)
     logger.info("loaded %s from %s on %s (%s)", variant, path, device, precision)
     return LoadedModel(
         variant=variant, path=path, model=model, tokenizer=tokenizer, quantized=quantized, precision=precision

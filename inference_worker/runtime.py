@@ -85,6 +85,7 @@ def engine_spec(variant: str) -> EngineSpec:
         quantized=config["quantized"],
         device=settings.MODEL_DEVICE,
         gptq_cpu_dtype=settings.GPTQ_CPU_DTYPE,
+        gptq_cuda_kernel=settings.GPTQ_CUDA_KERNEL,
         cudnn_attention=settings.CUDA_SDPA_CUDNN,
         load_threads=torch_work_threads(),
         max_batch=settings.ENGINE_MAX_BATCH,

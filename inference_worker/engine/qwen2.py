@@ -159,7 +159,7 @@ class LayerProjections:
             qk = projected[:, : heads + kv_heads]
             qk = qk * cos + rotate_half(qk) * sin
             return qk[:, :heads], qk[:, heads:], projected[:, heads + kv_heads :]
-        q, k, v = (t.view(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
+        q, k, v = (t.reshape(total, -1, dim) for t in (attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)))
         return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
     def o(self, index: int, attention: Any, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +211,8 @@ def grouped_attention(
     out = F.scaled_dot_product_attention(
         q.reshape(rows, kv_heads, heads // kv_heads * n, dim), k, v, attn_mask=mask, scale=scale
     )
-    return out.view(rows, heads, n, dim)
+    # On CUDA the fused attention kernels may hand back another memory layout: reshape, not view.
+    return out.reshape(rows, heads, n, dim)
 
 
 def prompt_layout(

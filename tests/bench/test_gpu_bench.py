@@ -2,6 +2,7 @@
 first break on the GPU, where device time is scarce."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +42,66 @@ def test_gpu_bench_runs_every_cpu_variant_with_a_toy_model(tmp_path):
         "engine (dense-padded), 3 sessions",
         "engine (paged), 1 sessions",
         "engine (paged), 3 sessions",
-        "worker (auto), 3 sessions",  # the largest count only: the engine process, as the worker runs it
+        # the smallest and largest counts: the engine process, as the worker runs it
+        "worker (auto, unquantized), 1 sessions",
+        "worker (auto, unquantized), 3 sessions",
     ]
     for row in report["rows"]:
         assert row["tokens"] == row["sessions"] * 4 or row["mode"].startswith("generate"), row
-        assert row["tokens_per_s"] > 0 and not row.get("note"), row
+        assert row["tokens_per_s"] > 0, row
+        if row["mode"].startswith("worker"):  # what the engine process loaded, and how long it took
+            assert re.fullmatch(r"torch\.float32, loaded in \d+ s", row["note"]), row
+        else:
+            assert not row.get("note"), row
+
+
+def test_the_4bit_rows_serve_a_gptq_checkpoint_through_the_workers_loading_code_and_name_its_kernel():
+    """`worker-gptq-KERNEL`: the model rounded to 4 bits and saved as a GPTQ checkpoint, served by
+    the worker's engine process as its 4-bit variant; the note names the kernel class that ran
+    (on a CPU gptqmodel's `TorchAtenLinear`, whatever the CUDA kernel asked for)."""
+    report = run_gpu_bench(
+        *("--tiny", "--sessions", "1,2", "--prompt-tokens", "8", "--new-tokens", "4"),
+        *("--variants", "worker-gptq-triton"),
+    )
+    rows = report["rows"][1:]
+    assert [row["mode"] for row in rows] == [
+        "worker (auto, 4-bit GPTQ, kernel triton), 1 sessions",
+        "worker (auto, 4-bit GPTQ, kernel triton), 2 sessions",
+    ]
+    for row in rows:
+        assert row["tokens"] == row["sessions"] * 4, row
+        assert re.fullmatch(r"int4 layers \(TorchAtenLinear\) in bf16, the rest in \w+, loaded in \d+ s", row["note"])
+
+
+def test_the_gptq_checkpoint_the_benchmark_writes_computes_with_its_rounded_weights(tmp_path):
+    """`save_gptq_rtn`'s packing, read back by gptqmodel through the worker's `load_variant`:
+    the loaded model's logits are those of the model with every decoder linear layer replaced
+    by its rounded weight (`rtn_weight`), to bf16's rounding, and not the unquantized model's."""
+    import copy
+
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from bench import gpu
+    from inference_worker.model_loading import load_variant
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**gpu.TINY)).to(torch.bfloat16).eval()
+    folder = gpu.save_gptq_rtn(model, str(tmp_path), group_size=32)
+    loaded = load_variant(variant="t", path=folder, quantized=True, device="cpu", gptq_cpu_dtype_setting="float32")
+    rounded = copy.deepcopy(model).float()
+    for name, module in rounded.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}.":
+            module.weight.data = gpu.rtn_weight(module.weight, 32)
+    ids = torch.randint(10, 1000, (2, 12))
+    with torch.no_grad():
+        served, expected, unquantized = (m(ids).logits.float() for m in (loaded.model, rounded, model.float()))
+
+    def error(a, b):
+        return float((a - b).norm() / b.norm())
+
+    assert error(served, expected) < 0.02
+    assert error(served, unquantized) > 0.05  # the 4-bit rounding is there: the check can tell
 
 
 def test_gpu_bench_keeps_the_1_5b_attention_in_one_layer_with_geometry_attention():

@@ -139,7 +139,7 @@ def test_the_4bit_model_fuses_its_int4_projections_and_still_decodes_as_generate
     )
     model = loaded.model
     assert model.lm_head.weight.dtype == getattr(torch, around_int4)
-    assert loaded.precision == f"int4 layers in bf16, the rest in {around_int4}"
+    assert loaded.precision == f"int4 layers (TorchAtenLinear) in bf16, the rest in {around_int4}"
     eos = loaded.eos_token_ids[0]
     # Customers' questions as the worker sends them: random token ids give near-ties that bf16
     # rounds either way, which says nothing about the fused layers.

@@ -115,6 +115,42 @@ def test_the_4bit_model_computes_in_bf16_around_its_int4_layers_only_where_the_c
         gptq_cpu_dtype("fp8", has_bf16=True)
 
 
+def test_on_cuda_a_checkpoint_computes_in_its_own_half_precision():
+    """R1-Distill's checkpoints are bf16: on a GPU with bf16 they run in bf16 (fp16's narrower
+    range can overflow where bf16 holds); fp16 and fp32 checkpoints, or a GPU without bf16, fp16."""
+    import torch
+
+    from inference_worker.model_loading import cuda_dtype
+
+    assert cuda_dtype(torch.bfloat16, bf16_supported=True) == "bfloat16"
+    assert cuda_dtype("bfloat16", bf16_supported=True) == "bfloat16"
+    assert cuda_dtype("torch.bfloat16", bf16_supported=True) == "bfloat16"
+    assert cuda_dtype(torch.bfloat16, bf16_supported=False) == "float16"
+    assert cuda_dtype("float16", bf16_supported=True) == "float16"
+    assert cuda_dtype("float32", bf16_supported=True) == "float16"
+    assert cuda_dtype(None, bf16_supported=True) == "float16"
+
+
+def test_a_gptq_cuda_kernel_not_known_is_refused_before_anything_loads(tmp_path):
+    from inference_worker.model_loading import load_variant
+
+    with pytest.raises(ValueError, match="GPTQ_CUDA_KERNEL must be one of auto, marlin, .*not 'cutlass'"):
+        load_variant(variant="x", path=str(tmp_path), quantized=True, device="cpu", gptq_cuda_kernel="cutlass")
+
+
+def test_a_wrong_gptq_cuda_kernel_stops_the_settings_with_its_name():
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=worker_env(GPTQ_CUDA_KERNEL="fastest"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GPTQ_CUDA_KERNEL must be auto, marlin, exllama_v2, machete, triton or torch" in result.stderr
+
+
 def test_a_wrong_gptq_cpu_dtype_stops_the_settings_with_its_name():
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],

@@ -28,6 +28,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # gptqmodel fetches CUTLASS's sources for its Machete kernel at first use unless offline.
+        os.environ.setdefault("GPTQMODEL_OFFLINE", "1")
         import torch
 
         from chatbot.celery import app
