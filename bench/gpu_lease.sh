@@ -14,9 +14,10 @@
 # `run` installs them under /tmp/site and runs bench/gpu.py once: our engine (`dense`) at 1, 64
 # and 256 sessions, then the worker's own path (engine process, the worker's loading code) at 1
 # and 256 sessions unquantized (bf16, as R1-Distill's checkpoints are) and as a 4-bit GPTQ
-# checkpoint served by the Triton kernel and by gptqmodel's own choice (`auto`: on an H200 it
-# builds its Marlin kernel with nvcc at the first load, about two minutes). Its logs and JSON land
-# in $OUT.
+# checkpoint served by the Triton kernel and by gptqmodel's own choice (`auto`: on an H200 offline
+# it chose Machete, whose build fetches CUTLASS's sources, and the row failed, 2026-12-04). Marlin
+# (`worker-gptq-marlin`) builds with nvcc at its first load, 339 s there: a run of its own, with
+# BENCH_VARIANTS. Its logs and JSON land in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -158,6 +158,21 @@ def worker_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def settings_refusal(**extra: str) -> str:
+    """Django's setup in a process of its own with these settings in its environment, which must
+    refuse them: what it wrote to stderr (the refusal's message)."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=worker_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0, "the settings were accepted"
+    return result.stderr
+
+
 def wait_for_worker(name: str, *, timeout: float = 90, process: subprocess.Popen | None = None) -> WorkerStatus:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
