@@ -310,6 +310,7 @@ def build_demo_model(
             "train_seconds": round(train_report.seconds, 1),
             "losses": [list(pair) for pair in train_report.losses],
             "copy_accuracy": train_report.copy_accuracy,
+            "induction_landing": train_report.induction_landing,
         }
         _write_build_info(
             staging,
@@ -326,6 +327,8 @@ def build_demo_model(
                     "final_loss": round(train_report.final_loss, 6),
                     "seconds": round(train_report.seconds, 1),
                     "copy_accuracy": train_report.copy_accuracy and [round(x, 4) for x in train_report.copy_accuracy],
+                    "induction_landing": train_report.induction_landing
+                    and [round(x, 4) for x in train_report.induction_landing],
                 },
             },
         )

@@ -24,7 +24,12 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-from inference_worker.demo_model.copying import copy_accuracy, hold_copy_circuit, install_copy_circuit
+from inference_worker.demo_model.copying import (
+    copy_accuracy,
+    hold_copy_circuit,
+    induction_landing,
+    install_copy_circuit,
+)
 from inference_worker.demo_model.corpus import Corpus, TrainingDialogue, training_dialogues
 from inference_worker.demo_model.tokenizer import ASSISTANT_TOKEN, EOS_TOKEN, MODEL_MAX_LENGTH
 from inference_worker.grounding import passages_extra_tokens, prompt_tokens
@@ -149,6 +154,8 @@ class TrainReport:
     parameters: int
     # copying.copy_accuracy on random text before and after training (None: no copying circuit)
     copy_accuracy: tuple[float, float] | None = None
+    # copying.induction_landing before and after training (None: no copying circuit)
+    induction_landing: tuple[float, float] | None = None
 
 
 def preset_by_name(name: str) -> ModelPreset:
@@ -316,8 +323,11 @@ def train_model(
         layout = install_copy_circuit(model, context=preset.copy_context) if preset.copy_circuit else None
         if layout is not None:
             hold_copy_circuit(model, layout)
-            copied_before = copy_accuracy(model)
-            log(f"copying circuit installed: copies {copied_before:.3f} of a repeated random span")
+            copied_before, landing_before = copy_accuracy(model), induction_landing(model, layout)
+            log(
+                f"copying circuit installed: copies {copied_before:.3f} of a repeated random span, "
+                f"its induction head lands right on {landing_before:.3f}"
+            )
         model.train()
         parameters = sum(p.numel() for p in model.parameters())
         log(
@@ -354,10 +364,14 @@ def train_model(
                 )
                 window = []
         model.eval()
-        copied = None
+        copied = landing = None
         if copied_before is not None:
             copied = (copied_before, copy_accuracy(model))
-            log(f"after training the model copies {copied[1]:.3f} of a repeated random span")
+            landing = (landing_before, induction_landing(model, layout))
+            log(
+                f"after training the model copies {copied[1]:.3f} of a repeated random span, "
+                f"its induction head lands right on {landing[1]:.3f}"
+            )
         report = TrainReport(
             steps=preset.steps,
             seconds=time.monotonic() - started,
@@ -365,6 +379,7 @@ def train_model(
             losses=tuple(losses),
             parameters=parameters,
             copy_accuracy=copied,
+            induction_landing=landing,
         )
         return model, report
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,10 @@ from inference_worker.demo_model.build import (  # noqa: E402
     read_build_info,
     sha256_file,
 )
-from inference_worker.demo_model.corpus import heldout_examples  # noqa: E402
+from inference_worker.demo_model.corpus import heldout_examples, load_corpus  # noqa: E402
 from inference_worker.demo_model.evaluate import compare_variants, load_for_eval  # noqa: E402
 from inference_worker.demo_model.tokenizer import encode_prompt  # noqa: E402
-from inference_worker.demo_model.train import DEMO_TEMPERATURE, DEMO_TOP_P  # noqa: E402
+from inference_worker.demo_model.train import DEMO_TEMPERATURE, DEMO_TOP_P, PRESETS, train_model  # noqa: E402
 
 SEED = 7
 BITS = 4
@@ -95,6 +95,19 @@ def test_tiny_build_builds_every_part_and_logs_losses(tiny: TinyBuild) -> None:
     assert fp16.detail["steps"] > 0 and fp16.detail["final_loss"] > 0
     assert any("loss" in line for line in tiny.log)
     json.dumps(tiny.report.to_dict())  # the command prints it as JSON
+
+
+def test_a_reader_reports_its_copying_before_and_after_training(tiny: TinyBuild) -> None:
+    """The reader's training reports how well its circuit copies random text and where its
+    induction head lands, before and after (two steps here; docs/demo-model.md has the full
+    build's figures)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny.fp16_dir)
+    preset = replace(PRESETS["reader"], steps=2, batch_size=2, log_every=1)
+    log: list[str] = []
+    _model, report = train_model(tokenizer=tokenizer, corpus=load_corpus(), preset=preset, seed=SEED, log=log.append)
+    assert report.copy_accuracy[0] > 0.95 and report.induction_landing[0] > 0.95
+    assert 0 <= report.copy_accuracy[1] <= 1 and 0 <= report.induction_landing[1] <= 1
+    assert any("induction head lands right on" in line for line in log)
 
 
 def test_nothing_is_left_in_the_working_directory(tiny: TinyBuild) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2ForCausalLM
 
-from inference_worker.demo_model.copying import copy_accuracy, copy_layout, hold_copy_circuit, install_copy_circuit
+from inference_worker.demo_model.copying import (
+    copy_accuracy,
+    copy_layout,
+    hold_copy_circuit,
+    induction_landing,
+    install_copy_circuit,
+)
 from inference_worker.demo_model.train import PRESETS, model_config
 
 
@@ -31,6 +37,20 @@ def test_a_fresh_model_copies_a_repeated_span_once_the_circuit_is_installed() ->
     assert copy_accuracy(model) > 0.95
     # Far apart too: the match does not depend on the distance (RoPE's slow pairs).
     assert copy_accuracy(model, span=60, filler=400) > 0.9
+
+
+def test_the_induction_head_lands_where_the_copy_is_and_the_measure_tells_a_broken_one() -> None:
+    model = _fresh("reader")
+    layout = copy_layout(model.config, context=3)
+    assert induction_landing(model, layout) < 0.1  # before the circuit: attention lands anywhere
+    install_copy_circuit(model)
+    assert induction_landing(model, layout) > 0.95
+    assert model.config._attn_implementation != "eager"  # the measure leaves the model as it was
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():  # the match's query gone: the head attends evenly, it lands nowhere
+        rows = slice(layout.induction_head * head_dim, (layout.induction_head + 1) * head_dim)
+        model.model.layers[1].self_attn.q_proj.weight[rows] = 0
+    assert induction_landing(model, layout) < 0.1
 
 
 def test_far_copies_need_the_slow_rope_base() -> None:
