@@ -41,11 +41,12 @@ def test_a_fresh_model_copies_a_repeated_span_once_the_circuit_is_installed() ->
 
 def test_the_induction_head_lands_where_the_copy_is_and_the_measure_tells_a_broken_one() -> None:
     model = _fresh("reader")
+    implementation = model.config._attn_implementation
     layout = copy_layout(model.config, context=3)
     assert induction_landing(model, layout) < 0.1  # before the circuit: attention lands anywhere
     install_copy_circuit(model)
     assert induction_landing(model, layout) > 0.95
-    assert model.config._attn_implementation != "eager"  # the measure leaves the model as it was
+    assert model.config._attn_implementation == implementation  # it reads attention eagerly, then puts it back
     head_dim = model.config.hidden_size // model.config.num_attention_heads
     with torch.no_grad():  # the match's query gone: the head attends evenly, it lands nowhere
         rows = slice(layout.induction_head * head_dim, (layout.induction_head + 1) * head_dim)
