@@ -276,12 +276,12 @@ def induction_landing(
     on 0.571; docs/demo-model.md)."""
     was_training, implementation = model.training, model.config._attn_implementation
     model.eval()
-    model.config._attn_implementation = "eager"  # sdpa returns no attention weights
+    model.set_attn_implementation("eager")  # sdpa returns no attention weights
     try:
         ids, start = _repeated_spans(model.config.vocab_size, rows=rows, span=span, filler=filler, seed=seed)
         attention = model(input_ids=ids, output_attentions=True).attentions[1][:, layout.induction_head]
     finally:
-        model.config._attn_implementation = implementation
+        model.set_attn_implementation(implementation)
         model.train(was_training)
     first = layout.context - 1
     queries = torch.arange(start + first, start + span - 1)
