@@ -609,20 +609,26 @@ def rtn_pack(weight, group_size: int) -> dict:
 
     ints, scales = rtn_ints(weight, group_size)
     out_features, in_features = ints.shape
-    by_input = ints.t().contiguous().numpy().astype(np.uint32)  # [in, out]
-    qweight = np.zeros((in_features // 8, out_features), dtype=np.uint32)
-    for j in range(8):
-        qweight |= by_input[j::8] << np.uint32(4 * j)
-    zeros = np.full((scales.shape[1], out_features), 8 - 1, dtype=np.uint32)
-    qzeros = np.zeros((scales.shape[1], out_features // 8), dtype=np.uint32)
-    for j in range(8):
-        qzeros |= zeros[:, j::8] << np.uint32(4 * j)
+    qweight = _pack_nibbles(ints.t().numpy().astype(np.uint32))  # [in, out] -> [in / 8, out]
+    zeros = np.full((out_features, scales.shape[1]), 8 - 1, dtype=np.uint32)
+    qzeros = np.ascontiguousarray(_pack_nibbles(zeros).T)  # [out, groups] -> [out / 8, groups] -> [groups, out / 8]
     return {
         "qweight": torch.from_numpy(qweight.view(np.int32)),
         "qzeros": torch.from_numpy(qzeros.view(np.int32)),
         "scales": scales.t().contiguous().half(),
         "g_idx": torch.arange(in_features, dtype=torch.int32) // group_size,
     }
+
+
+def _pack_nibbles(values):
+    """Eight 4-bit values down the first axis of a uint32 array into each uint32, the first in
+    the lowest bits (GPTQ v1's qweight and qzeros layout)."""
+    import numpy as np
+
+    packed = np.zeros((values.shape[0] // 8, *values.shape[1:]), dtype=np.uint32)
+    for j in range(8):
+        packed |= values[j::8] << np.uint32(4 * j)
+    return packed
 
 
 def save_with_tokenizer(model, folder: str) -> str:
