@@ -132,8 +132,6 @@ def test_on_cuda_a_checkpoint_computes_in_its_own_half_precision():
 
 
 def test_a_gptq_cuda_kernel_not_known_is_refused_before_anything_loads(tmp_path):
-    from inference_worker.model_loading import load_variant
-
     with pytest.raises(ValueError, match="GPTQ_CUDA_KERNEL must be one of auto, marlin, .*not 'cutlass'"):
         load_variant(variant="x", path=str(tmp_path), quantized=True, device="cpu", gptq_cuda_kernel="cutlass")
 
